@@ -1,0 +1,38 @@
+# nash_lit: the two commands a user needs are `make test` and `make reproduce`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= cpu
+# Writable homes for matplotlib and IPython, whatever HOME allows.
+export MPLCONFIGDIR := $(CURDIR)/.mplconfig
+export IPYTHONDIR := $(CURDIR)/.ipython
+
+.PHONY: install test export reproduce clean
+
+install: $(VENV)/.installed
+
+# Re-installs only when pyproject.toml changes; quick when already done.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+export: install
+	$(BIN)/nbdev-export
+
+# nash_lit/ is generated from nbs/: the export must leave it unchanged.
+test: install
+	$(BIN)/nbdev-export
+	@if [ -n "$$(git status --porcelain -- nash_lit)" ]; then \
+	  echo "nash_lit/ differs from what nbs/ exports; run nbdev-export and commit:"; \
+	  git status --short -- nash_lit; exit 1; fi
+	$(BIN)/nbdev-test --n_workers 1
+	$(BIN)/python -m pytest -q tests
+
+reproduce: install
+	@echo "No reproduction notebook yet: Table 1 arrives with the NASH issue (nbs/10_table1)."; exit 1
+
+clean:
+	rm -rf _proc _docs .pytest_cache .hypothesis
