@@ -1,0 +1,60 @@
+"The genotype: validation, hashing, JSON, parameter and FLOP counts."
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from nash_lit.arch import Arch, Net, Node, flops, n_params, seed_arch
+from nash_lit.morphisms import generate_child
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_random_archs_round_trip_and_count(seed):
+    rng = np.random.default_rng(seed)
+    net = Net(seed_arch((3, 4, 5), separable=bool(seed % 2), size=16))
+    arch = generate_child(net, 8, rng=rng).net.arch
+    again = Arch.from_json(arch.to_json())
+    assert again == arch and hash(again) == hash(arch) and str(again) == str(arch)
+    assert n_params(arch) == sum(p.numel() for p in Net(arch).parameters())
+    assert flops(arch) > 0
+    out = Net(arch)(torch.randn(2, 3, 16, 16))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_node_order_does_not_matter():
+    a = seed_arch()
+    assert Arch(tuple(reversed(a.nodes))) == a
+
+
+def test_flops_match_the_closed_form_for_the_seed():
+    a = seed_arch((32, 64, 128))
+    assert flops(a) == 2 * (32**2 * 3 * 32 * 9 + 16**2 * 32 * 64 * 9 + 8**2 * 64 * 128 * 9 + 128 * 10)
+    assert flops(a, (4, 3, 32, 32)) == 4 * flops(a)
+
+
+def _nodes():
+    return list(seed_arch((4, 8, 16)).nodes)  # 0 in, 1 conv, 2 pool, 3 conv, 4 pool, 5 conv, 6 head
+
+
+@pytest.mark.parametrize("nodes, message", [
+    (lambda n: n[:1] + [Node(1, "convv", (0,), {"channels": 4, "kernel": 3})] + n[2:], r"node 1 \(convv\): unknown op"),
+    (lambda n: n[:-1] + [n[-1].replace(inputs=(42,))], r"node 6 \(head\): input 42 does not exist"),
+    (lambda n: n[:1] + [n[1].replace(inputs=(3,))] + n[2:], r"node \d \(\w+\): is on a cycle"),
+    (lambda n: n[:-1] + [Node(9, "add", (5, 4), {"src": [0], "dst": [99]}), n[-1].replace(inputs=(9,))], r"node 9 \(add\): dst channels"),
+    (lambda n: n[:-1] + [Node(9, "add", (5, 4), {"src": [99], "dst": [0]}), n[-1].replace(inputs=(9,))], r"node 9 \(add\): src channels"),
+    (lambda n: n[:-1] + [Node(9, "concat", (5, 1)), n[-1].replace(inputs=(9,))], r"node 9 \(concat\): inputs have different resolutions"),
+    (lambda n: n[:3] + [n[3].replace(attrs={"channels": 0})] + n[4:], r"node 3 \(conv\): attribute 'channels'"),
+    (lambda n: n[:3] + [Node(3, "conv", (2, 1), {"channels": 8, "kernel": 3})] + n[4:], r"node 3 \(conv\): takes 1 inputs"),
+    (lambda n: n[:5] + [Node(7, "conv", (5,), {"channels": 8, "kernel": 3})] + n[5:], r"node 7 \(conv\): its output is never used"),
+    (lambda n: n + [Node(7, "pool", (4,))], r"head must be the last node|never used"),
+    (lambda n: [n[0].replace(attrs={"size": 6})] + n[1:], r"node 4 \(pool\): cannot max-pool a 3x3"),
+])
+def test_invalid_genotypes_name_the_node(nodes, message):
+    with pytest.raises(ValueError, match=message): Arch(tuple(nodes(_nodes())))
+
+
+def test_from_json_rejects_foreign_documents():
+    with pytest.raises(ValueError, match="not a nash_lit architecture"): Arch.from_json(json.dumps({"nodes": []}))
