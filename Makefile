@@ -28,7 +28,7 @@ test: install
 	@if [ -n "$$(git status --porcelain -- nash_lit)" ]; then \
 	  echo "nash_lit/ differs from what nbs/ exports; run nbdev-export and commit:"; \
 	  git status --short -- nash_lit; exit 1; fi
-	$(BIN)/nbdev-test --n_workers 1
+	$(BIN)/nbdev-test --n-workers 1
 	$(BIN)/python -m pytest -q tests
 
 reproduce: install

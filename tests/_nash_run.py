@@ -1,0 +1,36 @@
+"A smoke-scale NASH search, run as a subprocess by tests/test_nash.py: python _nash_run.py RUN_DIR SEED OUT.json."
+import hashlib
+import json
+import sys
+
+import torch
+
+from nash_lit.arch import seed_arch
+from nash_lit.nash import NashConfig, nash
+from nash_lit.train import TrainConfig, synthetic
+
+torch.set_num_threads(1)  # deterministic and light on a shared machine
+
+
+def config(seed: int) -> NashConfig:
+    return NashConfig(n_steps=3, n_child=3, n_op=2, n_epochs=1, seed_epochs=1, calib_size=32, seed=seed,
+                      train=TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False))
+
+
+def fingerprint(net) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(net.state_dict().items()):
+        h.update(k.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def main(run_dir: str, seed: int, out: str):
+    data = synthetic(128, 64, 32, seed=0)
+    result = nash(seed_arch((4, 8, 8)), data, config(seed), run_dir=run_dir, resume=True)
+    with open(out, "w") as f:
+        json.dump(dict(id=result.id, step=result.step, val_error=result.val_error, arch=result.arch.to_json(),
+                       weights=fingerprint(result.net)), f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])

@@ -1,0 +1,228 @@
+"NASH (nash_lit.nash): kill-and-resume, failures as data, invalid configs, final training."
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import nash_lit.nash as N
+from nash_lit.arch import Arch, seed_arch
+from nash_lit.runs import load_checkpoint, read_log, read_records
+from nash_lit.train import TrainConfig, TrainingDiverged, synthetic
+
+SCRIPT = Path(__file__).with_name("_nash_run.py")
+ROOT = SCRIPT.parent.parent
+TRAIN = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
+
+
+def small_config(**changes):
+    base = dict(n_steps=2, n_child=3, n_op=2, n_epochs=1, seed_epochs=1, calib_size=16, train=TRAIN)
+    return N.NashConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    "One thread: light on a shared machine, and the in-process runs are compared bit for bit."
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(64, 32, 32, seed=0)
+
+
+def start(run_dir, seed, out):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, str(SCRIPT), str(run_dir), str(seed), str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def lines(run_dir):
+    log = Path(run_dir) / "log.jsonl"
+    return log.read_bytes().count(b"\n") if log.exists() else 0
+
+
+def finish(proc, timeout=300):
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err.decode()[-3000:]
+
+
+def check_run(run_dir, n_steps=3, n_child=3):
+    "The log and checkpoints parse; every child is there exactly once."
+    records = read_records(run_dir)
+    ids = [r["id"] for r in records]
+    assert len(ids) == len(set(ids)), f"duplicated children: {sorted(ids)}"
+    assert sorted((r["step"], r["child"]) for r in records) == \
+        [(0, 0)] + [(s, j) for s in range(1, n_steps + 1) for j in range(n_child)]
+    for r in records:
+        assert r["status"] == "ok", r
+        Arch.from_json(r["arch"])
+    for p in Path(run_dir).glob("*.pt"): load_checkpoint(p)
+    assert not list(Path(run_dir).glob("child_*.pt")), "a finished run keeps no children's checkpoints"
+    assert len(read_log(run_dir)) == len(records)
+
+
+def test_kill_and_resume(tmp_path):
+    "SIGKILL a search at random moments, resume it each time: the result equals an uninterrupted run."
+    seed = 3
+    reference = start(tmp_path / "ref", seed, tmp_path / "ref.json")
+    rnd = random.Random()
+    run, kills = tmp_path / "killed", 0
+    for after in (1, 3, 6):  # log lines to wait for before killing, then a random delay
+        proc = start(run, seed, tmp_path / "killed.json")
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and lines(run) < after and time.monotonic() < deadline: time.sleep(0.02)
+        time.sleep(rnd.uniform(0, 0.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL); kills += 1
+        proc.communicate(timeout=60)
+        read_records(run)  # the log parses after every kill (a torn last line is ignored)
+    finish(start(run, seed, tmp_path / "killed.json"))
+    finish(reference)
+    assert kills >= 1
+    check_run(run); check_run(tmp_path / "ref")
+    got, want = (json.loads((tmp_path / f).read_text()) for f in ("killed.json", "ref.json"))
+    assert got == want
+    # resuming a finished run trains nothing and returns the same
+    n = lines(run)
+    finish(start(run, seed, tmp_path / "again.json"))
+    assert lines(run) == n and json.loads((tmp_path / "again.json").read_text()) == want
+
+
+def test_torn_last_line_is_repaired(tmp_path, data, monkeypatch):
+    "A crash mid-write leaves half a line: resume ignores it, truncates it, redoes that child and goes on."
+    config = small_config(n_steps=1)
+    reference = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "ref")
+    real, calls = N.append_record, []
+    def crash_on_fourth(run_dir, record):
+        calls.append(record["id"])
+        if len(calls) < 4: return real(run_dir, record)
+        with open(Path(run_dir) / "log.jsonl", "ab") as f: f.write(json.dumps(record).encode()[:40])
+        raise SystemExit("killed mid-write")
+    monkeypatch.setattr(N, "append_record", crash_on_fourth)
+    with pytest.raises(SystemExit): N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "run")
+    monkeypatch.setattr(N, "append_record", real)
+    with pytest.raises(json.JSONDecodeError): json.loads((tmp_path / "run/log.jsonl").read_text().splitlines()[-1])
+    again = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "run", resume=True)
+    assert (again.id, again.val_error, again.arch) == (reference.id, reference.val_error, reference.arch)
+    assert [r["id"] for r in read_records(tmp_path / "run")] == [0, 1, 2, 3]
+    assert (tmp_path / "run/log.jsonl").read_text().endswith("\n")
+
+
+def _failing_train(failures):
+    "A stand-in for `train` that raises failures[train seed] for chosen children, and trains the rest."
+    real = N.train
+    def fake(net, data, config, trainable=None):
+        if config.seed in failures: raise failures[config.seed]
+        return real(net, data, config, trainable)
+    return fake
+
+
+def test_failed_child_is_data(tmp_path, data, monkeypatch):
+    "A diverged, an out-of-memory and a crashing child are logged; the search continues with the others."
+    seed = lambda step, j: N.child_seeds(0, step, j)[1]
+    monkeypatch.setattr(N, "train", _failing_train({
+        seed(1, 0): TrainingDiverged("loss became nan"), seed(1, 1): RuntimeError("CUDA out of memory. Tried"),
+        seed(2, 2): KeyError("boom")}))
+    result = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
+    log = read_log(tmp_path).set_index("id")
+    assert list(log.status) == ["ok", "diverged", "oom", "ok", "ok", "ok", "failed"]
+    assert "loss became nan" in log.error[1] and "boom" in log.error[6]
+    assert log.parent[4] == 3  # step 2 climbed from the only child of step 1 that trained
+    assert result.step == 2 and result.id in (4, 5)
+
+
+def test_real_divergence_is_logged(data):
+    torch.manual_seed(0)
+    net = N.Net(seed_arch((4, 8, 8)))
+    task = N.ChildTask(net.arch.to_json(), net.state_dict(), data, 1, N.OPERATORS, [0, 1, 0, 0], None,
+                       TrainConfig(epochs=1, batch_size=32, lr_max=1e30, amp=False, progress=False))
+    out = N.evaluate_child(task)
+    assert out["status"] == "diverged" and "state" not in out and out["arch"] is not None
+
+
+def test_all_children_failing_is_a_clear_error(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(N, "train", _failing_train({N.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)}))
+    with pytest.raises(N.SearchFailed, match="all 3 children of step 1 failed"):
+        N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
+    assert [r["status"] for r in read_records(tmp_path)] == ["ok", "diverged", "diverged", "diverged"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(n_child=0), "n_child must be >= 1"),
+    (dict(n_op=0), "n_op must be >= 1"),
+    (dict(budget_seconds=-5), "budget_seconds must be >= 0"),
+    (dict(n_epochs=-1), "n_epochs must be >= 0"),
+    (dict(seed_epochs=-1), "seed_epochs must be >= 0"),
+    (dict(n_steps=-1), "n_steps must be >= 0"),
+    (dict(n_steps=None), "needs a budget"),
+    (dict(operators=("deeper", "narrower")), "unknown operator 'narrower'"),
+    (dict(operators=()), "operator set is empty"),
+])
+def test_invalid_config_fails_before_training(changes, message, monkeypatch):
+    monkeypatch.setattr(N, "train", lambda *a, **k: pytest.fail("trained before validating"))
+    with pytest.raises(ValueError, match=message):
+        N.nash(seed_arch((4, 8, 8)), None, small_config(**changes))
+
+
+def test_resume_with_other_config_fails(tmp_path, data):
+    N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=0), run_dir=tmp_path)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=0), run_dir=tmp_path)
+    with pytest.raises(ValueError, match="n_op"):
+        N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=0, n_op=3), run_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="seed_arch"):
+        N.nash(seed_arch((4, 8, 16)), data, small_config(n_steps=0), run_dir=tmp_path, resume=True)
+
+
+def test_budget_in_seconds_stops_the_search(data):
+    result = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=None, budget_seconds=0))
+    assert result.step == 0 and list(result.log.step) == [0] and result.run_dir is None
+
+
+def test_argmin_over_children_even_if_worse_than_parent(tmp_path, data, monkeypatch):
+    "Line 8 of Algorithm 1: N* is the best child, even when the parent was better."
+    real = N.evaluate_child
+    def worse_children(task):
+        out = real(task)
+        if task.n_op: out["val_error"] = 0.9 + task.rng[2] / 100  # child j gets 0.9 + j/100
+        else: out["val_error"] = 0.1
+        return out
+    monkeypatch.setattr(N, "evaluate_child", worse_children)
+    result = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path)
+    assert (result.id, result.step, result.val_error) == (1, 1, 0.9)
+
+
+def test_process_pool_executor(tmp_path, data):
+    "evaluate_child is a picklable top-level function: a process pool runs the same search."
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+    config = small_config(n_steps=1, n_child=2)
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        result = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "pool", executor=pool)
+    assert list(result.log.status) == ["ok"] * 3 and result.step == 1
+    local = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "local")
+    assert list(result.log.arch) == list(local.log.arch)  # the same children, wherever they were trained
+
+
+def test_final_train(data):
+    torch.manual_seed(0)
+    net = N.Net(seed_arch((4, 8, 8)))
+    merged = N.train_plus_val(data)
+    assert len(merged.y_train) == 96 and len(merged.y_val) == 0 and torch.equal(merged.mean, data.mean)
+    scratch = N.final_train(net, data, epochs=1, config=TRAIN)
+    assert 0 <= scratch.test_error <= 1 and len(scratch.history) == 1
+    assert not torch.equal(scratch.net.blocks["1"].conv.weight, net.blocks["1"].conv.weight)
+    tuned = N.final_train(net, data, epochs=0, from_scratch=False, config=TRAIN)
+    assert torch.equal(tuned.net.blocks["1"].conv.weight, net.blocks["1"].conv.weight)  # inherited, untouched
+    with pytest.raises(ValueError, match="needs a network"):
+        N.final_train(net.arch, data, epochs=1, from_scratch=False)
