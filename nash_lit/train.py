@@ -263,9 +263,11 @@ class TrainConfig:
     eval_every: int = 1  # validate every this many epochs (always after the last); 0: only after the last
     eval_batch_size: int = 1024  # images per forward pass when evaluating
     progress: bool = True  # show a tqdm progress bar
+    bn_eval: bool = False  # keep every BatchNorm layer in eval mode (running statistics fixed), as for distillation
+    grad_clip: float = 0.0  # clip the gradient norm to this value; 0: off (needed without BatchNorm's normalisation)
 
     def __post_init__(self):
-        for name in ("epochs", "crop_pad", "cutout", "eval_every"):
+        for name in ("epochs", "crop_pad", "cutout", "eval_every", "grad_clip"):
             if getattr(self, name) < 0: raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("batch_size", "eval_batch_size"):
             if getattr(self, name) < 1: raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -326,6 +328,7 @@ def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; tr
           data: Data,  # the dataset; moved to the training device if it is elsewhere
           config: TrainConfig | None = None,  # settings; default TrainConfig()
           trainable=None,  # names of the parameters to train (all others frozen, BN statistics included); None: all
+          teacher: nn.Module | None = None,  # distil (Eq. 8): minimise mean ‖net(x) − teacher(x)‖ instead of the cross-entropy
           ) -> list[dict]:
     "Train `net` with SGD and cosine annealing; returns one dict per epoch (loss, val_error, lr, seconds, img_s)."
     config = config if config is not None else TrainConfig()
@@ -335,8 +338,9 @@ def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; tr
     if n == 0: raise ValueError("the data has no training images")
     if data.device != device: data = data.to(device)
     flags = {name: p.requires_grad for name, p in net.named_parameters()}
-    was_training = net.training
+    was_training, teacher_training = net.training, teacher is not None and teacher.training
     try:
+        if teacher is not None: teacher.to(device).eval()
         params, frozen_bn = _freeze(net, trainable)
         net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         steps = max(1, n // bs)  # the last incomplete batch is dropped (a different one every epoch)
@@ -351,7 +355,8 @@ def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; tr
         for epoch in range(config.epochs):
             start = time.perf_counter()
             net.train()
-            for m in frozen_bn: m.eval()
+            for m in (net.modules() if config.bn_eval else frozen_bn):
+                if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
             order, loss_sum = torch.randperm(n, generator=gen, device=device), torch.zeros((), device=device)
             for step in range(steps):
                 idx = order[step * bs:(step + 1) * bs]
@@ -359,10 +364,17 @@ def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; tr
                 if channels_last: x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     logits = net(x).float()
-                loss = F.cross_entropy(logits, y_a)
-                if lam < 1: loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y_b)
+                if teacher is not None:  # the targets are the teacher's outputs on the same (augmented) images
+                    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                        target = teacher(x).float()
+                    # ‖·‖ with a tiny floor: its gradient is undefined (NaN) where child and teacher agree exactly
+                    loss = ((logits - target).pow(2).sum(1) + 1e-12).sqrt().mean()
+                else:
+                    loss = F.cross_entropy(logits, y_a)
+                    if lam < 1: loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y_b)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if config.grad_clip: torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
                 opt.step()
                 sched.step()
                 loss_sum += loss.detach()
@@ -385,3 +397,4 @@ def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; tr
     finally:
         for name, p in net.named_parameters(): p.requires_grad_(flags[name])
         net.train(was_training)
+        if teacher is not None: teacher.train(teacher_training)

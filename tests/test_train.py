@@ -227,3 +227,22 @@ def test_bad_input_gives_clear_value_errors(data):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"): T.default_device("cuda")
     assert all(p.requires_grad for p in net.parameters())  # a refused call leaves the flags alone
+
+
+def test_distillation_with_a_teacher_and_fixed_batchnorm_statistics():
+    "teacher= trains towards the teacher's outputs; bn_eval=True keeps every running statistic fixed."
+    import copy
+    from nash_lit.arch import Net, seed_arch
+    data = T.synthetic(256, 64, 64, seed=3)
+    cfg = T.TrainConfig(epochs=1, batch_size=64, progress=False, amp=False, channels_last=False)
+    torch.manual_seed(0)
+    teacher = Net(seed_arch((8, 8, 8)))
+    T.train(teacher, data, cfg)
+    student = copy.deepcopy(teacher)
+    assert student.training and teacher.training
+    stats = {k: v.clone() for k, v in student.state_dict().items() if "running" in k}
+    history = T.train(student, data, T.TrainConfig(**{**cfg.__dict__, "bn_eval": True, "weight_decay": 0.0}), teacher=teacher)
+    assert history[0]["loss"] < 1e-3  # a copy of the teacher already matches it: the loss is ~0, and finite
+    assert teacher.training  # the teacher's mode is restored
+    for k, v in student.state_dict().items():
+        if k in stats: assert torch.equal(v, stats[k]), k
