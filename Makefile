@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= cpu
+# data root holding CIFAR-10 (sets NASH_LIT_DATA for `make reproduce`); empty: NASH_LIT_DATA or data/
+DATA ?=
 # Writable homes for matplotlib and IPython, whatever HOME allows.
 export MPLCONFIGDIR := $(CURDIR)/.mplconfig
 export IPYTHONDIR := $(CURDIR)/.ipython
@@ -31,8 +33,10 @@ test: install
 	$(BIN)/nbdev-test --n-workers 1
 	$(BIN)/python -m pytest -q tests
 
+# Runs every reproduction notebook (nbs/1[0-9]_*.ipynb) of one settings.ini profile with papermill
+# (kernel python3, cwd nbs/) into reports/$(PROFILE)/, with tables, figures and manifest.json.
 reproduce: install
-	@echo "No reproduction notebook yet: Table 1 arrives with the NASH issue (nbs/10_table1)."; exit 1
+	$(BIN)/python tools/reproduce.py --profile $(PROFILE) $(if $(DATA),--data $(DATA))
 
 clean:
 	rm -rf _proc _docs .pytest_cache .hypothesis

@@ -1,0 +1,67 @@
+"""The reproduction pipeline: settings.ini profiles, tools/reproduce.py, and nbs/10_table1 at the smoke scale."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from reproduce import load_profile  # noqa: E402
+
+PROFILES = ("smoke", "cpu", "gpu", "paper")
+
+
+def notebook_parameters(nb=ROOT / "nbs" / "10_table1.ipynb") -> set:
+    "Names assigned in the notebook's cell tagged `parameters`."
+    import ast
+    cells = [c for c in json.loads(nb.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, "10_table1 needs exactly one cell tagged 'parameters' (does nbdev-clean keep the tag?)"
+    tree = ast.parse("".join(cells[0]["source"]))
+    return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets}
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_profiles_match_the_notebook(name):
+    params = load_profile(name)
+    missing = notebook_parameters() - set(params) - {"profile", "reports_dir", "data_dir"}
+    unknown = set(params) - notebook_parameters()
+    assert not missing and not unknown, f"[{name}]: missing {missing}, not parameters of 10_table1 {unknown}"
+    assert params["budgets"] == sorted(params["budgets"]) and params["budget_unit"] in ("steps", "seconds")
+
+
+def test_paper_profile_is_the_papers():
+    p = load_profile("paper")
+    assert (p["budgets"], p["budget_unit"], p["n_runs"], p["n_child"], p["n_op"], p["n_epochs"], p["seed_epochs"],
+            p["final_epochs"]) == ([43200, 86400, 259200], "seconds", 5, 8, 5, 20, 20, 600)
+
+
+def test_bad_profile(tmp_path):
+    ini = tmp_path / "settings.ini"
+    ini.write_text("[x]\ndataset = cifar10\n")  # an unquoted string is not a literal
+    with pytest.raises(ValueError, match="not a Python literal"): load_profile("x", ini)
+    with pytest.raises(KeyError, match="no profile"): load_profile("nope", ini)
+
+
+def test_smoke_reproduction(tmp_path):
+    "make reproduce PROFILE=smoke, into a temporary reports folder: tables, figure, notebook, manifest."
+    out = tmp_path / "smoke"
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "reproduce.py"), "--profile", "smoke", "--reports", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for name in ("table1.md", "table1.csv", "table1_progress.png", "10_table1.ipynb", "manifest.json"):
+        assert (out / name).is_file(), f"{name} was not written"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "ok" and manifest["profile"] == "smoke" and manifest["wall_seconds"] > 0
+    assert [n["status"] for n in manifest["notebooks"]] == ["ok"]
+    rows = list(csv.DictReader((out / "table1.csv").open()))
+    paper = {(r["budget"], r["params_m"], r["test_error_pct"]) for r in rows if r["source"].startswith("paper")}
+    assert paper == {("0.5 GPU days", "4.9", "4.3"), ("1 GPU day", "7.9", "4.0"), ("3 GPU days", "21.2", "3.6")}
+    ours = {(r["method"], r["budget"]) for r in rows if r["source"].startswith("ours")}
+    assert ours == {("NASH", "1 step"), ("NASH", "2 steps"), ("seed trained as long", "2 steps"), ("random search", "2 steps")}
+    md = (out / "table1.md").read_text()
+    for needle in ("profile: `smoke`", "git commit:", "seeds: [0, 1]", "wall time:", "device:", "| paper (full scale) |"):
+        assert needle in md, f"table1.md lacks {needle!r}"
+    assert not any((ROOT / "nbs").glob("*_executed*")), "papermill must not write into nbs/"
