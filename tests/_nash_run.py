@@ -7,7 +7,8 @@ import torch
 
 from nash_lit.arch import seed_arch
 from nash_lit.nash import NashConfig, nash
-from nash_lit.train import TrainConfig, synthetic
+from nash_lit.data import synthetic
+from nash_lit.train import TrainConfig
 
 torch.set_num_threads(1)  # deterministic and light on a shared machine
 

@@ -11,7 +11,8 @@ from nash_lit.approx import (RECOVERY, NotApplicable, conv_depth, delta, prune, 
                              separable_factors, to_separable)
 from nash_lit.arch import Arch, Net, n_params, seed_arch
 from nash_lit.morphisms import MORPHISMS, add_skip, concat_skip, generate_child, morphism_error, scramble
-from nash_lit.train import TrainConfig, synthetic, train
+from nash_lit.data import synthetic
+from nash_lit.train import TrainConfig, train
 
 OPS = {"remove_block": remove_block, "prune": prune, "to_separable": to_separable}
 DATA = synthetic(256, 64, 64, size=8, seed=0)

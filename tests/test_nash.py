@@ -14,7 +14,8 @@ import torch
 import nash_lit.nash as N
 from nash_lit.arch import Arch, seed_arch
 from nash_lit.runs import load_checkpoint, read_log, read_records
-from nash_lit.train import TrainConfig, TrainingDiverged, synthetic
+from nash_lit.data import synthetic
+from nash_lit.train import TrainConfig, TrainingDiverged
 
 SCRIPT = Path(__file__).with_name("_nash_run.py")
 ROOT = SCRIPT.parent.parent

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from nash_lit import data as D
 from nash_lit import train as T
 from nash_lit.arch import Net, seed_arch
 
@@ -16,7 +17,7 @@ CPU = dict(device="cpu", progress=False)
 
 @pytest.fixture(scope="module")
 def data():
-    return T.synthetic(256, 64, 64, seed=0)
+    return D.synthetic(256, 64, 64, seed=0)
 
 
 def small_net(seed=0):
@@ -165,14 +166,14 @@ def test_evaluate_restores_mode_and_counts_errors(data):
 def _fake_cifar(root, per_batch=20, as_tar=False):
     "A CIFAR-10-shaped python-pickle dataset with `per_batch` images per batch."
     rng = np.random.default_rng(0)
-    folder = root / T.FOLDER
+    folder = root / D.FOLDER
     folder.mkdir(parents=True)
-    for name in T._BATCHES:
+    for name in D._BATCHES:
         d = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
              b"labels": rng.integers(0, 10, per_batch).tolist(), b"batch_label": name.encode()}
         with open(folder / name, "wb") as f: pickle.dump(d, f, protocol=2)
     if as_tar:
-        with tarfile.open(root / T.ARCHIVE, "w:gz") as tar: tar.add(folder, arcname=T.FOLDER)
+        with tarfile.open(root / D.ARCHIVE, "w:gz") as tar: tar.add(folder, arcname=D.FOLDER)
         for p in folder.iterdir(): p.unlink()
         folder.rmdir()
 
@@ -182,24 +183,24 @@ def test_reads_folder_and_archive_identically(tmp_path, monkeypatch):
     _fake_cifar(tmp_path / "b", as_tar=True)
     fail = lambda *a, **k: (_ for _ in ()).throw(AssertionError("must not download"))
     monkeypatch.setattr("torchvision.datasets.CIFAR10", fail)
-    a = T.cifar10(tmp_path / "a", device="cpu", val_size=10)
-    b = T.cifar10(tmp_path / "b", device="cpu", val_size=10)
+    a = D.cifar10(tmp_path / "a", device="cpu", val_size=10)
+    b = D.cifar10(tmp_path / "b", device="cpu", val_size=10)
     for s in ("train", "val", "test"):
         assert all(torch.equal(u, v) for u, v in zip(a.split(s), b.split(s)))
     assert (len(a.y_train), len(a.y_val), len(a.y_test)) == (90, 10, 20)
     assert a.x_train.dtype == torch.uint8 and a.x_train.shape[1:] == (3, 32, 32)
-    raw = T.read_cifar10(tmp_path / "a")["train"][0]
+    raw = D.read_cifar10(tmp_path / "a")["train"][0]
     rows = {r.tobytes() for r in raw}
     assert all(x.numpy().tobytes() in rows for x in a.x_val)  # validation images come from the training batches
     train_rows = {x.numpy().tobytes() for x in a.x_train}
     assert not any(x.numpy().tobytes() in train_rows for x in a.x_val)  # and are disjoint from training
-    final = T.cifar10(tmp_path / "a", device="cpu", final=True)
+    final = D.cifar10(tmp_path / "a", device="cpu", final=True)
     assert (len(final.y_train), len(final.y_val)) == (100, 0)
-    sub = T.cifar10(tmp_path / "a", device="cpu", val_size=10, train_size=30, val_subset=5, test_size=7)
+    sub = D.cifar10(tmp_path / "a", device="cpu", val_size=10, train_size=30, val_subset=5, test_size=7)
     assert (len(sub.y_train), len(sub.y_val), len(sub.y_test)) == (30, 5, 7)
     assert torch.equal(sub.x_train, a.x_train[:30])  # a subset is a prefix of the fixed permutation
     monkeypatch.setenv("NASH_LIT_DATA", str(tmp_path / "b"))
-    assert torch.equal(T.cifar10(device="cpu", val_size=10).x_val, a.x_val)
+    assert torch.equal(D.cifar10(device="cpu", val_size=10).x_val, a.x_val)
 
 
 def test_missing_dataset_without_download_gives_a_clear_error(tmp_path, monkeypatch):
@@ -207,10 +208,10 @@ def test_missing_dataset_without_download_gives_a_clear_error(tmp_path, monkeypa
     monkeypatch.setattr("torchvision.datasets.CIFAR10", offline)
     root = tmp_path / "empty"
     root.mkdir()
-    with pytest.raises(FileNotFoundError) as e: T.cifar10(root, device="cpu")
+    with pytest.raises(FileNotFoundError) as e: D.cifar10(root, device="cpu")
     msg = str(e.value)
-    assert str(root.resolve()) in msg and T.ARCHIVE in msg and "download failed" in msg
-    with pytest.raises(FileNotFoundError, match="downloading is off"): T.read_cifar10(root, download=False)
+    assert str(root.resolve()) in msg and D.ARCHIVE in msg and "download failed" in msg
+    with pytest.raises(FileNotFoundError, match="downloading is off"): D.read_cifar10(root, download=False)
 
 
 # --- bad input ----------------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def test_bad_input_gives_clear_value_errors(data):
     with pytest.raises(ValueError, match="empty"): T.train(net, data, T.TrainConfig(**CPU), trainable=[])
     with pytest.raises(ValueError, match="unknown split"): T.evaluate(net, data, "validation")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"): T.default_device("cuda")
+        with pytest.raises(ValueError, match="CUDA is not available"): D.default_device("cuda")
     assert all(p.requires_grad for p in net.parameters())  # a refused call leaves the flags alone
 
 
@@ -233,7 +234,7 @@ def test_distillation_with_a_teacher_and_fixed_batchnorm_statistics():
     "teacher= trains towards the teacher's outputs; bn_eval=True keeps every running statistic fixed."
     import copy
     from nash_lit.arch import Net, seed_arch
-    data = T.synthetic(256, 64, 64, seed=3)
+    data = D.synthetic(256, 64, 64, seed=3)
     cfg = T.TrainConfig(epochs=1, batch_size=64, progress=False, amp=False, channels_last=False)
     torch.manual_seed(0)
     teacher = Net(seed_arch((8, 8, 8)))

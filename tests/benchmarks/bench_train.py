@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from nash_lit.arch import Net, seed_arch
-from nash_lit.train import TrainConfig, cifar10, synthetic, train
+from nash_lit.data import cifar10, synthetic
+from nash_lit.train import TrainConfig, train
 
 
 class PlainCIFAR(Dataset):
