@@ -5,10 +5,12 @@
 # %% ../nbs/01_data.ipynb #f78f02c5
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import tarfile
-from dataclasses import dataclass, fields, replace
+import uuid
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['CLASSES', 'ARCHIVE', 'FOLDER', 'channel_stats', 'Data', 'synthetic', 'data_root', 'read_cifar10', 'cifar10',
-           'default_device']
+           'default_device', 'train_plus_val', 'DataSpec', 'as_spec', 'clear_data_cache']
 
 # %% ../nbs/01_data.ipynb #c1a91c66
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -164,3 +166,70 @@ def default_device(device=None,  # a torch device or its name; None or "auto": C
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' requested, but MPS is not available here")
     return device
+
+# %% ../nbs/01_data.ipynb #115b1c3c
+def train_plus_val(data: Data,  # data with a validation split
+                   ) -> Data:
+    "The training and validation images together as the training set; no validation split."
+    if len(data.y_val) == 0: return data
+    return Data(torch.cat([data.x_train, data.x_val]), torch.cat([data.y_train, data.y_val]),
+                data.x_val[:0], data.y_val[:0], data.x_test, data.y_test, data.mean, data.std, data.classes)
+
+# %% ../nbs/01_data.ipynb #ff9c878c
+_LOADERS = {"synthetic": synthetic, "cifar10": cifar10}
+_CACHE: dict = {}  # (loader, kwargs, device) -> Data, for this process
+
+def _check_kwargs(loader: str, kwargs: dict) -> tuple:
+    "The loader's keyword arguments as sorted pairs; unknown names and `device` fail here, not in a worker."
+    allowed = set(inspect.signature(_LOADERS[loader]).parameters) - {"device"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown: raise ValueError(f"DataSpec.{loader}: unknown argument(s) {unknown}; allowed: {sorted(allowed)} "
+                                 "(the device is chosen by load(device))")
+    return tuple(sorted(kwargs.items()))
+
+# %% ../nbs/01_data.ipynb #bcf54e57
+@dataclass(frozen=True)
+class DataSpec:
+    "What data to load and how: small, picklable and hashable; each process loads it once per device."
+    loader: str  # 'synthetic', 'cifar10' or 'memory' (data wrapped by `DataSpec.wrap`)
+    kwargs: tuple = ()  # the loader's keyword arguments as sorted (name, value) pairs
+    data: Data | None = field(default=None, compare=False, repr=False)  # the wrapped data ('memory' only)
+
+    @classmethod
+    def synthetic(cls, **kwargs) -> DataSpec:
+        "The spec of `synthetic(**kwargs)`."
+        return cls("synthetic", _check_kwargs("synthetic", kwargs))
+
+    @classmethod
+    def cifar10(cls, **kwargs) -> DataSpec:
+        "The spec of `cifar10(**kwargs)`; nothing is read until `load`."
+        return cls("cifar10", _check_kwargs("cifar10", kwargs))
+
+    @classmethod
+    def wrap(cls, data: Data) -> DataSpec:
+        "A spec carrying data already in memory."
+        if not isinstance(data, Data): raise TypeError(f"DataSpec.wrap takes a Data, got {type(data).__name__}")
+        return cls("memory", (("token", uuid.uuid4().hex),), data)
+
+    def load(self, device=None) -> Data:
+        "The data on `device` (default: `default_device()`), loaded once per process."
+        device = default_device(device)
+        key = (self.loader, self.kwargs, str(device))
+        if key not in _CACHE: _CACHE[key] = self._build(device)
+        return _CACHE[key]
+
+    def _build(self, device) -> Data:
+        if self.loader == "memory": return self.data if self.data.device == device else self.data.to(device)
+        if self.loader not in _LOADERS: raise ValueError(f"unknown data loader {self.loader!r}; known: {sorted(_LOADERS)} or 'memory'")
+        return _LOADERS[self.loader](device=device, **dict(self.kwargs))
+
+# %% ../nbs/01_data.ipynb #58e03075
+def as_spec(data: Data | DataSpec) -> DataSpec:
+    "`data` as a `DataSpec` (a `Data` is wrapped)."
+    if isinstance(data, DataSpec): return data
+    if isinstance(data, Data): return DataSpec.wrap(data)
+    raise TypeError(f"expected a Data or a DataSpec, got {type(data).__name__}")
+
+def clear_data_cache():
+    "Forget every dataset this process has loaded through a `DataSpec`."
+    _CACHE.clear()

@@ -5,10 +5,13 @@
 # %% ../nbs/02_train.ipynb #5374ec6a
 from __future__ import annotations
 
+import copy
 import math
+import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,10 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .data import Data, default_device
+from .arch import Arch, Net
+from .data import Data, default_device, train_plus_val
 
 # %% auto #0
-__all__ = ['crop_flip', 'cutout', 'mixup', 'normalize', 'augment', 'TrainConfig', 'evaluate', 'TrainingDiverged', 'train']
+__all__ = ['crop_flip', 'cutout', 'mixup', 'normalize', 'augment', 'TrainConfig', 'evaluate', 'TrainingDiverged', 'train',
+           'FinalResult', 'final_train']
 
 # %% ../nbs/02_train.ipynb #efebe952
 def crop_flip(x: torch.Tensor,  # images (N, C, H, W), any dtype
@@ -173,12 +178,26 @@ def _freeze(net: nn.Module, trainable) -> tuple[list, list]:
                  and not any(p.requires_grad for p in m.parameters(recurse=False))]
     return [p for p in named.values() if p.requires_grad], frozen_bn
 
-# %% ../nbs/02_train.ipynb #bab79fa2
+# %% ../nbs/02_train.ipynb #e2bb4853
+def _loss(net: nn.Module, x, y_a, y_b, lam: float, teacher, device, amp: bool) -> torch.Tensor:
+    "The batch loss: mixup's cross-entropy, or the distance to the teacher's outputs (Eq. 8)."
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = net(x).float()
+    if teacher is None:
+        loss = F.cross_entropy(logits, y_a)
+        return lam * loss + (1 - lam) * F.cross_entropy(logits, y_b) if lam < 1 else loss
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        target = teacher(x).float()  # the teacher sees the same augmented images
+    # ‖·‖ with a tiny floor: its gradient is undefined (NaN) where child and teacher agree exactly
+    return ((logits - target).pow(2).sum(1) + 1e-12).sqrt().mean()
+
+# %% ../nbs/02_train.ipynb #23013207
 def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; trained in place, moved to the device
           data: Data,  # the dataset; moved to the training device if it is elsewhere
           config: TrainConfig | None = None,  # settings; default TrainConfig()
           trainable=None,  # names of the parameters to train (all others frozen, BN statistics included); None: all
           teacher: nn.Module | None = None,  # distil (Eq. 8): minimise mean ‖net(x) − teacher(x)‖ instead of the cross-entropy
+          checkpoint=None,  # a file: save after every epoch, and resume from it when it exists; None: no checkpoints
           ) -> list[dict]:
     "Train `net` with SGD and cosine annealing; returns one dict per epoch (loss, val_error, lr, seconds, img_s)."
     config = config if config is not None else TrainConfig()
@@ -199,10 +218,12 @@ def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; tr
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, config.epochs * steps), eta_min=0)
         torch.manual_seed(config.seed)
         gen = torch.Generator(device=device).manual_seed(config.seed)
-        history = []
-        bar = tqdm(total=config.epochs * steps, disable=not config.progress, unit="batch", file=sys.stderr,
-                   desc=f"train {sum(p.numel() for p in params):,} params on {device}")
-        for epoch in range(config.epochs):
+        history, path = [], None if checkpoint is None else Path(checkpoint)
+        key = _resume_key(net, config, trainable, teacher) if path is not None else None
+        if path is not None and path.exists(): history = _load_training(path, key, net, opt, sched, gen)
+        bar = tqdm(total=config.epochs * steps, initial=len(history) * steps, disable=not config.progress,
+                   unit="batch", file=sys.stderr, desc=f"train {sum(p.numel() for p in params):,} params on {device}")
+        for epoch in range(len(history), config.epochs):
             start = time.perf_counter()
             net.train()
             for m in (net.modules() if config.bn_eval else frozen_bn):
@@ -212,23 +233,14 @@ def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; tr
                 idx = order[step * bs:(step + 1) * bs]
                 x, y_a, y_b, lam = augment(data.x_train[idx], data.y_train[idx], data.mean, data.std, gen, config)
                 if channels_last: x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = net(x).float()
-                if teacher is not None:  # the targets are the teacher's outputs on the same (augmented) images
-                    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        target = teacher(x).float()
-                    # ‖·‖ with a tiny floor: its gradient is undefined (NaN) where child and teacher agree exactly
-                    loss = ((logits - target).pow(2).sum(1) + 1e-12).sqrt().mean()
-                else:
-                    loss = F.cross_entropy(logits, y_a)
-                    if lam < 1: loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y_b)
+                loss = _loss(net, x, y_a, y_b, lam, teacher, device, amp)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip: torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
                 opt.step()
                 sched.step()
                 loss_sum += loss.detach()
-                if (step + 1) % 25 == 0 or step == steps - 1:
+                if (step + 1) % 25 == 0 or step == steps - 1:  # read the loss rarely: no GPU sync per batch
                     mean_loss = loss_sum.item() / (step + 1)
                     if not math.isfinite(mean_loss):
                         raise TrainingDiverged(f"training loss became {mean_loss} in epoch {epoch + 1}, "
@@ -236,15 +248,98 @@ def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; tr
                     bar.update(step + 1 - bar.n + epoch * steps)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.3f}", refresh=False)
             train_seconds = time.perf_counter() - start
-            last = epoch == config.epochs - 1
-            due = last or (config.eval_every and (epoch + 1) % config.eval_every == 0)
+            due = epoch == config.epochs - 1 or (config.eval_every and (epoch + 1) % config.eval_every == 0)
             val_error = (evaluate(net, data, "val", config.eval_batch_size, amp, channels_last)
                          if due and len(data.y_val) else math.nan)
             history.append(dict(epoch=epoch + 1, loss=mean_loss, val_error=val_error, lr=sched.get_last_lr()[0],
                                 seconds=time.perf_counter() - start, img_s=steps * bs / train_seconds))
+            if path is not None: _save_training(path, key, net, opt, sched, gen, history)
         bar.close()
         return history
     finally:
         for name, p in net.named_parameters(): p.requires_grad_(flags[name])
         net.train(was_training)
         if teacher is not None: teacher.train(teacher_training)
+
+# %% ../nbs/02_train.ipynb #fcc206b7
+_NOT_RESUME_KEYS = ("progress", "eval_every", "eval_batch_size", "device")  # may differ when resuming
+
+def _resume_key(net: nn.Module, config: TrainConfig, trainable, teacher) -> dict:
+    "What a checkpoint must agree on to be resumed: the settings and the network's parameters."
+    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_RESUME_KEYS}
+    return dict(config=settings, params=[[name, list(p.shape)] for name, p in net.named_parameters()],
+                trainable=None if trainable is None else sorted({trainable} if isinstance(trainable, str) else trainable),
+                teacher=teacher is not None)
+
+def _save_training(path: Path, key: dict, net, opt, sched, gen, history: list):
+    "Write the training's state after an epoch, atomically (temporary file, fsync, rename)."
+    blob = dict(format="nash_lit.train/1", key=key, history=history, net=net.state_dict(), opt=opt.state_dict(),
+                sched=sched.state_dict(), gen=gen.get_state(), torch_rng=torch.get_rng_state())
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(blob, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+# %% ../nbs/02_train.ipynb #4f0bfaa1
+def _load_training(path: Path, key: dict, net, opt, sched, gen) -> list:
+    "Restore a checkpoint written by `_save_training` into the call's objects; returns the history so far."
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("format") != "nash_lit.train/1": raise ValueError(f"{path} is not a nash_lit training checkpoint")
+    if blob["key"] != key:
+        stored, given = blob["key"]["config"], key["config"]
+        diff = [f"{k} (stored {stored.get(k)!r}, given {v!r})" for k, v in given.items() if stored.get(k) != v]
+        what = "settings " + ", ".join(diff) if diff else "network parameters or trainable set"
+        raise ValueError(f"cannot resume the training checkpoint {path}: it was written with other {what}; "
+                         "delete the file to start again, or pass another checkpoint path")
+    net.load_state_dict(blob["net"])
+    opt.load_state_dict(blob["opt"])
+    sched.load_state_dict(blob["sched"])
+    gen.set_state(blob["gen"])
+    torch.set_rng_state(blob["torch_rng"])
+    return blob["history"]
+
+# %% ../nbs/02_train.ipynb #1db95e75
+@dataclass
+class FinalResult:
+    "A final training run."
+    net: nn.Module  # the trained network
+    test_error: float  # its error on the test set
+    history: list  # `train`'s per-epoch records
+
+def _final_net(model, from_scratch: bool, seed: int) -> nn.Module:
+    "The network `final_train` trains, made from what the user passed."
+    torch.manual_seed(seed)
+    if isinstance(model, Arch):
+        if not from_scratch: raise ValueError("from_scratch=False needs a network with weights, not an architecture")
+        return Net(model)
+    if isinstance(model, Net):
+        return Net(model.arch, None if from_scratch else {k: v.detach().clone() for k, v in model.state_dict().items()})
+    if isinstance(model, nn.Module):
+        net = copy.deepcopy(model)
+        if from_scratch:
+            for m in net.modules():
+                if hasattr(m, "reset_parameters"): m.reset_parameters()
+        return net
+    if callable(model):
+        if not from_scratch: raise ValueError("from_scratch=False needs a network with weights, not a factory")
+        net = model()
+        if not isinstance(net, nn.Module): raise TypeError(f"the factory returned a {type(net).__name__}, not an nn.Module")
+        return net
+    raise TypeError(f"final_train takes an Arch, a network or a factory of networks, got {type(model).__name__}")
+
+# %% ../nbs/02_train.ipynb #9d8d198a
+def final_train(model,  # an Arch, a Net, any nn.Module, or a zero-argument factory returning one
+                data: Data,  # the data; its validation images join the training set
+                epochs: int = 600,  # the paper's final training
+                from_scratch: bool = True,  # re-initialise (the paper); False: continue from the network's weights
+                config: TrainConfig | None = None,  # training settings (`epochs` and `seed` are overridden)
+                seed: int = 0,  # initialisation and training seed
+                checkpoint=None,  # a file to checkpoint every epoch and resume from (see `train`)
+                ) -> FinalResult:
+    "Section 5.1: train on train+val for `epochs`, then report the test error."
+    config = replace(config if config is not None else TrainConfig(), epochs=epochs, seed=seed)
+    net = _final_net(model, from_scratch, seed)
+    history = train(net, train_plus_val(data), config, checkpoint=checkpoint)
+    return FinalResult(net, evaluate(net, data, "test"), history)

@@ -1,7 +1,15 @@
 "Training pipeline (nash_lit.train): augmentation, frozen layers, divergence, data loading, determinism, bad input."
+import json
 import math
+import os
 import pickle
+import random
+import signal
+import subprocess
+import sys
 import tarfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,3 +255,82 @@ def test_distillation_with_a_teacher_and_fixed_batchnorm_statistics():
     assert teacher.training  # the teacher's mode is restored
     for k, v in student.state_dict().items():
         if k in stats: assert torch.equal(v, stats[k]), k
+
+
+# --- epoch checkpoints ------------------------------------------------------------------------------------------------
+
+TRAIN_SCRIPT = Path(__file__).with_name("_train_run.py")
+
+
+def _start_training(checkpoint, out):
+    env = dict(os.environ, PYTHONPATH=str(TRAIN_SCRIPT.parent.parent), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), str(checkpoint), str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _checkpoint_epoch(path) -> int:
+    if not path.exists(): return 0
+    return len(torch.load(path, map_location="cpu", weights_only=True)["history"])
+
+
+def test_checkpoint_sigkill_resume_is_bitwise(tmp_path):
+    "A training killed with SIGKILL mid-epoch and resumed ends with the uninterrupted run's weights, bitwise."
+    ref = _start_training("-", tmp_path / "ref.json")
+    _, err = ref.communicate(timeout=300)
+    assert ref.returncode == 0, err.decode()[-3000:]
+    ckpt, kills = tmp_path / "train.pt", 0
+    for wait_for in (2, 5):  # kill once the checkpoint holds this many epochs, a moment into the next one
+        proc = _start_training(ckpt, tmp_path / "out.json")
+        deadline = time.time() + 240
+        while _checkpoint_epoch(ckpt) < wait_for and proc.poll() is None and time.time() < deadline: time.sleep(0.02)
+        time.sleep(random.uniform(0.0, 0.15))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    assert kills >= 1, "the training finished before it could be killed; make it longer"
+    assert 0 < _checkpoint_epoch(ckpt) < 8
+    proc = _start_training(ckpt, tmp_path / "out.json")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    expected, got = json.loads((tmp_path / "ref.json").read_text()), json.loads((tmp_path / "out.json").read_text())
+    assert got["epochs"] == list(range(1, 9))
+    assert got == expected
+
+
+def test_checkpoint_refuses_other_settings_and_networks(tmp_path):
+    data = D.synthetic(128, 32, 32, seed=0)
+    cfg = T.TrainConfig(epochs=1, batch_size=32, amp=False, channels_last=False, device="cpu", progress=False)
+    torch.manual_seed(0)
+    T.train(Net(seed_arch((4, 8, 8))), data, cfg, checkpoint=tmp_path / "c.pt")
+    with pytest.raises(ValueError, match=r"epochs \(stored 1, given 2\)"):
+        T.train(Net(seed_arch((4, 8, 8))), data, T.TrainConfig(**{**vars(cfg), "epochs": 2}), checkpoint=tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="network parameters"):
+        T.train(Net(seed_arch((4, 8, 16))), data, cfg, checkpoint=tmp_path / "c.pt")
+    # progress and evaluation settings may change on resume
+    T.train(Net(seed_arch((4, 8, 8))), data, T.TrainConfig(**{**vars(cfg), "progress": False, "eval_every": 0}),
+            checkpoint=tmp_path / "c.pt")
+
+
+# --- final training ---------------------------------------------------------------------------------------------------
+
+def test_final_train_accepts_every_kind_of_model():
+    data = D.synthetic(128, 32, 32, seed=0)
+    cfg = T.TrainConfig(batch_size=32, amp=False, channels_last=False, device="cpu", progress=False)
+    arch = seed_arch((4, 8, 8))
+    a = T.final_train(arch, data, epochs=1, config=cfg, seed=2)
+    b = T.final_train(Net(arch), data, epochs=1, config=cfg, seed=2)
+    c = T.final_train(lambda: Net(arch), data, epochs=1, config=cfg, seed=2)
+    for other in (b, c):
+        for x, y in zip(a.net.state_dict().values(), other.net.state_dict().values()): assert torch.equal(x, y)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    d = T.final_train(plain, data, epochs=1, config=cfg, seed=2)
+    assert 0 <= d.test_error <= 1
+    for k, v in plain.state_dict().items(): assert torch.equal(v, before[k]), "final_train must not train the user's module"
+    trained = a.net
+    cont = T.final_train(trained, data, epochs=1, from_scratch=False, config=cfg, seed=2)
+    assert cont.net is not trained
+    with pytest.raises(ValueError, match="needs a network"): T.final_train(arch, data, epochs=1, from_scratch=False)
+    with pytest.raises(TypeError, match="not an nn.Module"): T.final_train(lambda: 3, data, epochs=1)
+    with pytest.raises(TypeError, match="got str"): T.final_train("resnet", data, epochs=1)
