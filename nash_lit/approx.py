@@ -8,18 +8,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
-from .arch import Arch, Net
-from .morphisms import (NotApplicable, _child, _clone_state, _pick, _propagate, _random, _rewire, _rng,
-                                _take)
+from .arch import OPS, Arch, Net, block_id, conv_block_ids, filters_name, n_params, param_name
 from .data import Data
+from .surgery import Child, as_rng, clone_state, he_normal, make_child, pick, propagate, rewire, take_filters
 from .train import TrainConfig, normalize, train
 
 # %% auto #0
-__all__ = ['MIN_CONVS', 'MIN_FILTERS', 'RECOVERY', 'conv_depth', 'satisfies_constraint', 'Approx', 'remove_block', 'prune',
+__all__ = ['MIN_CONVS', 'MIN_FILTERS', 'SKIPS', 'RECOVERY', 'conv_depth', 'satisfies_constraint', 'remove_block', 'prune',
            'separable_factors', 'to_separable', 'delta', 'recover']
 
 # %% ../nbs/05_approx.ipynb #de58db38
@@ -29,97 +27,107 @@ def conv_depth(arch: Arch, min_filters: int = MIN_FILTERS) -> int:
     "Most convolution blocks with >= `min_filters` filters on one path from the input to the head."
     depth = {}
     for n in arch.nodes:
-        here = int(n.op in ("conv", "sep") and n["channels"] >= min_filters)
+        here = int(OPS[n.op].conv_block and n["channels"] >= min_filters)
         depth[n.id] = here + max((depth[i] for i in n.inputs), default=0)
     return depth[arch.head.id]
 
 def satisfies_constraint(arch: Arch, min_convs: int = MIN_CONVS, min_filters: int = MIN_FILTERS) -> bool:
+    "Whether the architecture has `min_convs` connected convolutions of at least `min_filters` filters."
     return conv_depth(arch, min_filters) >= min_convs
 
 # %% ../nbs/05_approx.ipynb #d55fff66
-class Approx(NamedTuple):
-    net: Net  # the child network
-    affected: tuple  # names of its parameters to train (everything else stays frozen)
+class _Plan(NamedTuple):
+    "An approximate operator's change, decided on the architecture before any weight is made."
+    site: object  # the place (a node id; (id, fraction) for prune)
+    nodes: list  # the child's nodes before the relayout walk
+    changed: dict  # propagate's layout changes (for prune a placeholder: which filters go is decided on the weights)
+    scope: dict | None  # propagate's scope
+    blocks: set  # ids of the blocks whose parameters are affected
+    params: int | None = None  # parameters of the child, once checked
 
-def _block_params(net: Net, ids) -> set:
-    "Names of the trainable parameters of the given blocks."
-    return {name for name, _ in net.named_parameters() if name.split(".")[1] in {str(i) for i in ids}}
+def _check(plan: _Plan, what: str, min_convs: int, min_filters: int) -> _Plan:
+    "The plan with its child's parameter count, if that child keeps the constraint."
+    child = Arch(tuple(propagate(plan.nodes, plan.changed, scope=plan.scope)))
+    if not satisfies_constraint(child, min_convs, min_filters):
+        raise ValueError(f"{what}: the child would have fewer than {min_convs} connected convolutions "
+                         f"with >= {min_filters} filters: {child}")
+    return plan._replace(params=n_params(child))
 
+def _applicable(plan, sites) -> list:
+    "The plans of the places where `plan` succeeds, checked on the architecture only."
+    good = []
+    for site in sites:
+        try: good.append(plan(site))
+        except ValueError: continue
+    return good
+
+# %% ../nbs/05_approx.ipynb #8484afa5
 def _readers(arch: Arch, id: int) -> set:
-    "The nearest parametrised readers of a tensor, looking through pools, concatenations and merges."
+    "The nearest readers with parameters of a tensor, looking through the ops that relay its layout."
     found, frontier = set(), [id]
     while frontier:
         for consumer, _ in arch.consumers(frontier.pop()):
-            op = arch.node(consumer).op
-            if op != "pool" and op != "concat": found.add(consumer)
-            if op in ("pool", "concat", "add"): frontier.append(consumer)
+            spec = OPS[arch.node(consumer).op]
+            if spec.build is not None: found.add(consumer)
+            if spec.relays_layout: frontier.append(consumer)
     return found
 
-def _finish(parent: Net, nodes, state, affected_names: set, affected_blocks, min_convs, min_filters, what) -> Approx:
-    arch = Arch(tuple(nodes))
-    if not satisfies_constraint(arch, min_convs, min_filters):
-        raise ValueError(f"{what}: the child would have fewer than {min_convs} connected convolutions "
-                         f"with >= {min_filters} filters: {arch}")
-    child = _child(parent, nodes, state)
-    names = set(affected_names) | _block_params(child, affected_blocks)
-    return Approx(child, tuple(sorted(n for n in names if n in dict(child.named_parameters()))))
-
-def _applicable(candidates, at, net) -> list:
-    "The places where the operator yields a valid child that keeps the constraint."
-    good = []
-    for site in candidates:
-        try: at(net, site, np.random.default_rng(0)); good.append(site)
-        except ValueError: pass
-    return good
+def _build(parent: Net, plan: _Plan, state: dict, rng, what: str) -> Child:
+    "The child of a plan: relayout the readers in `state`, build the network once, name the affected parameters."
+    names = set()
+    nodes = propagate(plan.nodes, plan.changed, state, rng, names, plan.scope)
+    child = make_child(parent, nodes, state)
+    params = {name for name, _ in child.named_parameters()}
+    names |= {name for name in params if block_id(name) in plan.blocks}
+    return Child(child, (what,), tuple(sorted(names & params)))
 
 # %% ../nbs/05_approx.ipynb #bfaccaff
-def _remove_at(net: Net, site: int, rng, min_convs=MIN_CONVS, min_filters=MIN_FILTERS) -> Approx:
-    arch, node = net.arch, net.arch.node(site)
-    if node.op not in ("conv", "sep", "add", "concat"):
-        raise ValueError(f"remove_block: node {site} is {node.op}, not a block or a skip")
+SKIPS = ("add", "concat")  # the merges a skip operator makes; remove takes them away again
+
+def _plan_remove(arch: Arch, site: int) -> _Plan:
+    node = arch.node(site)
+    if not (OPS[node.op].conv_block or node.op in SKIPS):
+        raise ValueError(f"remove: node {site} is {node.op}, not a block or a skip")
     keep = node.inputs[0]  # the tensor the readers fall back to (the main path of a merge)
     readers = {c for c, _ in arch.consumers(site)}
-    clash = [r for r in readers if keep in arch.node(r).inputs]
-    if clash: raise ValueError(f"remove_block: node {clash[0]} would read node {keep} twice")
-    state, names = _clone_state(net), set()
-    for key in [k for k in state if k.startswith(f"blocks.{site}.")]: del state[key]
-    nodes = _rewire([n for n in arch.nodes if n.id != site], site, keep, skip=site)
+    clash = sorted(r for r in readers if keep in arch.node(r).inputs)
+    if clash: raise ValueError(f"remove: node {clash[0]} would read node {keep} twice")
     c_keep, c_site = arch.channels(keep), arch.channels(site)
-    if node.op != "add":  # an additive merge has its main input's layout: nothing to adapt
-        origin = list(range(c_keep)) if node.op == "concat" else [i if i < c_site else None for i in range(c_keep)]
-        nodes = _propagate(nodes, state, {keep: (origin, c_site)}, rng, names, scope={keep: readers})
-    return _finish(net, nodes, state, names, _readers(arch, site), min_convs, min_filters, "remove_block")
+    if c_keep > c_site:
+        raise ValueError(f"remove: the input of node {site} (node {keep}) has {c_keep} channels, more than its "
+                         f"{c_site}; its readers would grow")
+    nodes = rewire([n for n in arch.nodes if n.id != site], site, keep, skip=site)
+    changed = {} if node.op == "add" else {keep: (list(range(c_keep)), c_site)}  # an add has its main input's layout
+    return _Plan(site, nodes, changed, {keep: readers}, _readers(arch, site))
 
 def remove_block(net: Net,  # the parent, never changed
                  rng=None,  # numpy Generator or seed: picks the place
                  site: int | None = None,  # id of the block or merge to remove; random when None
                  min_convs: int = MIN_CONVS,  # the constraint: connected convolutions to keep ...
                  min_filters: int = MIN_FILTERS,  # ... each with at least this many filters
-                 ) -> Approx:
+                 ) -> Child:
     "Remove a Conv-BN-ReLU block or a skip connection; readers are re-wired (approximate morphism)."
-    rng = _rng(rng)
+    rng, arch = as_rng(rng), net.arch
+    def plan(s): return _check(_plan_remove(arch, s), "remove", min_convs, min_filters)
     if site is None:
-        at = lambda n, s, r: _remove_at(n, s, r, min_convs, min_filters)
-        site = _pick(rng, _applicable(net.arch.ids("conv", "sep", "add", "concat"), at, net), "remove_block", net)
-    return _remove_at(net, site, rng, min_convs, min_filters)
+        sites = [n.id for n in arch.nodes if OPS[n.op].conv_block or n.op in SKIPS]
+        chosen = pick(rng, _applicable(plan, sites), "remove", arch)
+    else: chosen = plan(site)
+    state = clone_state(net)
+    for key in [k for k in state if block_id(k) == chosen.site]: del state[key]
+    return _build(net, chosen, state, rng, "remove")
 
 # %% ../nbs/05_approx.ipynb #884e6089
-def _prune_at(net: Net, site: tuple, rng, min_convs=MIN_CONVS, min_filters=MIN_FILTERS) -> Approx:
+def _plan_prune(arch: Arch, site: tuple) -> _Plan:
     id, fraction = site
-    arch, node = net.arch, net.arch.node(id)
-    if node.op not in ("conv", "sep"): raise ValueError(f"prune: node {id} is {node.op}, not a conv block")
+    node = arch.node(id)
+    if not OPS[node.op].conv_block: raise ValueError(f"prune: node {id} is {node.op}, not a conv block")
     c = arch.channels(id)
     n_remove = int(c * fraction)
     if n_remove < 1: raise ValueError(f"prune: {fraction} of {c} filters is less than one filter")
-    state, names, p = _clone_state(net), set(), f"blocks.{id}."
-    filters = p + ("conv.weight" if node.op == "conv" else "pointwise.weight")
-    norms = state[filters].flatten(1).norm(dim=1)
-    keep = sorted(torch.argsort(norms, descending=True)[:c - n_remove].tolist())
-    for name in [filters] + [p + f"bn.{t}" for t in ("weight", "bias", "running_mean", "running_var")]:
-        state[name] = _take(state[name], keep, 0)
     nodes = [n.replace(attrs={"channels": c - n_remove}) if n.id == id else n for n in arch.nodes]
-    nodes = _propagate(nodes, state, {id: (keep, c)}, rng, names)
-    return _finish(net, nodes, state, names, {id} | _readers(arch, id), min_convs, min_filters, "prune")
+    placeholder = list(range(c - n_remove))  # the filters that stay are chosen on the weights, at build time
+    return _Plan(site, nodes, {id: (placeholder, c)}, None, {id} | _readers(arch, id))
 
 def prune(net: Net,  # the parent, never changed
           rng=None,  # numpy Generator or seed: picks the convolution and the fraction
@@ -127,17 +135,25 @@ def prune(net: Net,  # the parent, never changed
           fraction: float | None = None,  # share of filters to remove; None: 1/2 or 1/4 at random
           min_convs: int = MIN_CONVS,  # the constraint: connected convolutions to keep ...
           min_filters: int = MIN_FILTERS,  # ... each with at least this many filters
-          ) -> Approx:
+          ) -> Child:
     "Remove the filters of smallest norm from a convolution block (approximate morphism)."
-    rng = _rng(rng)
+    rng, arch = as_rng(rng), net.arch
     fractions = [fraction] if fraction is not None else [(0.5, 0.25)[rng.integers(2)]]
+    def plan(s): return _check(_plan_prune(arch, s), "prune", min_convs, min_filters)
     if site is None:
-        at = lambda n, s, r: _prune_at(n, s, r, min_convs, min_filters)
-        fractions += [f for f in (0.5, 0.25) if f not in fractions and fraction is None]
-        places = [s for f in fractions for s in _applicable([(i, f) for i in net.arch.ids("conv", "sep")], at, net)]
-        places = [s for s in places if s[1] == places[0][1]] if places else []  # the drawn fraction where possible
-        return _prune_at(net, _pick(rng, places, "prune", net), rng, min_convs, min_filters)
-    return _prune_at(net, (site, fractions[0]), rng, min_convs, min_filters)
+        if fraction is None: fractions += [f for f in (0.5, 0.25) if f not in fractions]
+        for f in fractions:  # the drawn fraction where it fits anywhere, else the other one
+            plans = _applicable(plan, [(i, f) for i in conv_block_ids(arch)])
+            if plans: break
+        chosen = pick(rng, plans, "prune", arch)
+    else: chosen = plan((site, fractions[0]))
+    id = chosen.site[0]
+    c, kept = arch.channels(id), len(chosen.changed[id][0])
+    state = clone_state(net)
+    norms = state[filters_name(arch, id)].flatten(1).norm(dim=1)
+    keep = sorted(torch.argsort(norms, descending=True)[:kept].tolist())
+    take_filters(state, arch, id, keep)
+    return _build(net, chosen._replace(changed={id: (keep, c)}), state, rng, "prune")
 
 # %% ../nbs/05_approx.ipynb #afa6f3c2
 def separable_factors(w: torch.Tensor,  # a conv kernel (out, in, k, k)
@@ -149,30 +165,37 @@ def separable_factors(w: torch.Tensor,  # a conv kernel (out, in, k, k)
     pointwise = (u[:, :, 0] * s[:, :1]).T.reshape(o, i, 1, 1)
     return depthwise, pointwise
 
-def _separable_at(net: Net, site: int, rng, init="svd", min_convs=MIN_CONVS, min_filters=MIN_FILTERS) -> Approx:
-    arch, node = net.arch, net.arch.node(site)
+def _plan_separable(arch: Arch, site: int) -> _Plan:
+    node = arch.node(site)
     if node.op != "conv": raise ValueError(f"to_separable: node {site} is {node.op}, not a regular conv block")
-    if init not in ("svd", "random"): raise ValueError(f"to_separable: init must be 'svd' or 'random', got {init!r}")
-    state, p = _clone_state(net), f"blocks.{site}."
-    w = state.pop(p + "conv.weight")
-    o, i, k, _ = w.shape
-    if init == "svd": depthwise, pointwise = separable_factors(w)
-    else: depthwise, pointwise = _random(rng, (i, 1, k, k), k * k, w), _random(rng, (o, i, 1, 1), i, w)
-    state[p + "depthwise.weight"], state[p + "pointwise.weight"] = depthwise, pointwise
+    k2, o = node["kernel"] ** 2, node["channels"]
+    if k2 > o * (k2 - 1):
+        raise ValueError(f"to_separable: node {site} ({o} filters of {node['kernel']}x{node['kernel']}) would grow "
+                         f"(a separable block is smaller only when k^2 <= filters * (k^2 - 1))")
     nodes = [n.replace(op="sep") if n.id == site else n for n in arch.nodes]
-    return _finish(net, nodes, state, set(), {site}, min_convs, min_filters, "to_separable")
+    return _Plan(site, nodes, {}, None, {site})
 
+# %% ../nbs/05_approx.ipynb #c8e98419
 def to_separable(net: Net,  # the parent, never changed
                  rng=None,  # numpy Generator or seed: picks the convolution
                  site: int | None = None,  # id of the conv block to substitute; random when None
                  init: str = "svd",  # "svd": best rank-1 factors per input channel; "random": He-normal
                  min_convs: int = MIN_CONVS,  # the constraint (a separable conv counts as a convolution)
                  min_filters: int = MIN_FILTERS,
-                 ) -> Approx:
+                 ) -> Child:
     "Replace a regular convolution by a depthwise-separable one (approximate morphism)."
-    rng = _rng(rng)
-    if site is None: site = _pick(rng, net.arch.ids("conv"), "to_separable", net)
-    return _separable_at(net, site, rng, init, min_convs, min_filters)
+    if init not in ("svd", "random"): raise ValueError(f"to_separable: init must be 'svd' or 'random', got {init!r}")
+    rng, arch = as_rng(rng), net.arch
+    def plan(s): return _check(_plan_separable(arch, s), "to_separable", min_convs, min_filters)
+    chosen = pick(rng, _applicable(plan, arch.ids("conv")), "to_separable", arch) if site is None else plan(site)
+    state = clone_state(net)
+    w = state.pop(param_name(chosen.site, OPS["conv"].filters))
+    o, i, k, _ = w.shape
+    if init == "svd": depthwise, pointwise = separable_factors(w)
+    else: depthwise, pointwise = he_normal(rng, (i, 1, k, k), k * k, w), he_normal(rng, (o, i, 1, 1), i, w)
+    state[param_name(chosen.site, "depthwise.weight")] = depthwise
+    state[param_name(chosen.site, OPS["sep"].filters)] = pointwise
+    return _build(net, chosen, state, rng, "to_separable")
 
 # %% ../nbs/05_approx.ipynb #55db1b1a
 @torch.no_grad()

@@ -6,17 +6,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from itertools import chain
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 # %% auto #0
 __all__ = ['OPS', 'PARETO_SEEDS', 'Node', 'ConvBlock', 'SepBlock', 'AddMerge', 'Head', 'OpSpec', 'Arch', 'seed_arch', 'Net',
-           'n_params', 'flops']
+           'param_name', 'block_id', 'conv_block_ids', 'filters_name', 'n_params', 'flops']
 
 # %% ../nbs/00_arch.ipynb #e156b314
 def _freeze(value):
@@ -89,14 +91,20 @@ class Head(nn.Module):
     def forward(self, x): return self.fc(x.mean((2, 3)))
 
 # %% ../nbs/00_arch.ipynb #c2967062
+def _no_params(node, shapes) -> int: return 0
+
 @dataclass(frozen=True)
 class OpSpec:
-    "How one operation behaves: arity, attributes, shape rule, module and label."
+    "How one operation behaves: arity, attributes, shape rule, module, label, and what operators need to know."
     arity: tuple  # (fewest, most) inputs; most=None for any number
     attrs: tuple  # names of the required integer attributes
     shape: Callable  # (node, input shapes) -> output shape (channels, size)
     build: Callable | None  # (node, input shapes) -> nn.Module; None for parameter-free ops
     label: Callable  # node -> short text for the one-line summary
+    params: Callable = _no_params  # (node, input shapes) -> number of parameters of the module `build` makes
+    conv_block: bool = False  # a convolution block: deeper, wider and prune act on it, the constraint counts it
+    filters: str | None = None  # the block's tensor whose dim 0 are its filters (relative to the block)
+    relays_layout: bool = False  # its output channels are a relayout of its inputs' channels (pool, concat, add)
 
 def _err(node, msg): return ValueError(f"node {node.id} ({node.op}): {msg}")
 
@@ -122,22 +130,31 @@ def _pool_shape(node, shapes):
     if size < 2 or size % 2: raise _err(node, f"cannot max-pool a {size}x{size} input by 2")
     return c, size // 2
 
+# %% ../nbs/00_arch.ipynb #a60dec8c
+def _conv_params(n, s): return s[0][0] * n["channels"] * n["kernel"] ** 2 + 2 * n["channels"]  # kernel, BN γ and β
+def _sep_params(n, s): return s[0][0] * (n["kernel"] ** 2 + n["channels"]) + 2 * n["channels"]  # depthwise, pointwise, BN
+def _head_params(n, s): return s[0][0] * n["classes"] + n["classes"]  # weights and biases
+
 OPS: dict[str, OpSpec] = {
     "input": OpSpec((0, 0), ("channels", "size"), lambda n, s: (n["channels"], n["size"]), None,
                     lambda n: f"in{n['channels']}@{n['size']}"),
     "conv": OpSpec((1, 1), ("channels", "kernel"), lambda n, s: (n["channels"], s[0][1]),
                    lambda n, s: ConvBlock(s[0][0], n["channels"], n["kernel"]),
-                   lambda n: f"conv{n['kernel']}({n['channels']})"),
+                   lambda n: f"conv{n['kernel']}({n['channels']})",
+                   params=_conv_params, conv_block=True, filters="conv.weight"),
     "sep": OpSpec((1, 1), ("channels", "kernel"), lambda n, s: (n["channels"], s[0][1]),
                   lambda n, s: SepBlock(s[0][0], n["channels"], n["kernel"]),
-                  lambda n: f"sep{n['kernel']}({n['channels']})"),
-    "pool": OpSpec((1, 1), (), _pool_shape, None, lambda n: "pool"),
+                  lambda n: f"sep{n['kernel']}({n['channels']})",
+                  params=_sep_params, conv_block=True, filters="pointwise.weight"),
+    "pool": OpSpec((1, 1), (), _pool_shape, None, lambda n: "pool", relays_layout=True),
     "add": OpSpec((2, 2), (), _add_shape,
-                  lambda n, s: AddMerge(s[0][0], s[1][0], n["src"], n["dst"]), lambda n: "add"),
+                  lambda n, s: AddMerge(s[0][0], s[1][0], n["src"], n["dst"]), lambda n: "add",
+                  params=lambda n, s: 1, relays_layout=True),
     "concat": OpSpec((2, None), (), lambda n, s: (sum(c for c, _ in s), _same_size(n, s)), None,
-                     lambda n: "cat"),
+                     lambda n: "cat", relays_layout=True),
     "head": OpSpec((1, 1), ("classes",), lambda n, s: (n["classes"], 1),
-                   lambda n, s: Head(s[0][0], n["classes"]), lambda n: f"head({n['classes']})"),
+                   lambda n, s: Head(s[0][0], n["classes"]), lambda n: f"head({n['classes']})",
+                   params=_head_params),
 }
 
 # %% ../nbs/00_arch.ipynb #ac25a6d0
@@ -292,21 +309,52 @@ class Net(nn.Module):
 
     def extra_repr(self): return str(self.arch)
 
-# %% ../nbs/00_arch.ipynb #0c474aae
-def n_params(arch: Arch) -> int:
-    "Number of trainable parameters of the network (including merge weights λ)."
-    with torch.device("meta"): net = Net(arch)
-    return sum(p.numel() for p in net.parameters())
+# %% ../nbs/00_arch.ipynb #9a3a4d63
+def param_name(node_id: int,  # the block
+               tensor: str,  # the tensor inside the block, e.g. "conv.weight" or "bn.running_mean"
+               ) -> str:
+    "The state-dict key of a block's tensor: `blocks.<id>.<tensor>`."
+    return f"blocks.{node_id}.{tensor}"
 
-def flops(arch: Arch,
-          input_shape: tuple | None = None,  # (batch, channels, height, width); default one image of the arch's input
+def block_id(name: str) -> int:
+    "The node id of a state-dict key `blocks.<id>.<tensor>`."
+    parts = name.split(".")
+    if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
+        raise ValueError(f"name {name!r} is not a block's tensor (blocks.<id>.<tensor>)")
+    return int(parts[1])
+
+def conv_block_ids(arch: Arch) -> list:
+    "Ids of the convolution blocks (`OpSpec.conv_block`), in topological order."
+    return [n.id for n in arch.nodes if OPS[n.op].conv_block]
+
+def filters_name(arch: Arch, node_id: int) -> str:
+    "The state-dict key of the tensor whose dim 0 are the filters of block `node_id` (`OpSpec.filters`)."
+    node = arch.node(node_id)
+    if OPS[node.op].filters is None: raise _err(node, "has no filters")
+    return param_name(node_id, OPS[node.op].filters)
+
+# %% ../nbs/00_arch.ipynb #0c474aae
+def n_params(x: Arch | nn.Module,  # an architecture, or any module (a `Net` among them)
+             ) -> int:
+    "Number of parameters (merge weights λ included): from `OpSpec.params` for an `Arch`, counted for a module."
+    if isinstance(x, nn.Module): return sum(p.numel() for p in x.parameters())
+    if not isinstance(x, Arch): raise ValueError(f"n_params: x must be an Arch or an nn.Module, got {type(x).__name__}")
+    return sum(OPS[n.op].params(n, [x.shape(i) for i in n.inputs]) for n in x.nodes)
+
+def flops(x: Arch | nn.Module,  # an architecture, or any module mapping images to outputs
+          input_shape: tuple | None = None,  # (batch, channels, height, width); default one image of the arch's input,
+                                             # (1, 3, 32, 32) for a module without `.arch`
           ) -> int:
-    "FLOPs of one forward pass, counted by `torch.utils.flop_counter` (a multiply-add is 2 FLOPs)."
-    if input_shape is None:
-        input_shape = (1, arch.input["channels"], arch.input["size"], arch.input["size"])
-    with torch.device("meta"):
-        net, x = Net(arch), torch.empty(input_shape)
-    with FlopCounterMode(display=False) as counter: net(x)
+    "FLOPs of one forward pass, counted by `torch.utils.flop_counter` on the meta device (a multiply-add is 2 FLOPs)."
+    arch = x if isinstance(x, Arch) else getattr(x, "arch", None)
+    if isinstance(arch, Arch):
+        with torch.device("meta"): x = Net(arch)
+        if input_shape is None: input_shape = (1, arch.input["channels"], arch.input["size"], arch.input["size"])
+    if not isinstance(x, nn.Module): raise ValueError(f"flops: x must be an Arch or an nn.Module, got {type(x).__name__}")
+    tensors = {k: torch.empty_like(v, device="meta") for k, v in chain(x.named_parameters(), x.named_buffers())}
+    dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), torch.float32)
+    image = torch.empty(input_shape or (1, 3, 32, 32), device="meta", dtype=dtype)
+    with FlopCounterMode(display=False) as counter: functional_call(x, tensors, (image,))
     return counter.get_total_flops()
 
 # %% ../nbs/00_arch.ipynb #bd8c7c05

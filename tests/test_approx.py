@@ -7,25 +7,29 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from nash_lit.approx import (RECOVERY, NotApplicable, conv_depth, delta, prune, recover, remove_block, satisfies_constraint,
+import nash_lit.approx as A
+from nash_lit.approx import (RECOVERY, SKIPS, conv_depth, delta, prune, recover, remove_block, satisfies_constraint,
                              separable_factors, to_separable)
-from nash_lit.arch import Arch, Net, n_params, seed_arch
-from nash_lit.morphisms import MORPHISMS, add_skip, concat_skip, generate_child, morphism_error, scramble
+from nash_lit.arch import OPS as SPECS, Arch, Net, conv_block_ids, n_params, seed_arch
+from nash_lit.morphisms import add_skip, concat_skip, deeper, morphism_error, scramble, wider
+from nash_lit.operators import OPERATORS, generate_child
+from nash_lit.surgery import NotApplicable
 from nash_lit.data import synthetic
 from nash_lit.train import TrainConfig, train
 
-OPS = {"remove_block": remove_block, "prune": prune, "to_separable": to_separable}
+OPS = {"remove": remove_block, "prune": prune, "to_separable": to_separable}
+SHRINKING = {name: op.fn for name, op in OPERATORS.items() if op.shrinks}
 DATA = synthetic(256, 64, 64, size=8, seed=0)
 FAST = TrainConfig(epochs=1, batch_size=64, progress=False, amp=False, channels_last=False, cutout=4)  # 8x8 images
 GENTLE = replace(RECOVERY, batch_size=64, amp=False, channels_last=False, cutout=4)
 
 
-def grown_net(rng, dtype=torch.float32):
-    "A seed of 16-24 filters per block, grown by 6 random exact morphisms, scrambled (λ ≠ 1, no zero weights)."
+def grown_net(rng, dtype=torch.float32, n_op=6):
+    "A seed of 16-24 filters per block, grown by random exact morphisms, scrambled (λ ≠ 1, no zero weights)."
     widths = tuple(int(w) for w in rng.integers(16, 25, size=3))
     sep = tuple(bool(s) for s in rng.integers(0, 2, size=3))
-    net = Net(seed_arch(widths, separable=sep, size=8)).to(dtype)
-    net = generate_child(net, 6, rng=rng).net
+    net = Net(seed_arch(widths, separable=sep, size=8, kernel=int(rng.choice([1, 3, 3])))).to(dtype)
+    net = generate_child(net, n_op, ("deeper", "wider", "add_skip", "concat_skip"), rng=rng).net
     return scramble(net, seed=int(rng.integers(1 << 30)))
 
 
@@ -42,12 +46,13 @@ def test_approximate_operators_on_random_architectures(seed, op):
     rng = np.random.default_rng(seed)
     parent = grown_net(rng)
     before = {k: v.clone() for k, v in parent.state_dict().items()}
-    try: child, affected = OPS[op](parent, rng)
+    try: child, ops, affected = OPS[op](parent, rng)
     except NotApplicable: return
     # a valid architecture that builds, runs and keeps the constraint
     assert Arch.from_json(child.arch.to_json()) == child.arch and satisfies_constraint(child.arch)
     assert torch.isfinite(child(torch.randn(2, 3, 8, 8))).all()
     for k, v in parent.state_dict().items(): assert torch.equal(before[k], v), f"parent's {k} changed"
+    assert ops == (op,) and set(affected) <= {name for name, _ in child.named_parameters()}
     missing = changed_parameters(parent, child) - set(affected)
     assert not missing, f"{op}: parameters changed but not marked affected: {missing}"
     # recovery trains nothing outside the affected parameters, BN statistics of frozen layers included
@@ -62,10 +67,10 @@ def test_recovery_reduces_delta():
     rng = np.random.default_rng(3)
     parent = Net(seed_arch((16, 24, 32), size=8))
     train(parent, DATA, FAST)
-    parent = concat_skip(add_skip(parent, rng), rng)
+    parent = concat_skip(add_skip(parent, rng).net, rng).net
     train(parent, DATA, FAST)
     for name, op in OPS.items():
-        child, affected = op(parent, rng)
+        child, _, affected = op(parent, rng)
         d0 = delta(parent, child, DATA)
         recover(parent, child, affected, DATA, epochs=3, config=GENTLE)
         assert delta(parent, child, DATA) < d0, name
@@ -105,9 +110,9 @@ def test_removing_an_untrained_skip_changes_nothing():
     parent = Net(seed_arch((16, 24, 32), size=8))
     train(parent, DATA, FAST)
     for make in (add_skip, concat_skip):
-        grown = make(parent, site=(2, 3))
+        grown = make(parent, site=(2, 3)).net
         merge = grown.arch.next_id - 1
-        child, _ = remove_block(grown, site=merge)
+        child = remove_block(grown, site=merge).net
         assert child.arch == parent.arch
         assert delta(grown, child, DATA) <= 1e-5 * delta(grown, Net(parent.arch), DATA)
 
@@ -116,7 +121,7 @@ def test_removing_an_untrained_skip_changes_nothing():
 def test_parameter_counts_after_pruning_follow_the_formula(site, fraction):
     widths, k, classes = (32, 48, 64), 3, 10
     net = Net(seed_arch(widths))
-    child, _ = prune(net, site=site, fraction=fraction, min_filters=8)
+    child = prune(net, site=site, fraction=fraction, min_filters=8).net
     b = (site - 1) // 2  # block index
     c = widths[b]
     removed = int(c * fraction)
@@ -129,7 +134,7 @@ def test_parameter_counts_after_pruning_follow_the_formula(site, fraction):
 def test_parameter_counts_after_separable_substitution_follow_the_formula():
     net = Net(seed_arch((32, 48, 64)))
     for site, (o, i) in ((1, (32, 3)), (3, (48, 32)), (5, (64, 48))):
-        child, affected = to_separable(net, site=site)
+        child, _, affected = to_separable(net, site=site)
         assert n_params(net.arch) - n_params(child.arch) == o * i * 9 - (i * 9 + o * i)
         assert {f"blocks.{site}.depthwise.weight", f"blocks.{site}.pointwise.weight"} <= set(affected)
 
@@ -142,5 +147,62 @@ def test_constraint_and_bad_input():
     with pytest.raises(ValueError, match="fewer than 3"): prune(seed, site=1, fraction=0.5)  # 16 -> 8 filters
     with pytest.raises(ValueError, match="not a conv block"): prune(seed, site=2)
     with pytest.raises(ValueError, match="not a regular conv"): to_separable(to_separable(seed, site=3).net, site=3)
+    with pytest.raises(ValueError, match="would grow"): to_separable(Net(seed_arch((16, 32, 64), kernel=1)), site=3)
+    with pytest.raises(NotApplicable): to_separable(Net(seed_arch((16, 32, 64), kernel=1)), 0)
     with pytest.raises(ValueError, match="init must be"): to_separable(seed, site=3, init="zeros")
     with pytest.raises(ValueError, match="not a block or a skip"): remove_block(seed, site=2)
+
+
+def test_removal_that_would_grow_the_network_is_refused():
+    "The issue's case: deeper(3) then wider(3) makes block 7 read 48 channels while it has 32."
+    wide = wider(deeper(Net(seed_arch((16, 32, 128))), site=3).net, site=3).net
+    assert n_params(wide) == 59_770
+    with pytest.raises(ValueError, match=r"node 3\) has 48 channels, more than its 32"): remove_block(wide, site=7)
+    for seed in range(30):
+        child = remove_block(wide, seed).net
+        assert 7 in [n.id for n in child.arch.nodes] and n_params(child) < n_params(wide)
+
+
+def _all_sites(net, name):
+    arch = net.arch
+    if name == "remove": return [dict(site=n.id) for n in arch.nodes if SPECS[n.op].conv_block or n.op in SKIPS]
+    if name == "prune": return [dict(site=i, fraction=f) for i in conv_block_ids(arch) for f in (0.25, 0.5)]
+    return [dict(site=i) for i in arch.ids("conv")]
+
+
+def test_shrinking_operators_never_grow_on_300_random_applications():
+    "Random draws, and every forced site: a child is smaller, or the site is refused with a ValueError."
+    rng, applied, forced, refused = np.random.default_rng(11), 0, 0, 0
+    while applied < 300:
+        net = grown_net(rng, n_op=int(rng.integers(2, 9)))
+        if rng.random() < 0.3:  # the wider-then-remove pattern: a block that reads a wider input than it has
+            site = int(rng.choice(conv_block_ids(net.arch)))
+            net = wider(deeper(net, rng, site=site).net, rng, site=site).net
+        size = n_params(net)
+        for name, op in SHRINKING.items():
+            try: child = op(net, rng).net
+            except NotApplicable: continue
+            assert n_params(child) <= size, (name, str(net.arch), str(child.arch))
+            assert n_params(child) == sum(p.numel() for p in child.parameters())
+            applied += 1
+        for name in SHRINKING:
+            for kw in _all_sites(net, name)[:4]:
+                try: child = SHRINKING[name](net, rng, **kw).net
+                except ValueError:
+                    refused += 1
+                    continue
+                assert n_params(child) <= size, (name, kw, str(net.arch))
+                forced += 1
+    print(f"\n{applied} random and {forced} forced applications never grew a network ({refused} forced sites refused)")
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_choosing_a_site_builds_one_network(name, monkeypatch):
+    "Candidates are planned on the architecture: one child network is built, however many sites there are."
+    exact = ("deeper", "wider", "add_skip", "concat_skip")
+    net = generate_child(Net(seed_arch((16, 20, 24), size=8)), 10, exact, rng=4).net
+    built = []
+    real = A.make_child
+    monkeypatch.setattr(A, "make_child", lambda *a: built.append(1) or real(*a))
+    OPS[name](net, np.random.default_rng(0))
+    assert len(built) == 1

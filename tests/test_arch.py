@@ -6,8 +6,10 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from nash_lit.arch import Arch, Net, Node, flops, n_params, seed_arch
-from nash_lit.morphisms import generate_child
+from torch import nn
+
+from nash_lit.arch import OPS, Arch, Net, Node, block_id, conv_block_ids, filters_name, flops, n_params, param_name, seed_arch
+from nash_lit.operators import OPERATORS, generate_child
 
 
 @settings(max_examples=30, deadline=None)
@@ -15,7 +17,7 @@ from nash_lit.morphisms import generate_child
 def test_random_archs_round_trip_and_count(seed):
     rng = np.random.default_rng(seed)
     net = Net(seed_arch((3, 4, 5), separable=bool(seed % 2), size=16))
-    arch = generate_child(net, 8, rng=rng).net.arch
+    arch = generate_child(net, 8, ("deeper", "wider", "skip"), rng=rng).net.arch
     again = Arch.from_json(arch.to_json())
     assert again == arch and hash(again) == hash(arch) and str(again) == str(arch)
     assert n_params(arch) == sum(p.numel() for p in Net(arch).parameters())
@@ -58,3 +60,42 @@ def test_invalid_genotypes_name_the_node(nodes, message):
 
 def test_from_json_rejects_foreign_documents():
     with pytest.raises(ValueError, match="not a nash_lit architecture"): Arch.from_json(json.dumps({"nodes": []}))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_op=st.integers(0, 12))
+def test_analytic_parameter_count_equals_the_built_network(seed, n_op):
+    "n_params(arch) from OpSpec.params, on architectures reached by all eight operators, equals the built count."
+    rng = np.random.default_rng(seed)
+    widths = tuple(int(w) for w in rng.integers(16, 30, size=int(rng.integers(3, 5))))
+    seed_net = Net(seed_arch(widths, kernel=int(rng.choice([1, 3, 5])), separable=bool(rng.integers(2)), size=16,
+                             classes=int(rng.integers(2, 12))))
+    net = generate_child(seed_net, n_op, tuple(OPERATORS), rng=rng).net
+    with torch.device("meta"): built = Net(net.arch)
+    assert n_params(net.arch) == sum(p.numel() for p in built.parameters()) == n_params(net)
+
+
+def test_modules_without_an_arch_are_counted_and_measured():
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 32 * 32, 10))
+    assert n_params(plain) == 3 * 4 * 9 + 4 + 2 * 4 + 4 * 32 * 32 * 10 + 10
+    assert flops(plain) == 2 * (32 * 32 * 3 * 4 * 9 + 4 * 32 * 32 * 10)
+    assert flops(plain, (2, 3, 32, 32)) == 2 * flops(plain)
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    flops(plain.train())  # measured on meta copies: BatchNorm statistics are not touched
+    assert all(torch.equal(v, before[k]) for k, v in plain.state_dict().items())
+    net = Net(seed_arch((8, 16, 32)))
+    assert (n_params(net), flops(net)) == (n_params(net.arch), flops(net.arch))
+    with pytest.raises(ValueError, match="must be an Arch or an nn.Module"): n_params([1, 2])
+    with pytest.raises(ValueError, match="must be an Arch or an nn.Module"): flops("net")
+
+
+def test_operator_knowledge_lives_in_the_registry():
+    assert {op for op, s in OPS.items() if s.conv_block} == {"conv", "sep"}
+    assert {op for op, s in OPS.items() if s.relays_layout} == {"pool", "concat", "add"}
+    arch = seed_arch((4, 8, 16), separable=(True, False, True))
+    assert conv_block_ids(arch) == [1, 3, 5]
+    state = Net(arch).state_dict()
+    for i, c in zip((1, 3, 5), (4, 8, 16)): assert state[filters_name(arch, i)].shape[0] == c
+    assert all(block_id(k) == int(k.split(".")[1]) for k in state) and param_name(3, "bn.bias") in state
+    with pytest.raises(ValueError, match=r"node 6 \(head\): has no filters"): filters_name(arch, 6)
+    with pytest.raises(ValueError, match="is not a block's tensor"): block_id("blocks.x.conv.weight")

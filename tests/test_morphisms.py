@@ -7,11 +7,13 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from nash_lit.arch import Arch, Net, seed_arch
-from nash_lit.morphisms import (MORPHISMS, NotApplicable, add_skip, concat_skip, deeper, generate_child,
-                                morphism_error, resolve_operators, scramble, skip_pairs, wider)
+from nash_lit.arch import Arch, Net, conv_block_ids, seed_arch
+from nash_lit.morphisms import add_skip, concat_skip, deeper, morphism_error, scramble, skip, skip_pairs, wider
+from nash_lit.operators import OPERATORS, generate_child, resolve_operators
+from nash_lit.surgery import NotApplicable
 
 N_ARCHS, CHAIN = 200, 20
+EXACT = {name: op.fn for name, op in OPERATORS.items() if op.exact}  # deeper, wider, skip, add_skip, concat_skip
 F64_TOL, F32_TOL = 1e-10, 1e-4
 
 
@@ -51,7 +53,7 @@ def test_chains_on_200_random_architectures():
     coverage = Counter()
     x = torch.randn(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     worst64 = worst32 = 0.0
-    names = list(MORPHISMS)
+    names = list(EXACT)
     for k in range(N_ARCHS):
         rng = np.random.default_rng(1000 + k)
         net = random_seed_net(rng)
@@ -60,10 +62,11 @@ def test_chains_on_200_random_architectures():
             name = names[rng.integers(len(names))]
             kwargs = {"calib": x} if name == "deeper" and rng.random() < 0.5 else {}
             if name == "wider":  # pick the site here to know where the widened tensor travels
-                kwargs["site"] = int(rng.choice(net.arch.ids("conv", "sep")))
+                kwargs["site"] = int(rng.choice(conv_block_ids(net.arch)))
                 coverage.update(f"wider->{r}" for r in readers_of_widened(net.arch, kwargs["site"]))
-            try: child = MORPHISMS[name](net, rng, **kwargs)
+            try: child, ops, affected = EXACT[name](net, rng, **kwargs)
             except NotApplicable: continue
+            assert affected == () and ops[0] in EXACT
             coverage[name] += 1
             assert_unchanged(net, before)
             e64 = morphism_error(net, child, x)
@@ -75,7 +78,7 @@ def test_chains_on_200_random_architectures():
             net = scramble(child, seed=int(rng.integers(1 << 30)))
         Arch.from_json(net.arch.to_json()) == net.arch or pytest.fail("JSON round trip")
     print(f"\nworst relative error: float64 {worst64:.1e}, float32 {worst32:.1e}; coverage {dict(coverage)}")
-    for needed in ("deeper", "wider", "add_skip", "concat_skip", "wider->add", "wider->add:skip",
+    for needed in ("deeper", "wider", "skip", "add_skip", "concat_skip", "wider->add", "wider->add:skip",
                    "wider->concat", "wider->sep", "wider->conv", "wider->pool", "wider->head"):
         assert coverage[needed] >= 5, f"{needed} appeared only {coverage[needed]} times in the chains"
 
@@ -88,8 +91,9 @@ def test_end_to_end_chain_is_a_morphism(seed, n_op):
     parent = random_seed_net(rng)
     before = state_copy(parent)
     x = torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed % 1000))
-    child, ops = generate_child(parent, n_op, rng=rng, calib=x)
+    child, ops, affected = generate_child(parent, n_op, rng=rng, calib=x)
     assert_unchanged(parent, before)
+    assert affected == ()
     assert len(ops) >= n_op - 5  # only skips can be inapplicable, and rarely
     assert morphism_error(parent, child, x) <= F64_TOL
     assert morphism_error(copy.deepcopy(parent).float(), copy.deepcopy(child).float(), x.float()) <= F32_TOL
@@ -101,7 +105,7 @@ def test_deeper_is_identity_in_train_mode_on_its_calibration_batch(seed):
     rng = np.random.default_rng(seed)
     parent = random_seed_net(rng)
     x = torch.randn(8, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed % 1000))
-    child = deeper(parent, rng, calib=x)
+    child = deeper(parent, rng, calib=x).net
     p, c = copy.deepcopy(parent).train(), copy.deepcopy(child).train()
     with torch.no_grad(): y, y_child = p(x), c(x)
     assert ((y - y_child).abs().max() / y.abs().max()).item() <= F64_TOL
@@ -110,8 +114,8 @@ def test_deeper_is_identity_in_train_mode_on_its_calibration_batch(seed):
 def test_children_are_deterministic_and_independent_of_the_parent():
     rng = np.random.default_rng(0)
     parent = random_seed_net(rng)
-    a, ops_a = generate_child(parent, 5, rng=np.random.default_rng(7))
-    b, ops_b = generate_child(parent, 5, rng=np.random.default_rng(7))
+    a, ops_a, _ = generate_child(parent, 5, rng=np.random.default_rng(7))
+    b, ops_b, _ = generate_child(parent, 5, rng=np.random.default_rng(7))
     assert ops_a == ops_b and a.arch == b.arch
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     before = state_copy(parent)
@@ -135,3 +139,15 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="node 6 is head"): wider(net, site=6)
     with pytest.raises(ValueError, match="not a valid"): add_skip(net, site=(1, 3))
     with pytest.raises(ValueError, match="not a valid"): concat_skip(net, site=(3, 1))
+
+
+def test_skip_merges_by_addition_or_concatenation_with_equal_chance():
+    net = Net(seed_arch((4, 4, 4)))
+    rng = np.random.default_rng(0)
+    kinds = [skip(net, rng).ops for _ in range(400)]
+    assert set(kinds) == {("add_skip",), ("concat_skip",)}
+    assert 0.42 < kinds.count(("add_skip",)) / len(kinds) < 0.58
+    # the kind is one draw, then the merge draws its pair from the same generator
+    r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+    merge = (add_skip, concat_skip)[r2.integers(2)]
+    assert skip(net, r1).net.arch == merge(net, r2).net.arch

@@ -1,4 +1,4 @@
-"NASH (nash_lit.nash): kill-and-resume, failures as data, invalid configs, final training."
+"NASH (nash_lit.nash): kill-and-resume, failures as data, invalid configs, refused resumes of damaged runs, ids."
 import json
 import os
 import random
@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import nash_lit.evaluate as E
 import nash_lit.nash as N
+import nash_lit.runs as R
 from nash_lit.arch import Arch, seed_arch
-from nash_lit.runs import load_checkpoint, read_log, read_records
+from nash_lit.runs import RunDamaged, load_checkpoint, read_log, read_records
 from nash_lit.data import synthetic
 from nash_lit.train import TrainConfig, TrainingDiverged
 
@@ -27,13 +29,7 @@ def small_config(**changes):
     return N.NashConfig(**{**base, **changes})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    "One thread: light on a shared machine, and the in-process runs are compared bit for bit."
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -103,15 +99,15 @@ def test_torn_last_line_is_repaired(tmp_path, data, monkeypatch):
     "A crash mid-write leaves half a line: resume ignores it, truncates it, redoes that child and goes on."
     config = small_config(n_steps=1)
     reference = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "ref")
-    real, calls = N.append_record, []
+    real, calls = R.append_record, []
     def crash_on_fourth(run_dir, record):
         calls.append(record["id"])
         if len(calls) < 4: return real(run_dir, record)
         with open(Path(run_dir) / "log.jsonl", "ab") as f: f.write(json.dumps(record).encode()[:40])
         raise SystemExit("killed mid-write")
-    monkeypatch.setattr(N, "append_record", crash_on_fourth)
+    monkeypatch.setattr(R, "append_record", crash_on_fourth)
     with pytest.raises(SystemExit): N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "run")
-    monkeypatch.setattr(N, "append_record", real)
+    monkeypatch.setattr(R, "append_record", real)
     with pytest.raises(json.JSONDecodeError): json.loads((tmp_path / "run/log.jsonl").read_text().splitlines()[-1])
     again = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "run", resume=True)
     assert (again.id, again.val_error, again.arch) == (reference.id, reference.val_error, reference.arch)
@@ -121,17 +117,17 @@ def test_torn_last_line_is_repaired(tmp_path, data, monkeypatch):
 
 def _failing_train(failures):
     "A stand-in for `train` that raises failures[train seed] for chosen children, and trains the rest."
-    real = N.train
-    def fake(net, data, config, trainable=None):
+    real = E.train
+    def fake(net, data, config, **kwargs):
         if config.seed in failures: raise failures[config.seed]
-        return real(net, data, config, trainable)
+        return real(net, data, config, **kwargs)
     return fake
 
 
 def test_failed_child_is_data(tmp_path, data, monkeypatch):
     "A diverged, an out-of-memory and a crashing child are logged; the search continues with the others."
     seed = lambda step, j: N.child_seeds(0, step, j)[1]
-    monkeypatch.setattr(N, "train", _failing_train({
+    monkeypatch.setattr(E, "train", _failing_train({
         seed(1, 0): TrainingDiverged("loss became nan"), seed(1, 1): RuntimeError("CUDA out of memory. Tried"),
         seed(2, 2): KeyError("boom")}))
     result = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
@@ -142,17 +138,8 @@ def test_failed_child_is_data(tmp_path, data, monkeypatch):
     assert result.step == 2 and result.id in (4, 5)
 
 
-def test_real_divergence_is_logged(data):
-    torch.manual_seed(0)
-    net = N.Net(seed_arch((4, 8, 8)))
-    task = N.ChildTask(net.arch.to_json(), net.state_dict(), data, 1, N.OPERATORS, [0, 1, 0, 0], None,
-                       TrainConfig(epochs=1, batch_size=32, lr_max=1e30, amp=False, progress=False))
-    out = N.evaluate_child(task)
-    assert out["status"] == "diverged" and "state" not in out and out["arch"] is not None
-
-
 def test_all_children_failing_is_a_clear_error(tmp_path, data, monkeypatch):
-    monkeypatch.setattr(N, "train", _failing_train({N.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)}))
+    monkeypatch.setattr(E, "train", _failing_train({N.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)}))
     with pytest.raises(N.SearchFailed, match="all 3 children of step 1 failed"):
         N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
     assert [r["status"] for r in read_records(tmp_path)] == ["ok", "diverged", "diverged", "diverged"]
@@ -170,7 +157,7 @@ def test_all_children_failing_is_a_clear_error(tmp_path, data, monkeypatch):
     (dict(operators=()), "operator set is empty"),
 ])
 def test_invalid_config_fails_before_training(changes, message, monkeypatch):
-    monkeypatch.setattr(N, "train", lambda *a, **k: pytest.fail("trained before validating"))
+    monkeypatch.setattr(E, "train", lambda *a, **k: pytest.fail("trained before validating"))
     with pytest.raises(ValueError, match=message):
         N.nash(seed_arch((4, 8, 8)), None, small_config(**changes))
 
@@ -195,8 +182,7 @@ def test_argmin_over_children_even_if_worse_than_parent(tmp_path, data, monkeypa
     real = N.evaluate_child
     def worse_children(task):
         out = real(task)
-        if task.n_op: out["val_error"] = 0.9 + task.rng[2] / 100  # child j gets 0.9 + j/100
-        else: out["val_error"] = 0.1
+        out.val_error = 0.9 + task.rng[2] / 100 if task.n_op else 0.1  # child j gets 0.9 + j/100
         return out
     monkeypatch.setattr(N, "evaluate_child", worse_children)
     result = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path)
@@ -215,15 +201,77 @@ def test_process_pool_executor(tmp_path, data):
     assert list(result.log.arch) == list(local.log.arch)  # the same children, wherever they were trained
 
 
-def test_final_train(data):
-    torch.manual_seed(0)
-    net = N.Net(seed_arch((4, 8, 8)))
-    merged = N.train_plus_val(data)
-    assert len(merged.y_train) == 96 and len(merged.y_val) == 0 and torch.equal(merged.mean, data.mean)
-    scratch = N.final_train(net, data, epochs=1, config=TRAIN)
-    assert 0 <= scratch.test_error <= 1 and len(scratch.history) == 1
-    assert not torch.equal(scratch.net.blocks["1"].conv.weight, net.blocks["1"].conv.weight)
-    tuned = N.final_train(net, data, epochs=0, from_scratch=False, config=TRAIN)
-    assert torch.equal(tuned.net.blocks["1"].conv.weight, net.blocks["1"].conv.weight)  # inherited, untouched
-    with pytest.raises(ValueError, match="needs a network"):
-        N.final_train(net.arch, data, epochs=1, from_scratch=False)
+def test_default_operators_are_the_papers():
+    assert N.NashConfig().operators == ("deeper", "wider", "skip")
+
+
+def test_data_spec_gives_the_same_search(tmp_path, data):
+    "A DataSpec (what a worker would load) and the loaded Data make the same search."
+    from nash_lit.data import DataSpec
+    spec = DataSpec.synthetic(n_train=64, n_val=32, n_test=32, seed=0)
+    a = N.nash(seed_arch((4, 8, 8)), spec, small_config(n_steps=1))
+    b = N.nash(seed_arch((4, 8, 8)), spec.load("cpu"), small_config(n_steps=1))
+    assert list(a.log.arch) == list(b.log.arch) and list(a.log.val_error) == list(b.log.val_error)
+
+
+def test_ids_do_not_depend_on_completion_order(tmp_path, data, monkeypatch):
+    "Children that come back in reverse order keep the ids of their positions."
+    from concurrent.futures import ThreadPoolExecutor
+    real = N.evaluate_child
+    def slow_first(task):
+        time.sleep(0.4 * (2 - task.rng[2]))  # child 0 finishes last
+        return real(task)
+    monkeypatch.setattr(N, "evaluate_child", slow_first)
+    with ThreadPoolExecutor(3) as pool:
+        N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path, executor=pool)
+    records = read_records(tmp_path)
+    assert [r["child"] for r in records] == [0, 2, 1, 0]  # logged as they came back
+    assert {(r["step"], r["child"]): r["id"] for r in records} == {(0, 0): 0, (1, 0): 1, (1, 1): 2, (1, 2): 3}
+
+
+def _crash_in_step_two(tmp_path, data, monkeypatch):
+    "A run killed after the first child of step 2 was logged."
+    real, calls = R.append_record, []
+    def crash(run_dir, record):
+        real(run_dir, record)
+        calls.append(record)
+        if record["step"] == 2: raise SystemExit("killed")
+    monkeypatch.setattr(R, "append_record", crash)
+    with pytest.raises(SystemExit): N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
+    monkeypatch.setattr(R, "append_record", real)
+    return calls[-1]
+
+
+def test_resume_after_deleting_best_is_refused(tmp_path, data):
+    N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
+    (tmp_path / "best.pt").unlink()
+    with pytest.raises(RunDamaged, match=r"best\.pt is missing"):
+        N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True)
+
+
+def test_resume_after_deleting_a_needed_checkpoint_is_refused(tmp_path, data, monkeypatch):
+    last = _crash_in_step_two(tmp_path, data, monkeypatch)
+    (tmp_path / f"child_{last['id']}.pt").unlink()
+    with pytest.raises(RunDamaged, match=rf"child_{last['id']}\.pt is missing"):
+        N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True)
+
+
+def test_resume_of_a_log_cut_in_the_middle_is_refused(tmp_path, data):
+    N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:3]))  # best.pt says step 2; the log stops in step 1
+    with pytest.raises(RunDamaged, match=r"log\.jsonl ends before .*best\.pt.*step 2.*stops in step 1"):
+        N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True)
+
+
+def test_resume_after_a_crash_in_a_step_continues(tmp_path, data, monkeypatch):
+    _crash_in_step_two(tmp_path, data, monkeypatch)
+    resumed = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True)
+    reference = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path / "ref")
+    assert (resumed.id, resumed.val_error, resumed.arch) == (reference.id, reference.val_error, reference.arch)
+    assert sorted(resumed.log.id) == list(range(7))
+
+
+def test_no_final_train_here():
+    "final_train and train_plus_val live in nash_lit.train and nash_lit.data now."
+    assert not hasattr(N, "final_train") and not hasattr(N, "train_plus_val")

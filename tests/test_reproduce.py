@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from reproduce import load_profile  # noqa: E402
+from reproduce import load_profile, record_commit, tree_state  # noqa: E402
 
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 
@@ -26,7 +26,7 @@ def notebook_parameters(nb=ROOT / "nbs" / "10_table1.ipynb") -> set:
 @pytest.mark.parametrize("name", PROFILES)
 def test_profiles_match_the_notebook(name):
     params = load_profile(name)
-    missing = notebook_parameters() - set(params) - {"profile", "reports_dir", "data_dir"}
+    missing = notebook_parameters() - set(params) - {"profile", "reports_dir", "data_dir", "git_commit"}
     unknown = set(params) - notebook_parameters()
     assert not missing and not unknown, f"[{name}]: missing {missing}, not parameters of 10_table1 {unknown}"
     assert params["budgets"] == sorted(params["budgets"]) and params["budget_unit"] in ("steps", "seconds")
@@ -62,6 +62,59 @@ def test_smoke_reproduction(tmp_path):
     ours = {(r["method"], r["budget"]) for r in rows if r["source"].startswith("ours")}
     assert ours == {("NASH", "1 step"), ("NASH", "2 steps"), ("seed trained as long", "2 steps"), ("random search", "2 steps")}
     md = (out / "table1.md").read_text()
-    for needle in ("profile: `smoke`", "git commit:", "seeds: [0, 1]", "wall time:", "device:", "| paper (full scale) |"):
+    for needle in ("profile: `smoke`", "git commit:", "seeds: [0, 1]", "wall time:", "device:", "| paper (full scale) |",
+                   "95% interval"):
         assert needle in md, f"table1.md lacks {needle!r}"
+    assert f"- git commit: {manifest['git_commit']}\n" in md, "the table and the manifest disagree on the commit"
+    assert manifest["parameters"]["git_commit"] == manifest["git_commit"]
+    assert manifest["git_commit"].endswith("-dirty") == (out / "git.diff").is_file()
     assert not any((ROOT / "nbs").glob("*_executed*")), "papermill must not write into nbs/"
+
+
+def _repo(tmp_path):
+    "A git repository with one committed file."
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)
+    git("init", "-q")
+    (repo / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    return repo, git("rev-parse", "--short", "HEAD").stdout.decode().strip()
+
+
+def test_clean_tree_records_the_commit(tmp_path):
+    repo, sha = _repo(tmp_path)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "git.diff").write_text("stale")
+    (repo / "untracked.txt").write_text("scratch")  # untracked files do not make the tree dirty
+    assert tree_state(repo) == (sha, [])
+    assert record_commit("cpu", reports, root=repo) == sha
+    assert not (reports / "git.diff").exists(), "a stale diff would contradict the manifest"
+
+
+def test_dirty_tree_is_refused_or_recorded_with_its_diff(tmp_path):
+    repo, sha = _repo(tmp_path)
+    (repo / "a.py").write_text("x = 2\n")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    with pytest.raises(SystemExit, match=r"refusing to run the 'cpu' profile on a dirty tree: uncommitted changes in a\.py"):
+        record_commit("cpu", reports, root=repo)
+    assert not (reports / "git.diff").exists()
+    assert record_commit("cpu", reports, allow_dirty=True, root=repo) == f"{sha}-dirty"
+    assert "+x = 2" in (reports / "git.diff").read_text()
+    assert record_commit("smoke", reports, root=repo) == f"{sha}-dirty"  # smoke runs anywhere, and says so
+
+
+def test_dirty_refusal_from_the_command_line(tmp_path, monkeypatch):
+    "main() refuses before any notebook runs (checked against a dirty scratch repository)."
+    import reproduce
+    repo, _ = _repo(tmp_path)
+    (repo / "a.py").write_text("x = 3\n")
+    monkeypatch.setattr(reproduce, "ROOT", repo)
+    monkeypatch.setattr(reproduce, "record_commit",
+                        lambda profile, reports, allow_dirty=False, root=repo: record_commit(profile, reports, allow_dirty, repo))
+    with pytest.raises(SystemExit, match="a.py"):
+        reproduce.main(["--profile", "cpu", "--reports", str(tmp_path / "out"), "--settings", str(ROOT / "settings.ini")])
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -1,4 +1,4 @@
-"The run store (nash_lit.runs): atomic files, the append-only log, config checks, checkpoints, executors."
+"The run store (nash_lit.runs): atomic files, the append-only log, config checks, checkpoints, RunStore, executors."
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from nash_lit.arch import Net, seed_arch
-from nash_lit.runs import (LOG, InProcess, append_record, atomic_write_text, collect, load_checkpoint, open_run,
-                           read_log, read_records, save_checkpoint)
+from nash_lit.runs import (BEST, LOG, SEED, InProcess, RunDamaged, RunStore, append_record, atomic_write_text,
+                           check_run_files, child_checkpoint, collect, load_checkpoint, open_run, read_log, read_records,
+                           save_checkpoint, step_ids)
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path):
@@ -103,3 +104,98 @@ def test_collect_real_futures():
     with ThreadPoolExecutor(2) as pool:
         futures = {k: pool.submit(pow, k, 2) for k in range(5)}
         assert sorted((k, f.result()) for k, f in collect(futures)) == [(k, k * k) for k in range(5)]
+
+
+def test_step_ids_do_not_depend_on_completion_order():
+    import random
+    records = [dict(id=0, step=0)]
+    for step, n, first in [(1, 4, 1), (2, 3, 5), (3, 5, 8)]:
+        ids = step_ids(records, step, n)
+        assert ids == list(range(first, first + n))
+        order = list(range(n))
+        random.Random(step).shuffle(order)
+        for k, j in enumerate(order):  # half the step done, then replanned as after a crash: the same ids
+            if k == n // 2: assert step_ids(records, step, n) == ids
+            records.append(dict(id=ids[j], step=step))
+        records = sorted(records, key=lambda r: r["step"])  # the order of lines within a step does not matter
+    assert step_ids(records, 4, 2) == [13, 14]
+    assert step_ids([], 1, 2) == [0, 1]  # a search without step 0 starts at 0
+
+
+def _run_files(d, n_steps=2, open_step=True):
+    "A run's files as a search writes them: seed, steps of two children, best.pt after each, a step in progress."
+    torch.manual_seed(0)
+    net = Net(seed_arch((4, 8, 8)))
+    store = RunStore(d, {"x": 1})
+    store.save(SEED, net)
+    for step in range(n_steps + int(open_step)):
+        ids = store.ids(step, 2)
+        for j in range(2):
+            store.save(child_checkpoint(ids[j]), net, step=step, id=ids[j])
+            store.append(dict(id=ids[j], step=step, child=j, status="ok", val_error=0.5))
+            if step == n_steps: return store  # the step in progress: one child done
+        store.save_best(net, step, id=ids[0], val_error=0.5)
+        for i in ids: store.delete(child_checkpoint(i))
+    return store
+
+
+def test_consistent_files_resume(tmp_path):
+    store = _run_files(tmp_path)
+    again = RunStore(tmp_path, {"x": 1}, resume=True)
+    assert again.best == store.best and again.best["step"] == 1 and again.best["logged"] == 4
+    assert list(again.finished(2)) == [0] and again.ids(2, 2) == [4, 5]
+    assert again.seconds() >= store.records[-1]["search_seconds"]
+
+
+def test_deleted_best_is_named(tmp_path):
+    _run_files(tmp_path)
+    (tmp_path / BEST).unlink()
+    with pytest.raises(RunDamaged, match=r"best\.pt is missing.*steps \[0, 1, 2\]"):
+        RunStore(tmp_path, {"x": 1}, resume=True)
+
+
+def test_older_best_is_named(tmp_path):
+    store = _run_files(tmp_path)
+    net, meta = store.load(BEST)
+    store.save(BEST, net, **{**meta, "step": 0, "logged": 2})  # an older best.pt put back
+    with pytest.raises(RunDamaged, match=r"best\.pt records step 0.*steps \[1, 2\]"):
+        RunStore(tmp_path, {"x": 1}, resume=True)
+
+
+def test_deleted_needed_checkpoint_is_named(tmp_path):
+    _run_files(tmp_path)
+    (tmp_path / child_checkpoint(4)).unlink()
+    with pytest.raises(RunDamaged, match=r"child_4\.pt is missing.*child 4 of step 2"):
+        RunStore(tmp_path, {"x": 1}, resume=True)
+
+
+def test_deleted_seed_is_named(tmp_path):
+    _run_files(tmp_path)
+    (tmp_path / SEED).unlink()
+    with pytest.raises(RunDamaged, match=r"seed\.pt is missing"):
+        RunStore(tmp_path, {"x": 1}, resume=True)
+
+
+@pytest.mark.parametrize("cut", ["lines", "mid-line"])
+def test_log_cut_in_the_middle_is_named(tmp_path, cut):
+    _run_files(tmp_path, open_step=False)
+    raw = (tmp_path / LOG).read_bytes()
+    lines = raw.split(b"\n")
+    (tmp_path / LOG).write_bytes(b"\n".join(lines[:2]) + b"\n" if cut == "lines" else raw[:len(raw) // 2])
+    with pytest.raises(RunDamaged, match=r"log\.jsonl ends before what .*best\.pt records.*stops in step 0"):
+        RunStore(tmp_path, {"x": 1}, resume=True)
+    assert (tmp_path / LOG).read_bytes() == (b"\n".join(lines[:2]) + b"\n" if cut == "lines" else raw[:len(raw) // 2]), \
+        "a refused resume changes no file"
+
+
+def test_torn_last_line_is_repaired_by_the_store(tmp_path):
+    _run_files(tmp_path)
+    with open(tmp_path / LOG, "ab") as f: f.write(b'{"id": 5, "st')
+    store = RunStore(tmp_path, {"x": 1}, resume=True)
+    assert len(store.records) == 5 and (tmp_path / LOG).read_bytes().endswith(b"}\n")
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    store = RunStore(tmp_path, {})
+    with pytest.raises(RunDamaged, match="nope.pt is missing"): store.load("nope.pt")
+    store.delete("nope.pt")  # deleting what is not there is fine

@@ -1,10 +1,17 @@
 """Run the reproduction notebooks (nbs/1*_*.ipynb) of one settings.ini profile with papermill.
 
     python tools/reproduce.py --profile cpu [--data DIR] [--reports DIR] [--notebooks nbs/10_table1.ipynb ...]
+                              [--allow-dirty]
 
 Each profile of settings.ini is a set of papermill parameters (Python literals, read with
 ast.literal_eval, never eval). Executed notebooks go to reports/<profile>/ (never into nbs/), beside
 what they write (tables, figures) and a run manifest, manifest.json.
+
+The commit is computed once, here, and passed to every notebook as the papermill parameter
+`git_commit` and written into manifest.json, so a table and its manifest never disagree. A
+reproduction other than `smoke` refuses to run on a tree with uncommitted changes to tracked files,
+naming them; with --allow-dirty it runs, records the commit as `<sha>-dirty` and writes `git diff HEAD`
+to <reports>/git.diff. (A dirty `smoke` run does the same without asking.)
 """
 from __future__ import annotations
 
@@ -40,14 +47,37 @@ def load_profile(name: str,  # the [section] of settings.ini
     return params
 
 
-def git_commit() -> str:
+def _git(root: Path, *args) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+
+def tree_state(root: Path = ROOT) -> tuple[str, list[str]]:
+    "(short commit of HEAD or 'unknown', tracked files with uncommitted changes)."
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError): return "unknown"
+        sha = _git(root, "rev-parse", "--short", "HEAD").strip()
+        status = _git(root, "status", "--porcelain", "--untracked-files=no").splitlines()
+    except (OSError, subprocess.CalledProcessError): return "unknown", []
+    return sha, [line[3:].split(" -> ")[-1] for line in status if line.strip()]
+
+
+def record_commit(profile: str,  # the profile being reproduced
+                  reports: Path,  # its reports folder
+                  allow_dirty: bool = False,  # run a non-smoke profile on a dirty tree
+                  root: Path = ROOT,  # the checkout
+                  ) -> str:
+    "The commit to record: the clean HEAD, or `<sha>-dirty` with the diff written to reports/git.diff."
+    sha, dirty = tree_state(root)
+    diff_path = Path(reports) / "git.diff"
+    if not dirty:
+        diff_path.unlink(missing_ok=True)  # a stale diff from an earlier dirty run would contradict the manifest
+        return sha
+    if profile != "smoke" and not allow_dirty:
+        shown = ", ".join(dirty[:20]) + (f" and {len(dirty) - 20} more" if len(dirty) > 20 else "")
+        raise SystemExit(f"[reproduce] refusing to run the {profile!r} profile on a dirty tree: uncommitted changes in "
+                         f"{shown}. Commit them (so the reports name one clean commit), or pass --allow-dirty to "
+                         f"record the commit as {sha}-dirty with the diff in {diff_path}.")
+    diff_path.write_text(_git(root, "diff", "HEAD"))
+    return f"{sha}-dirty"
 
 
 def device_info() -> str:
@@ -67,6 +97,8 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", default=str(ROOT / "settings.ini"), help="the profiles file")
     ap.add_argument("--notebooks", nargs="*", default=None, help="notebooks to run (default: nbs/1[0-9]_*.ipynb)")
     ap.add_argument("--kernel", default="python3", help="Jupyter kernel (default: python3)")
+    ap.add_argument("--allow-dirty", action="store_true",
+                    help="run a non-smoke profile on a tree with uncommitted changes (the diff goes to <reports>/git.diff)")
     args = ap.parse_args(argv)
 
     import papermill as pm
@@ -75,13 +107,15 @@ def main(argv=None) -> int:
     params = load_profile(args.profile, args.settings)
     reports = Path(args.reports or ROOT / "reports" / args.profile).resolve()
     reports.mkdir(parents=True, exist_ok=True)
+    commit = record_commit(args.profile, reports, args.allow_dirty)
     if args.data is not None: os.environ["NASH_LIT_DATA"] = str(Path(args.data).resolve())
     notebooks = [Path(n).resolve() for n in args.notebooks] if args.notebooks else sorted((ROOT / "nbs").glob("1[0-9]_*.ipynb"))
     if not notebooks: raise SystemExit("no reproduction notebooks (nbs/1[0-9]_*.ipynb) found")
     # papermill writes parameters as Python source and knows no tuples: pass JSON types (lists)
-    params = json.loads(json.dumps({**params, "profile": args.profile, "reports_dir": str(reports)}))
+    params = json.loads(json.dumps({**params, "profile": args.profile, "reports_dir": str(reports), "git_commit": commit}))
 
-    manifest = dict(profile=args.profile, parameters=params, git_commit=git_commit(), device=device_info(),
+    manifest = dict(profile=args.profile, parameters=params, git_commit=commit,
+                    git_diff="git.diff" if commit.endswith("-dirty") else None, device=device_info(),
                     torch=torch.__version__, python=sys.version.split()[0],
                     data_root=os.environ.get("NASH_LIT_DATA", "data"), start=now(), end=None, wall_seconds=None,
                     status="running", notebooks=[])
