@@ -66,7 +66,9 @@ def test_process_pool_gives_the_same_result():
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
     t = task(rng=[3, 1, 0, 0])
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+    # the worker uses this process's thread count: another count sums in another order (other last bits)
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
+                             initargs=(torch.get_num_threads(),)) as pool:
         remote = pool.submit(evaluate_child, t).result()
     local = evaluate_child(t)
     assert remote.status == "ok" and remote.arch == local.arch and remote.val_error == local.val_error
