@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; tr
         torch.manual_seed(config.seed)
         gen = torch.Generator(device=device).manual_seed(config.seed)
         history, path = [], None if checkpoint is None else Path(checkpoint)
-        key = _resume_key(net, config, trainable, teacher) if path is not None else None
+        key = _resume_key(net, config, trainable, teacher, data) if path is not None else None
         if path is not None and path.exists(): history = _load_training(path, key, net, opt, sched, gen)
         bar = tqdm(total=config.epochs * steps, initial=len(history) * steps, disable=not config.progress,
                    unit="batch", file=sys.stderr, desc=f"train {sum(p.numel() for p in params):,} params on {device}")
@@ -264,12 +265,18 @@ def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; tr
 # %% ../nbs/02_train.ipynb #fcc206b7
 _NOT_RESUME_KEYS = ("progress", "eval_every", "eval_batch_size", "device")  # may differ when resuming
 
-def _resume_key(net: nn.Module, config: TrainConfig, trainable, teacher) -> dict:
-    "What a checkpoint must agree on to be resumed: the settings and the network's parameters."
+def _data_fingerprint(data: Data) -> dict:
+    "Enough of the data to tell another dataset: split sizes, image shape and a checksum of the training labels."
+    labels = zlib.crc32(data.y_train.cpu().numpy().tobytes())
+    return dict(shape=list(data.x_train.shape[1:]), sizes=[len(data.y_train), len(data.y_val)], labels=labels)
+
+def _resume_key(net: nn.Module, config: TrainConfig, trainable, teacher, data: Data) -> dict:
+    "What a checkpoint must agree on to be resumed: the settings, the network, what trains, the data."
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_RESUME_KEYS}
+    teacher_params = None if teacher is None else [[n, list(p.shape)] for n, p in teacher.named_parameters()]
     return dict(config=settings, params=[[name, list(p.shape)] for name, p in net.named_parameters()],
                 trainable=None if trainable is None else sorted({trainable} if isinstance(trainable, str) else trainable),
-                teacher=teacher is not None)
+                teacher=teacher_params, data=_data_fingerprint(data))
 
 def _save_training(path: Path, key: dict, net, opt, sched, gen, history: list):
     "Write the training's state after an epoch, atomically (temporary file, fsync, rename)."
@@ -290,7 +297,9 @@ def _load_training(path: Path, key: dict, net, opt, sched, gen) -> list:
     if blob["key"] != key:
         stored, given = blob["key"]["config"], key["config"]
         diff = [f"{k} (stored {stored.get(k)!r}, given {v!r})" for k, v in given.items() if stored.get(k) != v]
-        what = "settings " + ", ".join(diff) if diff else "network parameters or trainable set"
+        parts = {"params": "network parameters", "trainable": "trainable set", "teacher": "teacher", "data": "training data"}
+        other = [text for part, text in parts.items() if blob["key"].get(part) != key[part]]
+        what = "settings " + ", ".join(diff) if diff else " and ".join(other)
         raise ValueError(f"cannot resume the training checkpoint {path}: it was written with other {what}; "
                          "delete the file to start again, or pass another checkpoint path")
     net.load_state_dict(blob["net"])

@@ -88,7 +88,7 @@ def test_clean_tree_records_the_commit(tmp_path):
     reports = tmp_path / "reports"
     reports.mkdir()
     (reports / "git.diff").write_text("stale")
-    (repo / "untracked.txt").write_text("scratch")  # untracked files do not make the tree dirty
+    (repo / "untracked.txt").write_text("scratch")  # untracked files outside the code do not make the tree dirty
     assert tree_state(repo) == (sha, [])
     assert record_commit("cpu", reports, root=repo) == sha
     assert not (reports / "git.diff").exists(), "a stale diff would contradict the manifest"
@@ -118,3 +118,16 @@ def test_dirty_refusal_from_the_command_line(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="a.py"):
         reproduce.main(["--profile", "cpu", "--reports", str(tmp_path / "out"), "--settings", str(ROOT / "settings.ini")])
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_untracked_code_makes_the_tree_dirty(tmp_path):
+    "A new notebook or module that no commit holds would run unrecorded: it counts as a change, and is in the diff."
+    repo, sha = _repo(tmp_path)
+    (repo / "nbs").mkdir()
+    (repo / "nbs" / "11_new.ipynb").write_text("{}\n")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    assert tree_state(repo) == (sha, ["nbs/11_new.ipynb"])
+    with pytest.raises(SystemExit, match=r"nbs/11_new\.ipynb"): record_commit("cpu", reports, root=repo)
+    assert record_commit("cpu", reports, allow_dirty=True, root=repo) == f"{sha}-dirty"
+    assert "+{}" in (reports / "git.diff").read_text() and "11_new.ipynb" in (reports / "git.diff").read_text()

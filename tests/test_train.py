@@ -305,7 +305,7 @@ def test_checkpoint_refuses_other_settings_and_networks(tmp_path):
     T.train(Net(seed_arch((4, 8, 8))), data, cfg, checkpoint=tmp_path / "c.pt")
     with pytest.raises(ValueError, match=r"epochs \(stored 1, given 2\)"):
         T.train(Net(seed_arch((4, 8, 8))), data, T.TrainConfig(**{**vars(cfg), "epochs": 2}), checkpoint=tmp_path / "c.pt")
-    with pytest.raises(ValueError, match="network parameters"):
+    with pytest.raises(ValueError, match="other network parameters"):
         T.train(Net(seed_arch((4, 8, 16))), data, cfg, checkpoint=tmp_path / "c.pt")
     # progress and evaluation settings may change on resume
     T.train(Net(seed_arch((4, 8, 8))), data, T.TrainConfig(**{**vars(cfg), "progress": False, "eval_every": 0}),
@@ -334,3 +334,17 @@ def test_final_train_accepts_every_kind_of_model():
     with pytest.raises(ValueError, match="needs a network"): T.final_train(arch, data, epochs=1, from_scratch=False)
     with pytest.raises(TypeError, match="not an nn.Module"): T.final_train(lambda: 3, data, epochs=1)
     with pytest.raises(TypeError, match="got str"): T.final_train("resnet", data, epochs=1)
+
+
+def test_checkpoint_refuses_another_teacher_or_other_data(tmp_path):
+    data = D.synthetic(128, 32, 32, seed=0)
+    cfg = T.TrainConfig(epochs=1, batch_size=32, amp=False, channels_last=False, device="cpu", progress=False)
+    torch.manual_seed(0)
+    teacher = Net(seed_arch((4, 8, 8)))
+    T.train(Net(seed_arch((4, 8, 8))), data, cfg, teacher=teacher, checkpoint=tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="other teacher"):
+        T.train(Net(seed_arch((4, 8, 8))), data, cfg, teacher=Net(seed_arch((4, 8, 16))), checkpoint=tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="other teacher"):
+        T.train(Net(seed_arch((4, 8, 8))), data, cfg, checkpoint=tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="other training data"):
+        T.train(Net(seed_arch((4, 8, 8))), D.synthetic(128, 32, 32, seed=1), cfg, teacher=teacher, checkpoint=tmp_path / "c.pt")

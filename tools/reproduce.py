@@ -9,8 +9,8 @@ what they write (tables, figures) and a run manifest, manifest.json.
 
 The commit is computed once, here, and passed to every notebook as the papermill parameter
 `git_commit` and written into manifest.json, so a table and its manifest never disagree. A
-reproduction other than `smoke` refuses to run on a tree with uncommitted changes to tracked files,
-naming them; with --allow-dirty it runs, records the commit as `<sha>-dirty` and writes `git diff HEAD`
+reproduction other than `smoke` refuses to run on a tree with uncommitted changes to tracked files
+or untracked files under nbs/, nash_lit/ or tools/, naming them; with --allow-dirty it runs, records the commit as `<sha>-dirty` and writes `git diff HEAD`
 to <reports>/git.diff. (A dirty `smoke` run does the same without asking.)
 """
 from __future__ import annotations
@@ -51,13 +51,32 @@ def _git(root: Path, *args) -> str:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
 
 
+CODE = ("nbs", "nash_lit", "tools")  # where an untracked file changes what a reproduction runs
+
+
+def _untracked_code(root: Path) -> list[str]:
+    "Untracked, not ignored files under CODE: a new notebook or module runs without being in any commit."
+    lines = _git(root, "status", "--porcelain", "--untracked-files=all", "--", *CODE).splitlines()
+    return [line[3:] for line in lines if line.startswith("?? ")]
+
+
 def tree_state(root: Path = ROOT) -> tuple[str, list[str]]:
-    "(short commit of HEAD or 'unknown', tracked files with uncommitted changes)."
+    "(short commit of HEAD or 'unknown', files with uncommitted changes: tracked ones, and untracked code)."
     try:
         sha = _git(root, "rev-parse", "--short", "HEAD").strip()
         status = _git(root, "status", "--porcelain", "--untracked-files=no").splitlines()
+        untracked = _untracked_code(root)
     except (OSError, subprocess.CalledProcessError): return "unknown", []
-    return sha, [line[3:].split(" -> ")[-1] for line in status if line.strip()]
+    return sha, [line[3:].split(" -> ")[-1] for line in status if line.strip()] + untracked
+
+
+def _diff(root: Path) -> str:
+    "`git diff HEAD`, followed by each untracked code file as an addition."
+    parts = [_git(root, "diff", "HEAD")]
+    for path in _untracked_code(root):  # --no-index exits 1 when the files differ, which they do
+        parts.append(subprocess.run(["git", "diff", "--no-index", "/dev/null", path], cwd=root,
+                                    capture_output=True, text=True).stdout)
+    return "".join(parts)
 
 
 def record_commit(profile: str,  # the profile being reproduced
@@ -76,7 +95,7 @@ def record_commit(profile: str,  # the profile being reproduced
         raise SystemExit(f"[reproduce] refusing to run the {profile!r} profile on a dirty tree: uncommitted changes in "
                          f"{shown}. Commit them (so the reports name one clean commit), or pass --allow-dirty to "
                          f"record the commit as {sha}-dirty with the diff in {diff_path}.")
-    diff_path.write_text(_git(root, "diff", "HEAD"))
+    diff_path.write_text(_diff(root))
     return f"{sha}-dirty"
 
 
