@@ -6,8 +6,11 @@
 from __future__ import annotations
 
 import json
+import numbers
 import tempfile
+import warnings
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,8 +25,8 @@ from .runs import BEST, SEED, InProcess, RunStore, child_checkpoint, collect
 from .train import TrainConfig
 
 # %% auto #0
-__all__ = ['PAPER_OPERATORS', 'NASH', 'RANDOM', 'NashConfig', 'Walk', 'child_task', 'run_step', 'SearchFailed', 'best_child',
-           'finish_step', 'search', 'NashResult', 'nash', 'random_search']
+__all__ = ['PAPER_OPERATORS', 'INT_FIELDS', 'NASH', 'RANDOM', 'NashConfig', 'Walk', 'child_task', 'run_step', 'SearchFailed',
+           'best_child', 'finish_step', 'search', 'NashResult', 'warn_if_data_travels', 'nash', 'random_search']
 
 # %% ../nbs/09_nash.ipynb #2c8ad6eb
 PAPER_OPERATORS = ("deeper", "wider", "skip")
@@ -48,6 +51,7 @@ class NashConfig:
         self.train = _train_config(self.train, "train")
         self.recovery = None if self.recovery is None else _train_config(self.recovery, "recovery")
         self.operators = (self.operators,) if isinstance(self.operators, str) else tuple(self.operators)
+        _check_types(self)
         _check_ranges(self)
         if not all(isinstance(op, str) for op in self.operators):
             raise ValueError(f"operators must be given by name (so the run's config can be stored), got {self.operators}")
@@ -60,6 +64,21 @@ def _train_config(value, name: str) -> TrainConfig:
     if isinstance(value, dict): return TrainConfig(**value)
     if isinstance(value, TrainConfig): return value
     raise ValueError(f"{name} must be a TrainConfig or a dict of its fields, got {type(value).__name__}")
+
+INT_FIELDS = ("n_steps", "n_child", "n_op", "n_epochs", "seed_epochs", "calib_size", "recovery_epochs", "seed")
+
+def _check_types(c: NashConfig):
+    "Counts and the seed are whole numbers (numpy's too, stored as int); the budget is a number: before anything trains."
+    for name in INT_FIELDS:
+        value = getattr(c, name)
+        if name == "n_steps" and value is None: continue
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            none = " (or None, to run until budget_seconds is spent)" if name == "n_steps" else ""
+            raise ValueError(f"{name} must be an int{none}, got {value!r} ({type(value).__name__})")
+        setattr(c, name, int(value))
+    b = c.budget_seconds
+    if b is not None and (not isinstance(b, numbers.Real) or isinstance(b, bool)):
+        raise ValueError(f"budget_seconds must be a number of seconds (or None for no limit), got {b!r} ({type(b).__name__})")
 
 def _check_ranges(c: NashConfig):
     for name in ("n_child", "n_op"):
@@ -214,8 +233,22 @@ class NashResult:
     @property
     def arch(self) -> Arch: return self.net.arch
 
+def warn_if_data_travels(data,  # what the search was given
+                         executor,  # where its tasks go (None: in this process)
+                         stacklevel: int = 2,  # the caller to name in the warning
+                         ):
+    "Warn when every task sent to another process would carry an in-memory dataset, not a spec its worker loads."
+    in_process = executor is None or isinstance(executor, ThreadPoolExecutor) or getattr(executor, "in_process", False)
+    if in_process or not isinstance(data, Data): return
+    mb = sum(t.numel() * t.element_size() for t in data.split("train") + data.split("val")) / 2**20
+    warnings.warn(f"data is an in-memory Data, so every task submitted to {type(executor).__name__} carries the whole "
+                  f"dataset ({mb:.1f} MB of training and validation images); pass a DataSpec that each worker "
+                  f"loads once instead, e.g. DataSpec.cifar10(...) or DataSpec.synthetic(...)", UserWarning,
+                  stacklevel=stacklevel + 1)
+
 def _run(walk: Walk, seed_net, data, config, run_dir, resume, executor) -> NashResult:
     config = config if config is not None else NashConfig()
+    warn_if_data_travels(data, executor, stacklevel=3)  # names the caller of nash or random_search
     if isinstance(seed_net, Arch):
         torch.manual_seed(config.seed)
         seed_net = Net(seed_net)

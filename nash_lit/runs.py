@@ -15,8 +15,8 @@ import torch
 from .arch import Arch, Net
 
 # %% auto #0
-__all__ = ['LOG', 'CONFIG', 'BEST', 'SEED', 'FIX', 'atomic_write', 'atomic_write_text', 'append_record', 'read_records',
-           'read_log', 'open_run', 'save_checkpoint', 'load_checkpoint', 'child_checkpoint', 'step_ids', 'RunDamaged',
+__all__ = ['LOG', 'CONFIG', 'RECORD', 'FIX', 'BEST', 'SEED', 'atomic_write', 'atomic_write_text', 'RunDamaged', 'append_record',
+           'read_records', 'read_log', 'open_run', 'save_checkpoint', 'load_checkpoint', 'child_checkpoint', 'step_ids',
            'checkpoint_meta', 'check_run_files', 'Checkpoints', 'RunStore', 'LazyFuture', 'InProcess', 'collect']
 
 # %% ../nbs/07_runs.ipynb #c3bd64a5
@@ -45,6 +45,11 @@ def atomic_write_text(path, text: str): atomic_write(path, lambda f: f.write(tex
 
 # %% ../nbs/07_runs.ipynb #3b9d4596
 LOG, CONFIG = "log.jsonl", "config.json"
+RECORD = dict(id=int, step=int, child=int, status=str)  # the fields every record of a search has, and their types
+FIX = "restore it from a backup, or start the run again in a new folder"
+
+class RunDamaged(RuntimeError):
+    "A run's files contradict each other; resuming would silently replay it from an older state."
 
 def append_record(run_dir,  # the run folder
                   record: dict,  # JSON-serialisable values
@@ -56,30 +61,37 @@ def append_record(run_dir,  # the run folder
         f.flush()
         os.fsync(f.fileno())
 
+def _parse_line(path: Path, number: int, line: bytes, fields: dict) -> dict:
+    "The record on line `number` of the log at `path`, or RunDamaged naming the line and what it lacks."
+    where, text = f"{path}: line {number}", repr(line[:80])
+    fix = f"delete that line if it was added by hand, else {FIX}"
+    try: record = json.loads(line)
+    except json.JSONDecodeError:
+        raise RunDamaged(f"{where} is not valid JSON, and it is not the last line, so no crash wrote it ({text}): "
+                         f"{fix}") from None
+    if not isinstance(record, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(record), "a number")
+        raise RunDamaged(f"{where} is {kind}, not a record (a JSON object) ({text}): {fix}")
+    bad = [k for k, t in fields.items() if type(record.get(k)) is not t]  # `type`: true and false are not ids
+    if bad:
+        need = ", ".join(f"{k} ({t.__name__})" for k, t in fields.items())
+        raise RunDamaged(f"{where} is not a search's record: it lacks a valid {', '.join(bad)} ({text}); every "
+                         f"record of a search has {need}: {fix}")
+    return record
+
 def read_records(run_dir,  # the run folder
                  repair: bool = False,  # truncate a half-written last line away
+                 fields: dict | None = None,  # name -> type that every record must have (RECORD: a search's)
                  ) -> list[dict]:
-    "The log's records; a half-written last line (a crash mid-write) is ignored."
+    "The log's records; a half-written last line (a crash mid-write) is ignored, any other bad line is `RunDamaged`."
     path = Path(run_dir) / LOG
     if not path.exists(): return []
     raw = path.read_bytes()
-    lines, records, good_end = raw.split(b"\n"), [], 0
-    for k, line in enumerate(lines):
-        last = k == len(lines) - 1  # the text after the final newline: empty unless torn
-        if not line.strip():
-            if not last: good_end += len(line) + 1
-            continue
-        try: record = json.loads(line) if not last else None
-        except json.JSONDecodeError: record = None
-        if record is None:
-            if last: break  # torn last line
-            raise ValueError(f"{path}: line {k + 1} is not valid JSON, and it is not the last line: "
-                             f"the log was damaged by something other than a crash ({line[:80]!r})")
-        records.append(record)
-        good_end += len(line) + 1
-    if repair and good_end < len(raw):
+    *complete, torn = raw.split(b"\n")  # the text after the final newline: empty unless a crash cut the last write
+    records = [_parse_line(path, k + 1, line, fields or {}) for k, line in enumerate(complete) if line.strip()]
+    if repair and torn:
         with open(path, "r+b") as f:
-            f.truncate(good_end)
+            f.truncate(len(raw) - len(torn))
             f.flush()
             os.fsync(f.fileno())
     return records
@@ -163,15 +175,22 @@ def step_ids(records: list,  # the log's records
     return list(range(first, first + n))
 
 # %% ../nbs/07_runs.ipynb #d21aa4ef
-class RunDamaged(RuntimeError):
-    "A run's files contradict each other; resuming would silently replay it from an older state."
-
-FIX = "restore it from a backup, or start the run again in a new folder"
-
 def checkpoint_meta(path,  # a checkpoint written by `save_checkpoint`
                     ) -> dict:
     "The metadata saved with a checkpoint."
     return torch.load(path, map_location="cpu", weights_only=True)["meta"]
+
+def _check_unique(run_dir: Path, records: list):
+    "No id, and no child of a step, is logged twice."
+    def name(r): return f"id {r['id']} (step {r['step']}, child {r['child']})"
+    for what, key in (("id", lambda r: r["id"]), ("step and child", lambda r: (r["step"], r["child"]))):
+        first = {}
+        for k, r in enumerate(records):
+            j = first.setdefault(key(r), k)
+            if j != k:
+                raise RunDamaged(f"{run_dir / LOG}: records {j + 1} and {k + 1} have the same {what}: "
+                                 f"{name(records[j])} and {name(r)}; a network was logged twice, by hand or by two "
+                                 f"runs sharing the folder: delete the extra line if it was added by hand, else {FIX}")
 
 def _check_best(run_dir: Path, records: list, meta: dict):
     "The log must hold every record that existed when best.pt was written."
@@ -196,16 +215,44 @@ def _check_open(run_dir: Path, records: list, meta: dict | None):
                              f"{BEST} {done}, so the unfinished step needs its weights (this checkpoint or best.pt was "
                              f"deleted): {FIX}")
 
+def _check_late(run_dir: Path, records: list, meta: dict):
+    "After the records best.pt saw come only children of the next step."
+    for k, r in enumerate(records[meta["logged"]:], start=meta["logged"]):
+        if r["step"] != meta["step"] + 1:
+            raise RunDamaged(f"{run_dir / LOG}: record {k + 1} (id {r['id']}, step {r['step']}, child {r['child']}) "
+                             f"comes after the {meta['logged']} records that {run_dir / BEST} saw when step {meta['step']} "
+                             f"finished, and only children of step {meta['step'] + 1} can follow them: delete that line "
+                             f"if it was added by hand, else {FIX}")
+
+def _child_id(path: Path) -> int:
+    "The id saved in a child's checkpoint."
+    try: return checkpoint_meta(path)["id"]
+    except Exception as e:
+        raise RunDamaged(f"{path} is not a readable child checkpoint with an id ({type(e).__name__}: {e}): "
+                         f"delete it if it is not this run's, else {FIX}") from e
+
+def _check_unlogged(run_dir: Path, records: list):
+    "A crash between a checkpoint and its log line leaves one child without a record; more mean the log was cut."
+    logged = {r["id"] for r in records}
+    lost = sorted((i, p.name) for p in run_dir.glob(child_checkpoint("*")) if (i := _child_id(p)) not in logged)
+    if len(lost) > 1:
+        raise RunDamaged(f"{run_dir / LOG} was cut: it lacks the records of {', '.join(name for _, name in lost)} "
+                         f"(trained children; a crash leaves at most one checkpoint without its record), so resuming "
+                         f"would train them again and forget what was logged: {FIX}")
+
 def check_run_files(run_dir,  # the run folder
-                    records: list,  # its log's complete records
+                    records: list,  # its log's complete records, each with the fields RECORD names
                     ) -> dict | None:
     "Check the log, seed.pt, best.pt and the children's checkpoints against each other; best.pt's meta (None: absent)."
     run_dir = Path(run_dir)
     if records and not (run_dir / SEED).exists():
         raise RunDamaged(f"{run_dir / SEED} is missing, but the log has {len(records)} records of this run: {FIX}")
+    _check_unique(run_dir, records)
     meta = checkpoint_meta(run_dir / BEST) if (run_dir / BEST).exists() else None
     if meta is not None: _check_best(run_dir, records, meta)
     _check_open(run_dir, records, meta)
+    if meta is not None: _check_late(run_dir, records, meta)
+    _check_unlogged(run_dir, records)
     return meta
 
 # %% ../nbs/07_runs.ipynb #53e39d1f
@@ -235,7 +282,7 @@ class RunStore(Checkpoints):
                  ignore: tuple = (),  # flattened config keys allowed to differ on resume
                  ):
         super().__init__(open_run(run_dir, config, resume, ignore))
-        self.records = read_records(self.dir)
+        self.records = read_records(self.dir, fields=RECORD)
         self.best = check_run_files(self.dir, self.records)  # best.pt's meta; None before a step completes
         read_records(self.dir, repair=True)  # only once the files agree: a torn last line is cut away
         spent = max((r.get("search_seconds", 0.0) for r in self.records), default=0.0)
@@ -282,6 +329,7 @@ class LazyFuture:
 
 class InProcess:
     "The default executor: runs each submitted call in this process, when its result is collected."
+    in_process = True  # its tasks are not pickled: an executor of one's own that runs them here may say so too
     def submit(self, fn, *args, **kwargs) -> LazyFuture: return LazyFuture(fn, args, kwargs)
     def shutdown(self, wait: bool = True, **kwargs): pass
     def __enter__(self): return self

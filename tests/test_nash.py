@@ -155,11 +155,22 @@ def test_all_children_failing_is_a_clear_error(tmp_path, data, monkeypatch):
     (dict(n_steps=None), "needs a budget"),
     (dict(operators=("deeper", "narrower")), "unknown operator 'narrower'"),
     (dict(operators=()), "operator set is empty"),
+    (dict(n_op=2.5), r"n_op must be an int, got 2\.5 \(float\)"),
+    (dict(n_steps=2.0), r"n_steps must be an int \(or None"),
+    (dict(budget_seconds="1h"), r"budget_seconds must be a number of seconds"),
+    *[(dict([(name, value)]), rf"{name} must be an int, got {value!r}")
+      for name in N.INT_FIELDS if name != "n_steps" for value in (1.5, True, "3")],
 ])
 def test_invalid_config_fails_before_training(changes, message, monkeypatch):
     monkeypatch.setattr(E, "train", lambda *a, **k: pytest.fail("trained before validating"))
     with pytest.raises(ValueError, match=message):
         N.nash(seed_arch((4, 8, 8)), None, small_config(**changes))
+
+
+def test_numpy_integers_are_stored_as_ints():
+    import numpy as np
+    config = small_config(n_child=np.int64(3), seed=np.int32(1))
+    assert type(config.n_child) is int and type(config.seed) is int and json.dumps(config.to_dict(), default=str)
 
 
 def test_resume_with_other_config_fails(tmp_path, data):
@@ -195,10 +206,31 @@ def test_process_pool_executor(tmp_path, data):
     from multiprocessing import get_context
     config = small_config(n_steps=1, n_child=2)
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        result = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "pool", executor=pool)
+        with pytest.warns(UserWarning, match=r"every task submitted to ProcessPoolExecutor carries the whole dataset "
+                                             r"\(0\.3 MB.*DataSpec\.cifar10\(\.\.\.\) or DataSpec\.synthetic"):
+            result = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "pool", executor=pool)
     assert list(result.log.status) == ["ok"] * 3 and result.step == 1
     local = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "local")
     assert list(result.log.arch) == list(local.log.arch)  # the same children, wherever they were trained
+
+
+def test_data_that_would_travel_warns(data):
+    "Only an in-memory Data sent to other processes warns; the warning names the caller's line."
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+    from nash_lit.data import DataSpec
+    class Cluster:  # stands for a Dask client
+        def submit(self, fn, *args): raise RuntimeError("not reached")
+    class Here(Cluster): in_process = True  # an executor of one's own that runs its tasks in this process
+    for quiet in [(data, None), (data, R.InProcess()), (data, ThreadPoolExecutor(1)), (data, Here()),
+                  (DataSpec.synthetic(), Cluster())]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            N.warn_if_data_travels(*quiet)
+    with pytest.warns(UserWarning, match="submitted to Cluster carries the whole dataset") as caught:
+        with pytest.raises(RuntimeError, match="not reached"):
+            N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=1), executor=Cluster())
+    assert caught[0].filename == __file__
 
 
 def test_default_operators_are_the_papers():
@@ -229,13 +261,13 @@ def test_ids_do_not_depend_on_completion_order(tmp_path, data, monkeypatch):
     assert {(r["step"], r["child"]): r["id"] for r in records} == {(0, 0): 0, (1, 0): 1, (1, 1): 2, (1, 2): 3}
 
 
-def _crash_in_step_two(tmp_path, data, monkeypatch):
-    "A run killed after the first child of step 2 was logged."
+def _crash_in_step_two(tmp_path, data, monkeypatch, logged=1):
+    "A run killed after `logged` children of step 2 were logged."
     real, calls = R.append_record, []
     def crash(run_dir, record):
         real(run_dir, record)
         calls.append(record)
-        if record["step"] == 2: raise SystemExit("killed")
+        if sum(r["step"] == 2 for r in calls) == logged: raise SystemExit("killed")
     monkeypatch.setattr(R, "append_record", crash)
     with pytest.raises(SystemExit): N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
     monkeypatch.setattr(R, "append_record", real)
@@ -262,6 +294,18 @@ def test_resume_of_a_log_cut_in_the_middle_is_refused(tmp_path, data):
     log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:3]))  # best.pt says step 2; the log stops in step 1
     with pytest.raises(RunDamaged, match=r"log\.jsonl ends before .*best\.pt.*step 2.*stops in step 1"):
         N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True)
+
+
+def test_resume_of_a_log_cut_inside_the_open_step_is_refused(tmp_path, data, monkeypatch):
+    "Two children of step 2 trained and logged, then the log cut inside the first one's line: not a crash."
+    _crash_in_step_two(tmp_path, data, monkeypatch, logged=2)
+    log = tmp_path / "log.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:-2]) + lines[-2][:20])
+    with pytest.raises(RunDamaged, match=r"log\.jsonl was cut: it lacks the records of child_4\.pt, child_5\.pt"):
+        N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True)
+    log.write_bytes(b"".join(lines[:-1]))  # the last record alone lost, as a crash inside its write would: resumes
+    assert sorted(N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True).log.id) == list(range(7))
 
 
 def test_resume_after_a_crash_in_a_step_continues(tmp_path, data, monkeypatch):

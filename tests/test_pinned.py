@@ -27,6 +27,7 @@ def fingerprint(state: dict) -> str:
 
 class Hashing:
     "An in-process executor that notes a fingerprint of every trained child's weights."
+    in_process = True  # tasks run here: an in-memory Data does not travel
     def __init__(self): self.hashes = []
     def submit(self, fn, task, *args, **kwargs):
         out = fn(task, *args, **kwargs)

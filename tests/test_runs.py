@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nash_lit.arch import Net, seed_arch
-from nash_lit.runs import (BEST, LOG, SEED, InProcess, RunDamaged, RunStore, append_record, atomic_write_text,
+from nash_lit.runs import (BEST, LOG, RECORD, SEED, InProcess, RunDamaged, RunStore, append_record, atomic_write_text,
                            check_run_files, child_checkpoint, collect, load_checkpoint, open_run, read_log, read_records,
                            save_checkpoint, step_ids)
 
@@ -42,7 +42,24 @@ def test_torn_last_line(tmp_path, torn):
 
 def test_damaged_middle_line_is_an_error(tmp_path):
     (tmp_path / LOG).write_text('{"id": 0}\n{"id": \n{"id": 2}\n')
-    with pytest.raises(ValueError, match="line 2 is not valid JSON"): read_records(tmp_path)
+    with pytest.raises(RunDamaged, match=r"log\.jsonl: line 2 is not valid JSON.*delete that line"): read_records(tmp_path)
+
+
+@pytest.mark.parametrize("line, says", [
+    (b"null", "is null, not a record"), (b"[1, 2]", "is an array, not a record"),
+    (b'"text"', "is a string"), (b"7", "is a number"),
+    (b'{"x": 1}', "is not a search's record: it lacks a valid id, step, child, status"),
+    (b'{"id": 1, "step": 1, "child": 0}', "lacks a valid status"),
+    (b'{"id": true, "step": 1, "child": 0, "status": "ok"}', "lacks a valid id "),
+    (b'{"id": 1, "step": 1.0, "child": 0, "status": "ok"}', "lacks a valid step "),
+])
+def test_lines_that_are_not_records_are_named(tmp_path, line, says):
+    append_record(tmp_path, dict(id=0, step=0, child=0, status="ok"))
+    with open(tmp_path / LOG, "ab") as f: f.write(line + b"\n")
+    with pytest.raises(RunDamaged, match=rf"{tmp_path}/log\.jsonl: line 2 .*{says}.*delete that line if it was added by hand"):
+        read_records(tmp_path, fields=RECORD)
+    if not line.startswith(b"{"):  # not an object: an error whether or not fields are asked for
+        with pytest.raises(RunDamaged, match=says): read_records(tmp_path)
 
 
 def test_read_log(tmp_path):
@@ -199,3 +216,51 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     store = RunStore(tmp_path, {})
     with pytest.raises(RunDamaged, match="nope.pt is missing"): store.load("nope.pt")
     store.delete("nope.pt")  # deleting what is not there is fine
+
+
+def test_one_unlogged_checkpoint_is_a_crash(tmp_path):
+    "Killed between a child's checkpoint and its log line: the resume trains that child again."
+    store = _run_files(tmp_path)
+    store.save(child_checkpoint(5), store.load(SEED)[0], step=2, id=5)
+    again = RunStore(tmp_path, {"x": 1}, resume=True)
+    assert list(again.finished(2)) == [0] and again.ids(2, 2) == [4, 5]
+
+
+@pytest.mark.parametrize("cut", ["lines", "mid-line"])
+def test_log_cut_inside_the_open_step_is_named(tmp_path, cut):
+    "Two checkpoints without records: the log lost a record a crash cannot lose."
+    store = _run_files(tmp_path)
+    store.save(child_checkpoint(5), store.load(SEED)[0], step=2, id=5)
+    raw = (tmp_path / LOG).read_bytes()
+    lines = raw.splitlines(keepends=True)
+    (tmp_path / LOG).write_bytes(b"".join(lines[:-1]) + (lines[-1][:20] if cut == "mid-line" else b""))
+    with pytest.raises(RunDamaged, match=r"log\.jsonl was cut: it lacks the records of child_4\.pt, child_5\.pt"):
+        RunStore(tmp_path, {"x": 1}, resume=True)
+
+
+def test_unreadable_child_checkpoint_is_named(tmp_path):
+    _run_files(tmp_path)
+    (tmp_path / child_checkpoint(7)).write_bytes(b"not a checkpoint")
+    with pytest.raises(RunDamaged, match=r"child_7\.pt is not a readable child checkpoint"):
+        RunStore(tmp_path, {"x": 1}, resume=True)
+
+
+@pytest.mark.parametrize("extra, says", [
+    (dict(id=9, step=1, child=0), r"records 3 and 6 have the same step and child: id 2 \(step 1, child 0\) and id 9"),
+    (dict(id=2, step=2, child=1), r"records 3 and 6 have the same id: id 2 \(step 1, child 0\) and id 2 \(step 2"),
+    (dict(id=9, step=1, child=2), r"record 6 \(id 9, step 1, child 2\) comes after the 4 records that .*best\.pt saw"),
+    (dict(id=9, step=0, child=2), r"record 6 \(id 9, step 0, child 2\) comes after"),
+])
+def test_extra_records_are_named(tmp_path, extra, says):
+    "A network logged twice, or a record of a finished step after best.pt was written."
+    _run_files(tmp_path)
+    append_record(tmp_path, dict(status="ok", val_error=0.1, **extra))
+    with pytest.raises(RunDamaged, match=rf"log\.jsonl: {says}"):
+        RunStore(tmp_path, {"x": 1}, resume=True)
+
+
+def test_extra_record_of_a_finished_run_is_named(tmp_path):
+    _run_files(tmp_path, open_step=False)
+    append_record(tmp_path, dict(id=4, step=1, child=2, status="ok", val_error=0.1))
+    with pytest.raises(RunDamaged, match=r"record 5 \(id 4, step 1, child 2\).*only children of step 2 can follow"):
+        RunStore(tmp_path, {"x": 1}, resume=True)
