@@ -11,14 +11,15 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .arch import OPS, Arch, Net, block_id, conv_block_ids, filters_name, n_params, param_name
+from .arch import OPS, Arch, Net, block_id, conv_block_ids, eval_mode, filters_name, n_params, param_name
 from .data import Data
-from .surgery import Child, as_rng, clone_state, he_normal, make_child, pick, propagate, rewire, take_filters
+from .surgery import (Child, as_rng, clone_state, he_normal, make_child, pick, propagate, rewire, site_node,
+                              take_filters)
 from .train import TrainConfig, normalize, train
 
 # %% auto #0
-__all__ = ['MIN_CONVS', 'MIN_FILTERS', 'SKIPS', 'RECOVERY', 'conv_depth', 'satisfies_constraint', 'remove_block', 'prune',
-           'separable_factors', 'to_separable', 'delta', 'recover']
+__all__ = ['MIN_CONVS', 'MIN_FILTERS', 'RECOVERY', 'conv_depth', 'satisfies_constraint', 'removable_ids', 'remove_block', 'prune',
+           'separable_factors', 'separable_ids', 'to_separable', 'delta', 'recover']
 
 # %% ../nbs/05_approx.ipynb #de58db38
 MIN_CONVS, MIN_FILTERS = 3, 16  # the constraint's defaults: 3 connected convolutions of >= 16 filters
@@ -57,8 +58,10 @@ def _applicable(plan, sites) -> list:
     "The plans of the places where `plan` succeeds, checked on the architecture only."
     good = []
     for site in sites:
-        try: good.append(plan(site))
-        except ValueError: continue
+        try:
+            good.append(plan(site))
+        except ValueError:
+            continue
     return good
 
 # %% ../nbs/05_approx.ipynb #8484afa5
@@ -82,22 +85,26 @@ def _build(parent: Net, plan: _Plan, state: dict, rng, what: str) -> Child:
     return Child(child, (what,), tuple(sorted(names & params)))
 
 # %% ../nbs/05_approx.ipynb #bfaccaff
-SKIPS = ("add", "concat")  # the merges a skip operator makes; remove takes them away again
+def removable_ids(arch: Arch) -> list:
+    "Ids of the nodes `remove` may take away: convolution blocks and skip merges (`OpSpec.merge`)."
+    return [n.id for n in arch.nodes if OPS[n.op].conv_block or OPS[n.op].merge]
 
 def _plan_remove(arch: Arch, site: int) -> _Plan:
-    node = arch.node(site)
-    if not (OPS[node.op].conv_block or node.op in SKIPS):
+    node = site_node(arch, site, "remove")
+    if node.id not in removable_ids(arch):
         raise ValueError(f"remove: node {site} is {node.op}, not a block or a skip")
     keep = node.inputs[0]  # the tensor the readers fall back to (the main path of a merge)
     readers = {c for c, _ in arch.consumers(site)}
     clash = sorted(r for r in readers if keep in arch.node(r).inputs)
-    if clash: raise ValueError(f"remove: node {clash[0]} would read node {keep} twice")
+    if clash:
+        raise ValueError(f"remove: node {clash[0]} would read node {keep} twice")
     c_keep, c_site = arch.channels(keep), arch.channels(site)
     if c_keep > c_site:
         raise ValueError(f"remove: the input of node {site} (node {keep}) has {c_keep} channels, more than its "
                          f"{c_site}; its readers would grow")
     nodes = rewire([n for n in arch.nodes if n.id != site], site, keep, skip=site)
-    changed = {} if node.op == "add" else {keep: (list(range(c_keep)), c_site)}  # an add has its main input's layout
+    # the readers' layout changes only where the widths differ (never for an add: it has its main input's width)
+    changed = {} if c_keep == c_site else {keep: (list(range(c_keep)), c_site)}
     return _Plan(site, nodes, changed, {keep: readers}, _readers(arch, site))
 
 def remove_block(net: Net,  # the parent, never changed
@@ -109,22 +116,22 @@ def remove_block(net: Net,  # the parent, never changed
     "Remove a Conv-BN-ReLU block or a skip connection; readers are re-wired (approximate morphism)."
     rng, arch = as_rng(rng), net.arch
     def plan(s): return _check(_plan_remove(arch, s), "remove", min_convs, min_filters)
-    if site is None:
-        sites = [n.id for n in arch.nodes if OPS[n.op].conv_block or n.op in SKIPS]
-        chosen = pick(rng, _applicable(plan, sites), "remove", arch)
-    else: chosen = plan(site)
+    chosen = pick(rng, _applicable(plan, removable_ids(arch)), "remove", arch) if site is None else plan(site)
     state = clone_state(net)
-    for key in [k for k in state if block_id(k) == chosen.site]: del state[key]
+    for key in [k for k in state if block_id(k) == chosen.site]:
+        del state[key]
     return _build(net, chosen, state, rng, "remove")
 
 # %% ../nbs/05_approx.ipynb #884e6089
 def _plan_prune(arch: Arch, site: tuple) -> _Plan:
     id, fraction = site
-    node = arch.node(id)
-    if not OPS[node.op].conv_block: raise ValueError(f"prune: node {id} is {node.op}, not a conv block")
+    node = site_node(arch, id, "prune")
+    if not OPS[node.op].conv_block:
+        raise ValueError(f"prune: node {id} is {node.op}, not a conv block")
     c = arch.channels(id)
-    n_remove = int(c * fraction)
-    if n_remove < 1: raise ValueError(f"prune: {fraction} of {c} filters is less than one filter")
+    n_remove = int(c * fraction)  # fraction < 1: at least one filter stays
+    if n_remove < 1:
+        raise ValueError(f"prune: {fraction} of {c} filters is less than one filter")
     nodes = [n.replace(attrs={"channels": c - n_remove}) if n.id == id else n for n in arch.nodes]
     placeholder = list(range(c - n_remove))  # the filters that stay are chosen on the weights, at build time
     return _Plan(site, nodes, {id: (placeholder, c)}, None, {id} | _readers(arch, id))
@@ -132,11 +139,14 @@ def _plan_prune(arch: Arch, site: tuple) -> _Plan:
 def prune(net: Net,  # the parent, never changed
           rng=None,  # numpy Generator or seed: picks the convolution and the fraction
           site: int | None = None,  # id of the block to prune; random when None
-          fraction: float | None = None,  # share of filters to remove; None: 1/2 or 1/4 at random
+          fraction: float | None = None,  # share of filters to remove, in (0, 1); None: 1/2 or 1/4 at random
           min_convs: int = MIN_CONVS,  # the constraint: connected convolutions to keep ...
           min_filters: int = MIN_FILTERS,  # ... each with at least this many filters
           ) -> Child:
     "Remove the filters of smallest norm from a convolution block (approximate morphism)."
+    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
+        raise ValueError(f"prune: fraction must lie in (0, 1), so that some filters go and at least one stays, "
+                         f"got {fraction!r}")
     rng, arch = as_rng(rng), net.arch
     fractions = [fraction] if fraction is not None else [(0.5, 0.25)[rng.integers(2)]]
     def plan(s): return _check(_plan_prune(arch, s), "prune", min_convs, min_filters)
@@ -165,14 +175,19 @@ def separable_factors(w: torch.Tensor,  # a conv kernel (out, in, k, k)
     pointwise = (u[:, :, 0] * s[:, :1]).T.reshape(o, i, 1, 1)
     return depthwise, pointwise
 
+def separable_ids(arch: Arch) -> list:
+    "Ids of the blocks that have a depthwise-separable version (`OpSpec.separable_of`)."
+    return [n.id for n in arch.nodes if OPS[n.op].separable_of is not None]
+
 def _plan_separable(arch: Arch, site: int) -> _Plan:
-    node = arch.node(site)
-    if node.op != "conv": raise ValueError(f"to_separable: node {site} is {node.op}, not a regular conv block")
+    node = site_node(arch, site, "to_separable")
+    if OPS[node.op].separable_of is None:
+        raise ValueError(f"to_separable: node {site} is {node.op}, not a regular conv block (no `separable_of`)")
     k2, o = node["kernel"] ** 2, node["channels"]
     if k2 > o * (k2 - 1):
         raise ValueError(f"to_separable: node {site} ({o} filters of {node['kernel']}x{node['kernel']}) would grow "
                          f"(a separable block is smaller only when k^2 <= filters * (k^2 - 1))")
-    nodes = [n.replace(op="sep") if n.id == site else n for n in arch.nodes]
+    nodes = [n.replace(op=OPS[node.op].separable_of) if n.id == site else n for n in arch.nodes]
     return _Plan(site, nodes, {}, None, {site})
 
 # %% ../nbs/05_approx.ipynb #c8e98419
@@ -184,17 +199,20 @@ def to_separable(net: Net,  # the parent, never changed
                  min_filters: int = MIN_FILTERS,
                  ) -> Child:
     "Replace a regular convolution by a depthwise-separable one (approximate morphism)."
-    if init not in ("svd", "random"): raise ValueError(f"to_separable: init must be 'svd' or 'random', got {init!r}")
+    if init not in ("svd", "random"):
+        raise ValueError(f"to_separable: init must be 'svd' or 'random', got {init!r}")
     rng, arch = as_rng(rng), net.arch
     def plan(s): return _check(_plan_separable(arch, s), "to_separable", min_convs, min_filters)
-    chosen = pick(rng, _applicable(plan, arch.ids("conv")), "to_separable", arch) if site is None else plan(site)
+    chosen = pick(rng, _applicable(plan, separable_ids(arch)), "to_separable", arch) if site is None else plan(site)
     state = clone_state(net)
-    w = state.pop(param_name(chosen.site, OPS["conv"].filters))
+    w = state.pop(filters_name(arch, chosen.site))
     o, i, k, _ = w.shape
     if init == "svd": depthwise, pointwise = separable_factors(w)
     else: depthwise, pointwise = he_normal(rng, (i, 1, k, k), k * k, w), he_normal(rng, (o, i, 1, 1), i, w)
-    state[param_name(chosen.site, "depthwise.weight")] = depthwise
-    state[param_name(chosen.site, OPS["sep"].filters)] = pointwise
+    sep = OPS[OPS[arch.node(chosen.site).op].separable_of]
+    (depthwise_name,) = sep.per_channel  # its one k×k filter per input channel
+    state[param_name(chosen.site, depthwise_name)] = depthwise
+    state[param_name(chosen.site, sep.filters)] = pointwise
     return _build(net, chosen, state, rng, "to_separable")
 
 # %% ../nbs/05_approx.ipynb #55db1b1a
@@ -208,15 +226,12 @@ def delta(parent: nn.Module,  # the network N
     "Eq. 8: the mean over training images of ‖N(x) − TN(x)‖ (eval mode, no augmentation)."
     x_all = data.x_train if n is None else data.x_train[:n]
     device = next(child.parameters()).device
-    modes = parent.training, child.training
-    parent.eval(); child.eval()
-    try:
-        total = 0.0
+    total = 0.0
+    with eval_mode(parent, child):
         for k in range(0, len(x_all), batch_size):
             x = normalize(x_all[k:k + batch_size].to(device), data.mean.to(device), data.std.to(device))
             dtype = next(child.parameters()).dtype
             total += (parent(x.to(dtype)) - child(x.to(dtype))).norm(dim=1).sum().item()
-    finally: parent.train(modes[0]); child.train(modes[1])
     return total / len(x_all)
 
 RECOVERY = TrainConfig(lr_max=0.01, weight_decay=0.0, mixup_alpha=0.0, bn_eval=True, grad_clip=1.0, progress=False)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from typing import Callable
@@ -18,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 # %% auto #0
 __all__ = ['OPS', 'PARETO_SEEDS', 'Node', 'ConvBlock', 'SepBlock', 'AddMerge', 'Head', 'OpSpec', 'Arch', 'seed_arch', 'Net',
-           'param_name', 'block_id', 'conv_block_ids', 'filters_name', 'n_params', 'flops']
+           'eval_mode', 'param_name', 'block_id', 'conv_block_ids', 'filters_name', 'n_params', 'flops']
 
 # %% ../nbs/00_arch.ipynb #e156b314
 def _freeze(value):
@@ -105,6 +106,11 @@ class OpSpec:
     conv_block: bool = False  # a convolution block: deeper, wider and prune act on it, the constraint counts it
     filters: str | None = None  # the block's tensor whose dim 0 are its filters (relative to the block)
     relays_layout: bool = False  # its output channels are a relayout of its inputs' channels (pool, concat, add)
+    reads: tuple = ()  # (tensor, dim) pairs: the block's tensors that read its input's channels, and along which dim
+    per_channel: tuple = ()  # those of `reads` with one slice per input channel: a new channel gets a new slice
+    identity: Callable | None = None  # (channels, kernel, like) -> {tensor: value}: weights computing the identity
+    merge: bool = False  # the merge of a skip connection: the skip operators make it, remove takes it away
+    separable_of: str | None = None  # the op of its depthwise-separable version (to_separable)
 
 def _err(node, msg): return ValueError(f"node {node.id} ({node.op}): {msg}")
 
@@ -130,31 +136,45 @@ def _pool_shape(node, shapes):
     if size < 2 or size % 2: raise _err(node, f"cannot max-pool a {size}x{size} input by 2")
     return c, size // 2
 
+def _conv_shape(node, shapes):  # a block keeps its input's resolution: padding k // 2 does so only for an odd k
+    if node["kernel"] % 2 == 0:
+        raise _err(node, f"kernel {node['kernel']} is even: the output would not keep the input's size (odd only)")
+    return node["channels"], shapes[0][1]
+
 # %% ../nbs/00_arch.ipynb #a60dec8c
 def _conv_params(n, s): return s[0][0] * n["channels"] * n["kernel"] ** 2 + 2 * n["channels"]  # kernel, BN γ and β
 def _sep_params(n, s): return s[0][0] * (n["kernel"] ** 2 + n["channels"]) + 2 * n["channels"]  # depthwise, pointwise, BN
 def _head_params(n, s): return s[0][0] * n["classes"] + n["classes"]  # weights and biases
 
+def _conv_identity(c, kernel, like):  # the Dirac kernel: weight 1 at the centre tap from channel i to channel i
+    return {"conv.weight": nn.init.dirac_(like.new_empty(c, c, kernel, kernel))}
+def _sep_identity(c, kernel, like):  # a Dirac filter per channel, then the identity matrix
+    return {"depthwise.weight": nn.init.dirac_(like.new_empty(c, 1, kernel, kernel), groups=c),
+            "pointwise.weight": torch.eye(c, dtype=like.dtype, device=like.device)[:, :, None, None]}
+
 OPS: dict[str, OpSpec] = {
     "input": OpSpec((0, 0), ("channels", "size"), lambda n, s: (n["channels"], n["size"]), None,
                     lambda n: f"in{n['channels']}@{n['size']}"),
-    "conv": OpSpec((1, 1), ("channels", "kernel"), lambda n, s: (n["channels"], s[0][1]),
+    "conv": OpSpec((1, 1), ("channels", "kernel"), _conv_shape,
                    lambda n, s: ConvBlock(s[0][0], n["channels"], n["kernel"]),
                    lambda n: f"conv{n['kernel']}({n['channels']})",
-                   params=_conv_params, conv_block=True, filters="conv.weight"),
-    "sep": OpSpec((1, 1), ("channels", "kernel"), lambda n, s: (n["channels"], s[0][1]),
+                   params=_conv_params, conv_block=True, filters="conv.weight", reads=(("conv.weight", 1),),
+                   identity=_conv_identity, separable_of="sep"),
+    "sep": OpSpec((1, 1), ("channels", "kernel"), _conv_shape,
                   lambda n, s: SepBlock(s[0][0], n["channels"], n["kernel"]),
                   lambda n: f"sep{n['kernel']}({n['channels']})",
-                  params=_sep_params, conv_block=True, filters="pointwise.weight"),
+                  params=_sep_params, conv_block=True, filters="pointwise.weight",
+                  reads=(("depthwise.weight", 0), ("pointwise.weight", 1)), per_channel=("depthwise.weight",),
+                  identity=_sep_identity),
     "pool": OpSpec((1, 1), (), _pool_shape, None, lambda n: "pool", relays_layout=True),
     "add": OpSpec((2, 2), (), _add_shape,
                   lambda n, s: AddMerge(s[0][0], s[1][0], n["src"], n["dst"]), lambda n: "add",
-                  params=lambda n, s: 1, relays_layout=True),
+                  params=lambda n, s: 1, relays_layout=True, merge=True),
     "concat": OpSpec((2, None), (), lambda n, s: (sum(c for c, _ in s), _same_size(n, s)), None,
-                     lambda n: "cat", relays_layout=True),
+                     lambda n: "cat", relays_layout=True, merge=True),
     "head": OpSpec((1, 1), ("classes",), lambda n, s: (n["classes"], 1),
                    lambda n, s: Head(s[0][0], n["classes"]), lambda n: f"head({n['classes']})",
-                   params=_head_params),
+                   params=_head_params, reads=(("fc.weight", 1),)),
 }
 
 # %% ../nbs/00_arch.ipynb #ac25a6d0
@@ -177,7 +197,9 @@ def _topological(nodes: tuple) -> tuple:
                 n = waiting[next(i for i in n.inputs if i in waiting)]
             cycle = path[path.index(n.id):]
             raise _err(n, f"is on a cycle {' -> '.join(map(str, cycle + [n.id]))}")
-        order.append(ready); placed.add(ready.id); pending.remove(ready)
+        order.append(ready)
+        placed.add(ready.id)
+        pending.remove(ready)
     return tuple(order)
 
 @dataclass(frozen=True)
@@ -213,6 +235,7 @@ class Arch:
         object.__setattr__(self, "_index", {n.id: n for n in nodes})
 
     def node(self, id: int) -> Node: return self._index[id]
+    def __contains__(self, id) -> bool: return id in self._index  # whether a node has this id
     def shape(self, id: int) -> tuple:
         "(channels, size) of the node's output."
         return self._shapes[id]
@@ -220,9 +243,6 @@ class Arch:
     def consumers(self, id: int) -> tuple:
         "(consumer id, input position) pairs reading this node's output."
         return self._consumers[id]
-    def ids(self, *ops) -> list:
-        "Ids of the nodes with one of the given ops, in topological order."
-        return [n.id for n in self.nodes if n.op in ops]
     @property
     def input(self) -> Node: return self.nodes[0]
     @property
@@ -235,7 +255,8 @@ class Arch:
         for n in self.nodes:
             text = f"{n.id}:{OPS[n.op].label(n)}"
             if n.inputs and n.inputs != (prev,): text += "<" + ",".join(map(str, n.inputs))
-            parts.append(text); prev = n.id
+            parts.append(text)
+            prev = n.id
         return " ".join(parts)
     def __repr__(self): return f"Arch({self})"
 
@@ -308,6 +329,19 @@ class Net(nn.Module):
         return {i: v for i, v in self._run(x, wanted=ids).items() if i in set(ids)}
 
     def extra_repr(self): return str(self.arch)
+
+# %% ../nbs/00_arch.ipynb #6a7b0c02
+@contextmanager
+def eval_mode(*nets: nn.Module):
+    "Put the modules in eval mode inside the `with` block; afterwards each is back in its own train/eval mode."
+    modes = [net.training for net in nets]
+    for net in nets:
+        net.eval()
+    try:
+        yield nets
+    finally:
+        for net, mode in zip(nets, modes):
+            net.train(mode)
 
 # %% ../nbs/00_arch.ipynb #9a3a4d63
 def param_name(node_id: int,  # the block

@@ -10,8 +10,9 @@ import math
 import torch
 from torch import nn
 
-from .arch import OPS, Arch, Net, Node, conv_block_ids, param_name
-from .surgery import Child, as_rng, clone_state, insert_after, make_child, pick, propagate, rewire, take_filters
+from .arch import OPS, Arch, Net, Node, conv_block_ids, eval_mode, param_name
+from .surgery import (Child, as_rng, clone_state, insert_after, make_child, pick, propagate, rewire, site_node,
+                              take_filters)
 
 # %% auto #0
 __all__ = ['scramble', 'morphism_error', 'deeper', 'wider', 'skip_pairs', 'add_skip', 'concat_skip', 'skip']
@@ -31,11 +32,9 @@ def scramble(net: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module:
 
 @torch.no_grad()
 def morphism_error(parent: nn.Module, child: nn.Module, x: torch.Tensor) -> float:
-    "max|parent(x) − child(x)| / max|parent(x)|, both in eval mode (their modes are restored)."
-    modes = parent.training, child.training
-    parent.eval(); child.eval()
-    y, y_child = parent(x), child(x)
-    parent.train(modes[0]); child.train(modes[1])
+    "max|parent(x) − child(x)| / max|parent(x)|, both in eval mode (their modes are restored, also after an error)."
+    with eval_mode(parent, child):
+        y, y_child = parent(x), child(x)
     return ((y - y_child).abs().max() / y.abs().max()).item()
 
 # %% ../nbs/04_morphisms.ipynb #0105ae55
@@ -47,14 +46,11 @@ def _batch_stats(parent: Net, site: int, calib: torch.Tensor) -> tuple:
     return h.mean((0, 2, 3)), h.var((0, 2, 3), unbiased=False)
 
 def _identity_block(op: str, id: int, c: int, kernel: int, mean, var, eps: float) -> dict:
-    "State of a block that is the identity on non-negative input: Dirac kernel, BN with γ = √(σ²+ε), β = μ."
-    p = lambda t: param_name(id, t)
-    if op == "conv": state = {p("conv.weight"): nn.init.dirac_(mean.new_empty(c, c, kernel, kernel))}
-    else: state = {p("depthwise.weight"): nn.init.dirac_(mean.new_empty(c, 1, kernel, kernel), groups=c),
-                   p("pointwise.weight"): torch.eye(c, dtype=mean.dtype, device=mean.device)[:, :, None, None]}
-    state.update({p("bn.weight"): torch.sqrt(var + eps), p("bn.bias"): mean.clone(),
-                  p("bn.running_mean"): mean.clone(), p("bn.running_var"): var.clone(),
-                  p("bn.num_batches_tracked"): torch.zeros((), dtype=torch.long, device=mean.device)})
+    "State of a block that is the identity on non-negative input: `OpSpec.identity`, BN with γ = √(σ²+ε), β = μ."
+    state = {param_name(id, tensor): value for tensor, value in OPS[op].identity(c, kernel, mean).items()}
+    bn = {"weight": torch.sqrt(var + eps), "bias": mean.clone(), "running_mean": mean.clone(),
+          "running_var": var.clone(), "num_batches_tracked": torch.zeros((), dtype=torch.long, device=mean.device)}
+    state.update({param_name(id, "bn." + tensor): value for tensor, value in bn.items()})
     return state
 
 # %% ../nbs/04_morphisms.ipynb #75d0a642
@@ -62,13 +58,16 @@ def deeper(net: Net,  # the parent, never changed
            rng=None,  # numpy Generator or seed: picks the place
            site: int | None = None,  # id of the block to insert after; random when None
            calib: torch.Tensor | None = None,  # a batch of inputs to calibrate the new BatchNorm (optional)
-           kernel: int = 3,  # kernel size of the new convolution
+           kernel: int = 3,  # kernel size of the new convolution, odd (so that it keeps the resolution)
            ) -> Child:
     "Insert an identity Conv-BN-ReLU block after a Conv-BN-ReLU block (Types I and III)."
+    if not isinstance(kernel, int) or isinstance(kernel, bool) or kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"deeper: kernel must be a positive odd integer (an even one changes the size), got {kernel!r}")
     rng, arch = as_rng(rng), net.arch
     site = pick(rng, conv_block_ids(arch), "deeper", arch) if site is None else site
-    node = arch.node(site)
-    if not OPS[node.op].conv_block: raise ValueError(f"deeper: node {site} is {node.op}, not a conv block")
+    node = site_node(arch, site, "deeper")
+    if not OPS[node.op].conv_block:
+        raise ValueError(f"deeper: node {site} is {node.op}, not a conv block")
     c, new = arch.channels(site), arch.next_id
     like = net.state_dict()[param_name(site, "bn.weight")]
     if calib is not None: mean, var = _batch_stats(net, site, calib)
@@ -86,10 +85,13 @@ def wider(net: Net,  # the parent, never changed
           factor: float = 1.5,  # the width is multiplied by this, rounded up
           ) -> Child:
     "Multiply the filters of a Conv-BN-ReLU block by `factor`; every reader gets zero weights on them (Type II)."
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 1 < factor < math.inf:
+        raise ValueError(f"wider: factor must be a finite number > 1 (widening adds filters), got {factor!r}")
     rng, arch = as_rng(rng), net.arch
     site = pick(rng, conv_block_ids(arch), "wider", arch) if site is None else site
-    node = arch.node(site)
-    if not OPS[node.op].conv_block: raise ValueError(f"wider: node {site} is {node.op}, not a conv block")
+    node = site_node(arch, site, "wider")
+    if not OPS[node.op].conv_block:
+        raise ValueError(f"wider: node {site} is {node.op}, not a conv block")
     c = arch.channels(site)
     c_new = max(math.ceil(factor * c), c + 1)
     origin = list(range(c)) + [None] * (c_new - c)
@@ -105,15 +107,20 @@ def skip_pairs(arch: Arch) -> list:
     ancestors, pairs = {}, []
     for n in arch.nodes:
         ancestors[n.id] = set(n.inputs).union(*(ancestors[i] for i in n.inputs))
-        if n.op in ("input", "head"): continue
+        if n.id in (arch.input.id, arch.head.id): continue
         pairs += [(a, n.id) for a in sorted(ancestors[n.id]) if arch.shape(a)[1] == arch.shape(n.id)[1]]
     return pairs
 
 def _skip_site(net: Net, rng, site, what: str) -> tuple:
     pairs = skip_pairs(net.arch)
     if site is None: return pick(rng, pairs, what, net.arch)
-    if tuple(site) not in pairs: raise ValueError(f"{what}: {site} is not a valid (from, to) pair in {net.arch}")
-    return tuple(site)
+    if not isinstance(site, (tuple, list)) or len(site) != 2:
+        raise ValueError(f"{what}: site must be a (from, to) pair of node ids, got {site!r}")
+    a, b = (site_node(net.arch, s, what).id for s in site)
+    if (a, b) not in pairs:
+        raise ValueError(f"{what}: {site} is not a valid (from, to) pair in {net.arch} "
+                         f"(from must be an ancestor of to, at the same resolution)")
+    return a, b
 
 # %% ../nbs/04_morphisms.ipynb #b283bcc0
 def add_skip(net: Net,  # the parent, never changed

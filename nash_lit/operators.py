@@ -36,16 +36,26 @@ OPERATORS: dict[str, Operator] = {
     "to_separable": Operator(to_separable, exact=False, shrinks=True),
 }
 
+def _registry_name(fn: Callable) -> str | None:
+    "The registry's name of an operator function; None for a function outside the registry."
+    return next((name for name, entry in OPERATORS.items() if entry.fn is fn), None)
+
 def resolve_operators(operators,  # names of the registry, `Operator`s or functions
                       ) -> dict:
     "{name: Operator} for the given operators; unknown names fail at once."
     out = {}
     for op in operators:
-        if isinstance(op, Operator): out[op.fn.__name__] = op
-        elif callable(op): out[op.__name__] = Operator(op, exact=False, shrinks=False)
-        elif op in OPERATORS: out[op] = OPERATORS[op]
-        else: raise ValueError(f"unknown operator {op!r}; known: {sorted(OPERATORS)}")
-    if not out: raise ValueError("the operator set is empty")
+        if isinstance(op, Operator):
+            out[_registry_name(op.fn) or op.fn.__name__] = op
+        elif callable(op):
+            name = _registry_name(op)
+            out[name or op.__name__] = OPERATORS[name] if name else Operator(op, exact=False, shrinks=False)
+        elif op in OPERATORS:
+            out[op] = OPERATORS[op]
+        else:
+            raise ValueError(f"unknown operator {op!r}; known: {sorted(OPERATORS)}")
+    if not out:
+        raise ValueError("the operator set is empty")
     return out
 
 # %% ../nbs/06_operators.ipynb #5de5376b

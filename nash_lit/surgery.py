@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -14,8 +15,8 @@ import torch
 from .arch import OPS, Arch, Net, Node, filters_name, param_name
 
 # %% auto #0
-__all__ = ['BN_NEW', 'READS', 'Child', 'NotApplicable', 'as_rng', 'clone_state', 'make_child', 'rewire', 'insert_after', 'take',
-           'moved', 'he_normal', 'take_filters', 'propagate', 'pick']
+__all__ = ['BN_NEW', 'Child', 'NotApplicable', 'site_node', 'as_rng', 'clone_state', 'make_child', 'rewire', 'insert_after',
+           'take', 'moved', 'he_normal', 'take_filters', 'propagate', 'pick']
 
 # %% ../nbs/03_surgery.ipynb #901eba8e
 class Child(NamedTuple):
@@ -26,6 +27,17 @@ class Child(NamedTuple):
 
 class NotApplicable(ValueError):
     "The operator has no place to act on this network (e.g. no pair of tensors for a skip)."
+
+def site_node(arch: Arch,  # the parent's architecture
+              site,  # the node id the caller forced
+              what: str,  # the operator, for the message
+              ) -> Node:
+    "The node of a forced `site`; a ValueError naming the operator and why when it is not a node's id."
+    if not isinstance(site, numbers.Integral) or isinstance(site, bool):
+        raise ValueError(f"{what}: site must be a node id (an int), got {site!r}")
+    if int(site) not in arch:
+        raise ValueError(f"{what}: no node {site} in {arch}")
+    return arch.node(int(site))
 
 def as_rng(rng) -> np.random.Generator:
     "A numpy Generator from a seed, None, or a Generator (the same object)."
@@ -106,21 +118,21 @@ def take_filters(state: dict,  # the child's state dict, edited in place
         state[param_name(node_id, "bn." + tensor)] = take(t, origin, 0, t.new_full((k,), fill) if k else None)
 
 # %% ../nbs/03_surgery.ipynb #c1c173d8
-READS = {"conv": "conv.weight", "sep": "pointwise.weight", "head": "fc.weight"}  # op -> tensor reading its input (dim 1)
-
 def _reader_tensors(node: Node) -> tuple:
-    "Names of the tensors with which a reader reads its input channels."
-    own = ("depthwise.weight", READS[node.op]) if node.op == "sep" else (READS[node.op],)
-    return tuple(param_name(node.id, t) for t in own)
+    "Names of the tensors with which a reader reads its input channels (`OpSpec.reads`)."
+    return tuple(param_name(node.id, tensor) for tensor, _ in OPS[node.op].reads)
 
 def _relayout_reader(node: Node, origin: list, state: dict, rng) -> None:
-    "Give a conv, sep or head weights for its input's new channel layout `origin`."
-    if node.op == "sep":  # a depthwise filter belongs to one channel: a new channel gets a new filter
-        name = param_name(node.id, "depthwise.weight")
-        w, k = state[name], origin.count(None)
-        state[name] = take(w, origin, 0, he_normal(rng, (k,) + tuple(w.shape[1:]), w[0].numel(), w) if k else None)
-    name = param_name(node.id, READS[node.op])
-    state[name] = take(state[name], origin, 1)
+    "Give a reader (a block or the head) weights for its input's new channel layout `origin`."
+    spec, k = OPS[node.op], origin.count(None)
+    for tensor, dim in spec.reads:
+        name = param_name(node.id, tensor)
+        w, new = state[name], None  # None: zero slices for new channels
+        if tensor in spec.per_channel and k:  # a slice belongs to one channel: a new channel gets a new slice
+            shape = list(w.shape)
+            shape[dim] = k
+            new = he_normal(rng, tuple(shape), w.numel() // w.shape[dim], w)
+        state[name] = take(w, origin, dim, new)
 
 def _relay(node: Node, o: list, sizes: list, affected: set | None) -> tuple:
     "(node, output origin, old output channels) of a pool, concat or add whose inputs have layouts `o`."
@@ -148,7 +160,8 @@ def propagate(nodes: list,  # the child's nodes before the walk (the changed ten
     origins = {i: o for i, (o, _) in changed.items()}
     old = {i: c for i, (_, c) in changed.items()}  # channel counts before the change, where they differ
     def before(i, reader):  # (origin, old channel count) of input i as `reader` saw it
-        if i not in shapes: raise ValueError(f"propagate: node {reader} comes before its input {i} (nodes must be in topological order)")
+        if i not in shapes:
+            raise ValueError(f"propagate: node {reader} comes before its input {i} (nodes must be in topological order)")
         if i in origins and (scope is None or i not in scope or reader in scope[i]): return origins[i], old[i]
         return None, shapes[i][0]
     out = []
@@ -173,5 +186,6 @@ def pick(rng: np.random.Generator,  # the operator's generator
          arch: Arch,  # the architecture, for the message
          ):
     "A uniformly drawn candidate; `NotApplicable` when there is none."
-    if not candidates: raise NotApplicable(f"{what}: no applicable place in {arch}")
+    if not candidates:
+        raise NotApplicable(f"{what}: no applicable place in {arch}")
     return candidates[rng.integers(len(candidates))]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .arch import Arch, Net
+from .arch import Arch, Net, eval_mode
 from .data import Data, default_device, train_plus_val
 
 # %% auto #0
@@ -149,15 +149,12 @@ def evaluate(net: nn.Module,  # maps (N, 3, H, W) normalised images to (N, class
     x_all, y_all = data.split(split)
     if len(y_all) == 0: raise ValueError(f"the data has no {split} images")
     device = next(net.parameters(), x_all).device
-    was_training, wrong = net.training, torch.zeros((), dtype=torch.long, device=device)
-    net.eval()
-    try:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            for i in range(0, len(y_all), batch_size):
-                x = normalize(x_all[i:i + batch_size].to(device), data.mean.to(device), data.std.to(device))
-                if channels_last: x = x.contiguous(memory_format=torch.channels_last)
-                wrong += (net(x).argmax(1) != y_all[i:i + batch_size].to(device)).sum()
-    finally: net.train(was_training)
+    wrong = torch.zeros((), dtype=torch.long, device=device)
+    with eval_mode(net), torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        for i in range(0, len(y_all), batch_size):
+            x = normalize(x_all[i:i + batch_size].to(device), data.mean.to(device), data.std.to(device))
+            if channels_last: x = x.contiguous(memory_format=torch.channels_last)
+            wrong += (net(x).argmax(1) != y_all[i:i + batch_size].to(device)).sum()
     return wrong.item() / len(y_all)
 
 # %% ../nbs/02_train.ipynb #48e00b0c

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import nash_lit.approx as A
-from nash_lit.approx import (RECOVERY, SKIPS, conv_depth, delta, prune, recover, remove_block, satisfies_constraint,
-                             separable_factors, to_separable)
+from nash_lit.approx import (RECOVERY, conv_depth, delta, prune, recover, removable_ids, remove_block, satisfies_constraint,
+                             separable_factors, separable_ids, to_separable)
 from nash_lit.arch import OPS as SPECS, Arch, Net, conv_block_ids, n_params, seed_arch
 from nash_lit.morphisms import add_skip, concat_skip, deeper, morphism_error, scramble, wider
 from nash_lit.operators import OPERATORS, generate_child
@@ -82,7 +82,7 @@ def test_svd_beats_random_initialisation_on_20_trained_convolutions():
         net = Net(seed_arch(tuple(int(w) for w in rng.integers(16, 33, size=3)), size=8))
         net = generate_child(net, 3, ["deeper", "wider"], rng=rng).net
         train(net, DATA, FAST)
-        for site in net.arch.ids("conv"):
+        for site in separable_ids(net.arch):
             svd = delta(net, to_separable(net, rng, site=site, init="svd").net, DATA)
             rnd = delta(net, to_separable(net, rng, site=site, init="random").net, DATA)
             assert svd < rnd, (str(net.arch), site, svd, rnd)
@@ -153,6 +153,24 @@ def test_constraint_and_bad_input():
     with pytest.raises(ValueError, match="not a block or a skip"): remove_block(seed, site=2)
 
 
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 2.0, -0.5, float("nan"), "half"])
+def test_prune_names_a_bad_fraction(fraction):
+    "A fraction outside (0, 1) is refused naming `fraction`, never as a node with 0 (or fewer) channels."
+    seed = Net(seed_arch((16, 32, 64), size=8))
+    with pytest.raises(ValueError, match=r"prune: fraction must lie in \(0, 1\)"): prune(seed, site=5, fraction=fraction)
+    with pytest.raises(ValueError, match=r"prune: fraction must lie in \(0, 1\)"): prune(seed, 0, fraction=fraction)
+
+
+def test_candidate_sites_come_from_the_registry():
+    net = concat_skip(Net(seed_arch((16, 32, 64), separable=(False, True, False))), site=(0, 1)).net
+    arch = add_skip(net, site=(2, 3)).net.arch
+    merges = [n.id for n in arch.nodes if n.op in ("add", "concat")]
+    assert removable_ids(arch) == [n.id for n in arch.nodes if SPECS[n.op].conv_block or n.id in merges]
+    assert separable_ids(arch) == [1, 5]  # node 3 is already separable
+    child = to_separable(Net(arch), site=1).net
+    assert child.arch.node(1).op == SPECS["conv"].separable_of and separable_ids(child.arch) == [5]
+
+
 def test_removal_that_would_grow_the_network_is_refused():
     "The issue's case: deeper(3) then wider(3) makes block 7 read 48 channels while it has 32."
     wide = wider(deeper(Net(seed_arch((16, 32, 128))), site=3).net, site=3).net
@@ -165,9 +183,9 @@ def test_removal_that_would_grow_the_network_is_refused():
 
 def _all_sites(net, name):
     arch = net.arch
-    if name == "remove": return [dict(site=n.id) for n in arch.nodes if SPECS[n.op].conv_block or n.op in SKIPS]
+    if name == "remove": return [dict(site=i) for i in removable_ids(arch)]
     if name == "prune": return [dict(site=i, fraction=f) for i in conv_block_ids(arch) for f in (0.25, 0.5)]
-    return [dict(site=i) for i in arch.ids("conv")]
+    return [dict(site=i) for i in separable_ids(arch)]
 
 
 def test_shrinking_operators_never_grow_on_300_random_applications():

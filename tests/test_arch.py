@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 
 from torch import nn
 
-from nash_lit.arch import OPS, Arch, Net, Node, block_id, conv_block_ids, filters_name, flops, n_params, param_name, seed_arch
+from nash_lit.arch import (OPS, Arch, Net, Node, block_id, conv_block_ids, eval_mode, filters_name, flops, n_params,
+                           param_name, seed_arch)
 from nash_lit.operators import OPERATORS, generate_child
 
 
@@ -53,6 +54,8 @@ def _nodes():
     (lambda n: n[:5] + [Node(7, "conv", (5,), {"channels": 8, "kernel": 3})] + n[5:], r"node 7 \(conv\): its output is never used"),
     (lambda n: n + [Node(7, "pool", (4,))], r"head must be the last node|never used"),
     (lambda n: [n[0].replace(attrs={"size": 6})] + n[1:], r"node 4 \(pool\): cannot max-pool a 3x3"),
+    (lambda n: n[:3] + [n[3].replace(attrs={"kernel": 2})] + n[4:], r"node 3 \(conv\): kernel 2 is even"),
+    (lambda n: n[:5] + [n[5].replace(op="sep", attrs={"kernel": 4})] + n[6:], r"node 5 \(sep\): kernel 4 is even"),
 ])
 def test_invalid_genotypes_name_the_node(nodes, message):
     with pytest.raises(ValueError, match=message): Arch(tuple(nodes(_nodes())))
@@ -99,3 +102,49 @@ def test_operator_knowledge_lives_in_the_registry():
     assert all(block_id(k) == int(k.split(".")[1]) for k in state) and param_name(3, "bn.bias") in state
     with pytest.raises(ValueError, match=r"node 6 \(head\): has no filters"): filters_name(arch, 6)
     with pytest.raises(ValueError, match="is not a block's tensor"): block_id("blocks.x.conv.weight")
+
+
+def test_even_kernels_are_refused_by_the_seed_too():
+    "padding k // 2 keeps the size only for odd k: a 2x2 kernel would make 9x9 of an 8x8 input."
+    with pytest.raises(ValueError, match=r"node 1 \(conv\): kernel 2 is even"): seed_arch((16, 32, 64), kernel=2, size=8)
+    with pytest.raises(ValueError, match=r"node 1 \(sep\): kernel 4 is even"): seed_arch(kernel=4, separable=True)
+    for k in (1, 3, 5):
+        net = Net(seed_arch((4, 4, 4), kernel=k, size=8))
+        assert net.features(torch.randn(1, 3, 8, 8), [1])[1].shape == (1, 4, 8, 8)
+
+
+def test_what_operators_read_matches_the_modules():
+    "OpSpec.reads names real tensors with one slice per input channel; identity kernels pass the input through."
+    shapes = {"conv": [(5, 8)], "sep": [(5, 8)], "add": [(6, 8), (4, 8)], "head": [(5, 1)]}
+    for op, spec in OPS.items():
+        if spec.build is None:
+            assert not spec.reads and spec.identity is None
+            continue
+        attrs = {"add": {"src": (0,), "dst": (0,)}, "head": {"classes": 3}}.get(op, {"channels": 7, "kernel": 3})
+        tensors = dict(spec.build(Node(1, op, (0, 2)[:len(shapes[op])], attrs), shapes[op]).named_parameters())
+        for tensor, dim in spec.reads: assert tensors[tensor].shape[dim] == shapes[op][0][0], (op, tensor)
+        assert set(spec.per_channel) <= {t for t, _ in spec.reads}
+        if spec.conv_block: assert spec.filters in tensors and spec.identity is not None and spec.reads
+    assert {op for op, s in OPS.items() if s.merge} == {"add", "concat"}
+    for op, s in OPS.items():
+        if s.separable_of: assert OPS[s.separable_of].conv_block and OPS[s.separable_of].per_channel
+    x = torch.randn(2, 6, 5, 5, dtype=torch.float64)
+    for op in ("conv", "sep"):
+        for k in (1, 3, 5):
+            block = OPS[op].build(Node(1, op, (0,), {"channels": 6, "kernel": k}), [(6, 5)]).double()
+            block.load_state_dict(OPS[op].identity(6, k, x), strict=False)
+            kernels = block.conv if op == "conv" else nn.Sequential(block.depthwise, block.pointwise)
+            with torch.no_grad(): assert torch.allclose(kernels(x), x, rtol=0, atol=1e-12), (op, k)
+
+
+def test_eval_mode_restores_every_mode_also_after_an_error():
+    a, b = Net(seed_arch((4, 4, 4))).train(), Net(seed_arch((4, 4, 4))).eval()
+    with eval_mode(a, b) as nets:
+        assert nets == (a, b)
+        assert not any(m.training for m in (*a.modules(), *b.modules()))
+    assert all(m.training for m in a.modules()) and not b.training
+    with pytest.raises(RuntimeError, match="boom"):
+        with eval_mode(a):
+            raise RuntimeError("boom")
+    assert a.training
+    with eval_mode(): pass  # no modules: nothing to do

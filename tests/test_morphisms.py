@@ -141,6 +141,34 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="not a valid"): concat_skip(net, site=(3, 1))
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda net: deeper(net, site=1, kernel=2), "deeper: kernel must be a positive odd integer"),
+    (lambda net: deeper(net, site=1, kernel=0), "deeper: kernel must be a positive odd integer"),
+    (lambda net: deeper(net, site=1, kernel=3.0), "deeper: kernel must be a positive odd integer"),
+    (lambda net: deeper(net, kernel=-1), "deeper: kernel must be a positive odd integer"),
+    (lambda net: wider(net, site=1, factor=0.5), "wider: factor must be a finite number > 1"),
+    (lambda net: wider(net, site=1, factor=-1), "wider: factor must be a finite number > 1"),
+    (lambda net: wider(net, site=1, factor=1.0), "wider: factor must be a finite number > 1"),
+    (lambda net: wider(net, factor=float("inf")), "wider: factor must be a finite number > 1"),
+    (lambda net: add_skip(net, site=3), r"add_skip: site must be a \(from, to\) pair"),
+    (lambda net: concat_skip(net, site=(0, 1, 3)), r"concat_skip: site must be a \(from, to\) pair"),
+    (lambda net: add_skip(net, site=(0, 99)), "add_skip: no node 99 in"),
+    (lambda net: concat_skip(net, site=("0", 1)), "concat_skip: site must be a node id"),
+])
+def test_bad_arguments_are_named(call, message):
+    net = Net(seed_arch((16, 32, 64), size=8))
+    with pytest.raises(ValueError, match=message): call(net)
+
+
+def test_deeper_keeps_the_resolution_for_every_odd_kernel():
+    parent = scramble(Net(seed_arch((8, 8, 8), size=8)).double(), seed=3).eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    for kernel in (1, 3, 5, 7):
+        child = deeper(parent, site=1, kernel=kernel).net
+        assert child.features(x, [7])[7].shape == (2, 8, 8, 8)
+        assert morphism_error(parent, child, x) < 1e-12
+
+
 def test_skip_merges_by_addition_or_concatenation_with_equal_chance():
     net = Net(seed_arch((4, 4, 4)))
     rng = np.random.default_rng(0)

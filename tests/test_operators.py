@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from nash_lit.arch import Arch, Net, n_params, seed_arch
-from nash_lit.morphisms import add_skip, concat_skip, deeper, morphism_error, scramble, wider
-from nash_lit.approx import prune, to_separable
+from nash_lit.morphisms import add_skip, concat_skip, deeper, morphism_error, scramble, skip, wider
+from nash_lit.approx import prune, remove_block, to_separable
 from nash_lit.operators import OPERATORS, Child, Operator, generate_child, merge_affected, resolve_operators
 from nash_lit.surgery import NotApplicable
 
@@ -184,7 +184,21 @@ def test_registry_and_bad_input():
     custom = Operator(deeper, exact=True, shrinks=False)
     assert resolve_operators([custom, "wider"]) == {"deeper": custom, "wider": OPERATORS["wider"]}
     with pytest.raises(ValueError, match="unknown operator 'narrower'; known:"): resolve_operators(["narrower"])
+    # a registry function keeps its registry name, as an Operator or on its own
+    assert list(resolve_operators([Operator(remove_block, exact=False, shrinks=True), "wider"])) == ["remove", "wider"]
+    assert resolve_operators([remove_block, skip]) == {"remove": OPERATORS["remove"], "skip": OPERATORS["skip"]}
+    def narrower(net, rng=None): return Child(net)
+    assert resolve_operators([narrower]) == {"narrower": Operator(narrower, exact=False, shrinks=False)}
     with pytest.raises(ValueError, match="empty"): resolve_operators([])
     net = Net(seed_arch((4, 4, 4), size=8))
     with pytest.raises(ValueError, match="unknown operator"): generate_child(net, 1, ("deeper", "deepr"))
     assert generate_child(net, 0) == Child(net, (), ())
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("site", [99, "1", (0, 99), 3.5])
+def test_a_forced_site_that_does_not_exist_is_a_value_error_naming_the_operator(name, site):
+    "Every operator refuses a site that is no node (or, for a skip, no pair of nodes) with a reason, never a KeyError."
+    net = Net(seed_arch((16, 32, 64), size=8))
+    what = {"skip": "(add|concat)_skip", "remove": "remove"}.get(name, name)
+    with pytest.raises(ValueError, match=f"^{what}: (no node|site must be)"): OPERATORS[name].fn(net, 0, site=site)

@@ -8,7 +8,7 @@ from nash_lit.arch import Arch, Net, Node, conv_block_ids, n_params, seed_arch
 from nash_lit.morphisms import scramble
 from nash_lit.operators import generate_child
 from nash_lit.surgery import (NotApplicable, as_rng, clone_state, he_normal, insert_after, make_child, moved, pick,
-                              propagate, rewire, take, take_filters)
+                              propagate, rewire, site_node, take, take_filters)
 
 
 @settings(max_examples=60, deadline=None)
@@ -98,3 +98,17 @@ def test_editors_and_errors():
     w = he_normal(as_rng(0), (2000, 8), 8, torch.zeros(()))
     assert w.dtype == torch.float32 and abs(w.std().item() - 0.5) < 0.02
     assert make_child(net.eval(), arch.nodes, clone_state(net)).training is False
+
+
+@pytest.mark.parametrize("site, message", [
+    (99, "demo: no node 99 in 0:in3@32"), (-1, "demo: no node -1 in"), ("1", r"demo: site must be a node id \(an int\), got '1'"),
+    (1.0, "demo: site must be a node id"), (True, "demo: site must be a node id"), (None, "demo: site must be a node id"),
+])
+def test_a_forced_site_that_is_no_node_is_named(site, message):
+    with pytest.raises(ValueError, match=message): site_node(seed_arch((4, 6, 8)), site, "demo")
+
+
+def test_site_node_accepts_any_integer_id():
+    arch = seed_arch((4, 6, 8))
+    assert site_node(arch, 3, "demo") == site_node(arch, np.int64(3), "demo") == arch.node(3)
+    assert 3 in arch and 99 not in arch and "3" not in arch

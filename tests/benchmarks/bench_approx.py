@@ -16,8 +16,8 @@ import time
 import numpy as np
 import torch
 
-from nash_lit.approx import SKIPS
-from nash_lit.arch import OPS, Net, conv_block_ids, n_params, seed_arch
+from nash_lit.approx import removable_ids, separable_ids
+from nash_lit.arch import Net, conv_block_ids, n_params, seed_arch
 from nash_lit.morphisms import add_skip, concat_skip, deeper, scramble, wider
 from nash_lit.operators import OPERATORS
 
@@ -39,9 +39,9 @@ def five_million(rng) -> Net:
 def forced_sites(net, name) -> list:
     "Every site the operator accepts when forced (tried once each, not timed)."
     arch = net.arch
-    if name == "remove": sites = [dict(site=n.id) for n in arch.nodes if OPS[n.op].conv_block or n.op in SKIPS]
+    if name == "remove": sites = [dict(site=i) for i in removable_ids(arch)]
     elif name == "prune": sites = [dict(site=i, fraction=0.5) for i in conv_block_ids(arch)]
-    else: sites = [dict(site=i) for i in arch.ids("conv")]
+    else: sites = [dict(site=i) for i in separable_ids(arch)]
     good = []
     for kw in sites:
         try: SHRINKING[name](net, 0, **kw)
