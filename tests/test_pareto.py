@@ -1,0 +1,188 @@
+"Pareto-NASH (nash_lit.pareto): kill-and-resume, invalid configs, failures as data, the generation unit, disk use."
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nash_lit.evaluate as E
+import nash_lit.pareto as P
+from nash_lit.arch import Arch, seed_arch
+from nash_lit.data import synthetic
+from nash_lit.runs import RunStore, checkpoint_meta, read_records
+from nash_lit.train import TrainConfig, TrainingDiverged
+
+SCRIPT = Path(__file__).with_name("_pareto_run.py")
+ROOT = SCRIPT.parent.parent
+TRAIN = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
+P0 = [seed_arch((16, 16, 16)), seed_arch((16, 32, 32)), seed_arch((16, 32, 32), separable=True)]
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+def small_config(**changes):
+    base = dict(n_gen=2, n_pc=6, n_ac=2, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=16, train=TRAIN)
+    return P.ParetoConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(64, 32, 16, seed=0)
+
+
+def start(run_dir, seed, out):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, str(SCRIPT), str(run_dir), str(seed), str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def lines(run_dir):
+    log = Path(run_dir) / "log.jsonl"
+    return log.read_bytes().count(b"\n") if log.exists() else 0
+
+
+def finish(proc, timeout=300):
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err.decode()[-3000:]
+
+
+def test_kill_and_resume(tmp_path):
+    "SIGKILL at >= 3 random moments, resume each time: the final front equals an uninterrupted run's."
+    seed = 1
+    reference = start(tmp_path / "ref", seed, tmp_path / "ref.json")
+    rnd = random.Random()
+    run, kills = tmp_path / "killed", 0
+    for after in sorted(rnd.sample(range(1, 26), 4)):  # log lines to wait for (of 27), then a random delay
+        proc = start(run, seed, tmp_path / "killed.json")
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and lines(run) < after and time.monotonic() < deadline: time.sleep(0.01)
+        time.sleep(rnd.uniform(0, 0.3))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=60)
+        read_records(run)  # the log parses after every kill
+    finish(start(run, seed, tmp_path / "killed.json"))
+    finish(reference)
+    assert kills >= 3
+    got, want = (json.loads((tmp_path / f).read_text()) for f in ("killed.json", "ref.json"))
+    assert got == want
+    for r in (run, tmp_path / "ref"):
+        records = read_records(r)
+        assert sorted((x["step"], x["child"]) for x in records) == \
+            [(0, j) for j in range(3)] + [(g, j) for g in (1, 2, 3) for j in range(8)]
+        kept = sorted(p.name for p in Path(r).glob("child_*.pt"))
+        assert kept == sorted(f"child_{m['id']}.pt" for m in want["front"])  # disk use bounded by the front
+        assert not list(Path(r).glob("plan_*.json"))
+    n = lines(run)
+    finish(start(run, seed, tmp_path / "again.json"))  # resuming a finished run trains nothing
+    assert lines(run) == n and json.loads((tmp_path / "again.json").read_text()) == want
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(n_pc=4, n_ac=5), "n_ac (5) must be <= n_pc (4)"),
+    (dict(objectives=("log_params", "size")), "unknown ['size']"),
+    (dict(operators=("deeper", "grow")), "operators: unknown operator 'grow'"),
+    (dict(n_op=(3, 2)), "n_op must satisfy 1 <= fewest <= most"),
+    (dict(n_op=(0, 2)), "n_op must satisfy"),
+    (dict(n_op=3), "n_op must be (fewest, most)"),
+    (dict(sampling="inverse"), "sampling must be one of"),
+    (dict(reference=(1.0,)), "reference must have 2 values"),
+    (dict(reference=(0.0, 20.0)), "reference's error coordinate must be > 0"),
+    (dict(n_ac=0), "n_ac must be >= 1"),
+    (dict(n_gen=-1), "n_gen must be >= 0"),
+    (dict(n_gen=2.5), "n_gen must be an int"),
+    (dict(objectives=()), "objectives: at least one"),
+    (dict(max_failed_generations=0), "max_failed_generations must be >= 1"),
+    (dict(train="fast"), "train must be a TrainConfig"),
+    (dict(operators=(P.ParetoConfig,)), "operators must be given by name"),
+])
+def test_invalid_configs(changes, message):
+    with pytest.raises(ValueError) as e: small_config(**changes)
+    assert message in str(e.value)
+
+
+def test_reference_the_seeds_do_not_dominate_fails_before_training(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(P, "evaluate_child", lambda task: pytest.fail("trained before the config was checked"))
+    with pytest.raises(ValueError, match=r"reference: P0 network \d does not dominate it in \['log_params'\]"):
+        P.pareto_nash(P0, data, small_config(reference=(1.0, 8.0)), run_dir=tmp_path)
+    assert not (tmp_path / "log.jsonl").exists()
+
+
+def test_proposals_are_cheap_and_logged(tmp_path, data, monkeypatch):
+    "Only P0 and the accepted children are evaluated; every proposal is logged with what Figures 3-4 need."
+    calls, real = [], P.evaluate_child
+    monkeypatch.setattr(P, "evaluate_child", lambda task: calls.append(task.n_op) or real(task))
+    config = small_config()
+    result = P.pareto_nash(P0, data, config, run_dir=tmp_path)
+    assert len(calls) == len(P0) + config.n_gen * config.n_ac
+    log = result.log
+    assert len(log) == len(P0) + config.n_gen * config.n_pc
+    assert log.accepted.sum() == len(P0) + config.n_gen * config.n_ac
+    assert set(log[~log.accepted].status) <= {"rejected", "invalid"} and set(log[log.accepted].status) == {"ok"}
+    for col in ("id", "parent", "step", "ops", "arch", "objectives", "val_error", "train_seconds", "status"):
+        assert col in log
+    for _, r in log[log.step > 0].iterrows():
+        assert 1 <= r.n_op <= 3 and r.parent in set(log.id) and r.ops
+    assert len(result.hypervolume) == config.n_gen + 1
+    assert all(b >= a for a, b in zip(result.hypervolume, result.hypervolume[1:]))
+    history = P.front_history(log)
+    assert sorted(history[config.n_gen].id) == sorted(m.id for m in result.front)
+
+
+def test_generation_fed_in_any_order(tmp_path, data):
+    "A generation's children may finish in any order: the closed front is the same."
+    config = small_config(n_gen=0)
+    fronts = []
+    for name, order in (("fwd", 1), ("rev", -1)):
+        P.pareto_nash(P0, data, config, run_dir=tmp_path / name)
+        store = RunStore(tmp_path / name, json.loads((tmp_path / name / "config.json").read_text()), resume=True)
+        front = P._front_of(store)
+        gen = P.Generation.start(store, small_config(n_pc=6, n_ac=4), P.as_spec(data), front, 1)
+        for j, task in list(gen.tasks().items())[::order]: gen.feed(j, E.evaluate_child(task))
+        new, n = gen.close()
+        assert n == 4
+        fronts.append([(m.id, m.val_error, m.objectives) for m in new])
+    assert fronts[0] == fronts[1]
+
+
+def _failing_train(fail):
+    real = E.train
+    def fake(net, data, config, **kwargs):
+        if fail(config): raise TrainingDiverged("loss became nan")
+        return real(net, data, config, **kwargs)
+    return fake
+
+
+def test_failed_children_are_data(tmp_path, data, monkeypatch):
+    "A generation whose every child fails leaves the front unchanged; too many in a row stop with a clear error."
+    p0_seeds = {E.child_seeds(0, 0, j)[1] for j in range(len(P0))}
+    monkeypatch.setattr(E, "train", _failing_train(lambda c: c.seed not in p0_seeds and c.epochs == 1))
+    config = small_config(n_gen=5, max_failed_generations=2)
+    with pytest.raises(P.SearchFailed, match="2 consecutive generations \\(up to 2\\) trained no child"):
+        P.pareto_nash(P0, data, config, run_dir=tmp_path)
+    records = read_records(tmp_path)
+    assert {r["status"] for r in records if r["step"] > 0 and r["accepted"]} == {"diverged"}
+    best = checkpoint_meta(tmp_path / "best.pt")
+    assert best["failed"] == 2 and len(set(best["hypervolume"])) == 1  # the front did not move
+    with pytest.raises(P.SearchFailed, match="consecutive failed generations"):  # and resuming says so again
+        P.pareto_nash(P0, data, config, run_dir=tmp_path, resume=True)
+
+
+def test_every_seed_failing_is_a_clear_error(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(E, "train", _failing_train(lambda c: True))
+    with pytest.raises(P.SearchFailed, match="every network of P0 failed"):
+        P.pareto_nash(P0, data, small_config(), run_dir=tmp_path)
+
+
+def test_uniform_sampling_and_default_p0(tmp_path, data):
+    result = P.pareto_nash(P0[:2], data, small_config(n_gen=1, sampling="uniform"), run_dir=tmp_path)
+    assert len(result.front) >= 1
+    p0 = P.default_p0()
+    assert [round(E.n_params(n.arch), -3) for n in p0] == [13000, 46000, 95000, 374000]
