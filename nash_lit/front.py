@@ -152,6 +152,15 @@ class Density:
         else: self._fit(p[:, self.dims])
         log.info("p_KDE over %d members, %d of %d objectives: branch %s", len(p), self.dims.size, p.shape[1], self.branch)
 
+    def logpdf(self, points,  # (m, d) cheap objectives, in the front's order of objectives
+               ) -> np.ndarray:
+        "log p_KDE at each point (0 everywhere for the constant branches)."
+        p = as_points(points)
+        if self.branch in ("single", "equal"): return np.zeros(len(p))
+        q = p[:, self.dims]
+        if self.branch == "kde": return self.kdes[0].logpdf(q.T)
+        return sum(kde.logpdf(q[:, k]) for k, kde in enumerate(self.kdes))
+
     def _fit(self, q: np.ndarray):
         if len(q) > q.shape[1]:
             try:
@@ -160,18 +169,6 @@ class Density:
             except np.linalg.LinAlgError: pass  # a singular covariance: members on a lower-dimensional set
         self.branch = "diagonal"
         self.kdes = [scipy.stats.gaussian_kde(q[:, k]) for k in range(q.shape[1])]
-
-# %% ../nbs/09_front.ipynb #19437657
-def _logpdf(self, points,  # (m, d) cheap objectives, in the front's order of objectives
-            ) -> np.ndarray:
-    "log p_KDE at each point (0 everywhere for the constant branches)."
-    p = as_points(points)
-    if self.branch in ("single", "equal"): return np.zeros(len(p))
-    q = p[:, self.dims]
-    if self.branch == "kde": return self.kdes[0].logpdf(q.T)
-    return sum(kde.logpdf(q[:, k]) for k, kde in enumerate(self.kdes))
-
-Density.logpdf = _logpdf
 
 # %% ../nbs/09_front.ipynb #7034d704
 SAMPLINGS = ("kde", "uniform")
