@@ -19,8 +19,8 @@ from .operators import Child, generate_child
 from .train import TrainConfig, TrainingDiverged, evaluate, normalize, train
 
 # %% auto #0
-__all__ = ['STATUSES', 'child_seeds', 'calibration_batch', 'ChildTask', 'ChildResult', 'is_oom', 'make_child', 'recover_child',
-           'train_child', 'fresh', 'evaluate_child']
+__all__ = ['STATUSES', 'child_seeds', 'calibration_batch', 'ChildTask', 'ChildResult', 'is_oom', 'build_parent', 'make_child',
+           'recover_child', 'train_child', 'fresh', 'evaluate_child']
 
 # %% ../nbs/08_evaluate.ipynb #ea5518dc
 def child_seeds(seed: int,  # the run's seed
@@ -89,11 +89,17 @@ def is_oom(e: BaseException,  # an exception raised while making or training a c
     return "out of memory" in str(e).lower()
 
 # %% ../nbs/08_evaluate.ipynb #666372a4
+def build_parent(task: ChildTask,  # the task whose parent to build
+                 ) -> Net:
+    "The parent N* of a task, on cloned tensors (the task's state is never changed)."
+    return Net(Arch.from_json(task.parent_arch), {k: v.clone() for k, v in task.parent_state.items()})
+
 def make_child(task: ChildTask,  # the child to make
                data: Data,  # the loaded data (for the calibration batch)
+               parent: Net | None = None,  # `build_parent(task)` made before, for tasks sharing it; None: built here
                ) -> tuple[Net, Child]:
     "(the parent, GenerateChild(parent, n_op, T)); with n_op = 0 the child is the parent itself."
-    parent = Net(Arch.from_json(task.parent_arch), {k: v.clone() for k, v in task.parent_state.items()})
+    parent = build_parent(task) if parent is None else parent
     if task.n_op == 0: return parent, Child(parent, (), ())
     calib = calibration_batch(data, task.calib_size, task.calib_seed)
     rng = np.random.default_rng(task.rng)

@@ -19,8 +19,8 @@ from .arch import Arch, Net, flops, n_params
 
 # %% auto #0
 __all__ = ['log', 'latency', 'OBJECTIVES', 'SAMPLINGS', 'Objective', 'log_params', 'params', 'log_flops', 'Latency',
-           'register_objective', 'resolve_objectives', 'cheap_objectives', 'as_points', 'pareto_front', 'hypervolume',
-           'Density', 'inverse_density', 'parent_probabilities', 'sample_parents', 'accept']
+           'register_objective', 'resolve_objectives', 'cheap_objectives', 'reads_weights', 'as_points', 'pareto_front',
+           'hypervolume', 'Density', 'inverse_density', 'parent_probabilities', 'sample_parents', 'accept']
 
 # %% ../nbs/09_front.ipynb #fbf0327a
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ class Objective(NamedTuple):
     "An entry of the objectives registry."
     fn: Callable  # Net -> float, to be minimised; computed without training
     reference: float  # the worst value of interest: this coordinate of the default hypervolume reference point
+    weights: bool = False  # whether fn reads the weights, not only the architecture (then proposals get calibrated weights)
 
 def log_params(net: Net) -> float:
     "log(#params): the paper's cheap objective (Section 5.2)."
@@ -86,6 +87,7 @@ def register_objective(name: str,  # the name a run's config will store
                        fn: Callable,  # Net -> float, to be minimised
                        reference: float,  # its coordinate of the default hypervolume reference point
                        overwrite: bool = False,  # replace an objective of the same name
+                       weights: bool = True,  # fn may read the weights; False: the architecture alone decides it
                        ):
     "Add a cheap objective to the registry."
     if not isinstance(name, str) or not name:
@@ -93,7 +95,7 @@ def register_objective(name: str,  # the name a run's config will store
     if name in OBJECTIVES and not overwrite:
         raise ValueError(f"objective {name!r} is already registered; pass overwrite=True to replace it")
     if not callable(fn): raise ValueError(f"objective {name!r}: fn must be callable, got {type(fn).__name__}")
-    OBJECTIVES[name] = Objective(fn, float(reference))
+    OBJECTIVES[name] = Objective(fn, float(reference), bool(weights))
 
 def resolve_objectives(names,  # names of registered objectives
                        ) -> tuple:
@@ -110,6 +112,11 @@ def cheap_objectives(net: Net,  # the network
                      ) -> tuple:
     "f(N): the cheap objectives of `net`, in the order of `names`."
     return tuple(float(OBJECTIVES[n].fn(net)) for n in resolve_objectives(names))
+
+def reads_weights(names,  # objective names
+                  ) -> bool:
+    "Whether any of the objectives reads a network's weights (the built-in ones read only its architecture)."
+    return any(OBJECTIVES[n].weights for n in resolve_objectives(names))
 
 # %% ../nbs/09_front.ipynb #1a3a97af
 def as_points(points) -> np.ndarray:

@@ -20,9 +20,9 @@ import torch
 from .approx import MIN_CONVS, MIN_FILTERS, satisfies_constraint
 from .arch import PARETO_SEEDS, Arch, Net, seed_arch
 from .data import Data, DataSpec, as_spec, default_device
-from .evaluate import ChildResult, ChildTask, child_seeds, evaluate_child, fresh, make_child
+from .evaluate import ChildResult, ChildTask, build_parent, child_seeds, evaluate_child, fresh, make_child
 from .front import (OBJECTIVES, SAMPLINGS, Density, accept, cheap_objectives, hypervolume, pareto_front,
-                            parent_probabilities, resolve_objectives)
+                            parent_probabilities, reads_weights, resolve_objectives)
 from .nash import SearchFailed, warn_if_data_travels
 from .operators import resolve_operators
 from .runs import BEST, SEED, InProcess, RunStore, atomic_write_text, child_checkpoint, collect
@@ -163,11 +163,15 @@ def propose(config: ParetoConfig,  # the run's settings
             parent: Net,  # the drawn parent
             step: int, j: int,  # generation and proposal index
             loaded: Data,  # the data, loaded here (for the calibration batch)
+            built: Net | None = None,  # `build_parent` of this parent, shared by the generation's proposals; None: built here
             ) -> dict:
     "Proposal j: drawn until it is new and keeps the constraint (footnote 1); its architecture and cheap objectives."
     n_op = draw_n_op(config, step, j)
+    # calibrating a new BatchNorm sets weights only, never the architecture or the draws: skip it unless f reads weights
+    calib_size = config.calib_size if reads_weights(config.objectives) else 0
     for attempt in range(config.max_attempts):
-        _, child = make_child(pareto_task(config, data, parent, step, j, n_op, attempt), loaded)
+        task = replace(pareto_task(config, data, parent, step, j, n_op, attempt), calib_size=calib_size)
+        _, child = make_child(task, loaded, built)
         if child.ops and satisfies_constraint(child.net.arch, config.min_convs, config.min_filters): break  # a chain
         # of inapplicable operators changes nothing: the parent again is no proposal
     else:
@@ -214,7 +218,8 @@ def make_plan(config: ParetoConfig, data: DataSpec, front: list, step: int) -> d
     probs, density = parent_probabilities(cheap, config.sampling)
     parents = rng.choice(len(front), size=config.n_pc, p=probs)
     loaded = data.load(default_device(config.train.device))
-    proposals = [dict(parent=front[k].id, **propose(config, data, front[k].net, step, j, loaded))
+    built = {k: build_parent(pareto_task(config, data, front[k].net, step, 0, 0)) for k in sorted(set(parents.tolist()))}
+    proposals = [dict(parent=front[k].id, **propose(config, data, front[k].net, step, j, loaded, built[k]))
                  for j, k in enumerate(parents)]
     valid = [p["arch"] is not None for p in proposals]
     points = np.array([p["objectives"] if ok else front[0].objectives for p, ok in zip(proposals, valid)])
