@@ -20,7 +20,8 @@ from .arch import Arch, Net, flops, n_params
 # %% auto #0
 __all__ = ['log', 'latency', 'OBJECTIVES', 'SAMPLINGS', 'Objective', 'log_params', 'params', 'log_flops', 'Latency',
            'register_objective', 'resolve_objectives', 'cheap_objectives', 'reads_weights', 'as_points', 'pareto_front',
-           'hypervolume', 'Density', 'inverse_density', 'parent_probabilities', 'sample_parents', 'accept']
+           'hypervolume', 'Density', 'inverse_density', 'parent_probabilities', 'sample_parents', 'accept',
+           'front_history']
 
 # %% ../nbs/09_front.ipynb #fbf0327a
 log = logging.getLogger(__name__)
@@ -231,3 +232,19 @@ def accept(density: Density,  # the front's p_KDE
         chosen.append(j)
         w[j] = 0.0
     return chosen
+
+# %% ../nbs/09_front.ipynb #04e687ee
+def front_history(log,  # the run's log (DataFrame or records)
+                  n_gen: int | None = None,  # last generation to show; default the log's last
+                  ) -> dict:
+    "generation -> DataFrame of the front after it, recomputed from the log's trained networks alone."
+    import pandas as pd
+    df = pd.DataFrame(log) if not isinstance(log, pd.DataFrame) else log
+    ok = df[df.status == "ok"].sort_values("id")
+    last = int(df.step.max()) if n_gen is None else n_gen
+    out = {}
+    for g in range(last + 1):
+        upto = ok[ok.step <= g]
+        points = [(e, *f) for e, f in zip(upto.val_error, upto.objectives)]
+        out[g] = upto.iloc[pareto_front(points)] if points else upto
+    return out

@@ -31,8 +31,7 @@ from .train import TrainConfig
 # %% auto #0
 __all__ = ['PARETO_OPERATORS', 'PARETO_INTS', 'ParetoConfig', 'Member', 'update_front', 'front_hypervolume', 'pareto_task',
            'draw_n_op', 'propose', 'plan_name', 'Generation', 'make_plan', 'seed_plan', 'p0_name', 'run_generation',
-           'close_generation', 'search_pareto', 'ParetoResult', 'default_p0', 'check_reference', 'pareto_nash',
-           'front_history']
+           'close_generation', 'search_pareto', 'ParetoResult', 'default_p0', 'check_reference', 'pareto_nash']
 
 # %% ../nbs/09_pareto.ipynb #c76c071e
 PARETO_OPERATORS = ("deeper", "wider", "skip", "remove", "prune", "to_separable")
@@ -210,6 +209,48 @@ class Generation:
         gen.log_rejected()
         return gen
 
+    def log_rejected(self):
+        "Log every proposal that is not trained (once: a resumed generation logs only the missing ones)."
+        done = self.store.finished(self.step)
+        for j, p in enumerate(self.plan["proposals"]):
+            if j in done or j in self.plan["accepted"]: continue
+            self.store.append(_record(self, j, status="rejected" if p["arch"] else "invalid", val_error=None))
+
+    def tasks(self) -> dict:
+        "proposal index -> ChildTask of the accepted children not yet logged, in the order they were accepted."
+        done = self.store.finished(self.step)
+        out = {}
+        for j in self.plan["accepted"]:
+            if j in done: continue
+            p = self.plan["proposals"][j]
+            parent = self.by_id[p["parent"]].net if self.step else self.p0[j]
+            out[j] = pareto_task(self.config, self.data, parent, self.step, j, p["n_op"], p["attempt"] or 0)
+        return out
+
+    def feed(self, j: int,  # the proposal index
+             result: ChildResult,  # what evaluating it gave
+             ) -> dict:
+        "Checkpoint, then log, a finished child; returns its record."
+        if result.state is not None:
+            net = Net(Arch.from_json(result.arch), result.state)
+            self.store.save(child_checkpoint(self.ids[j]), net, step=self.step, id=self.ids[j])
+        record = {**result.record(), **_record(self, j)}  # the plan's architecture, ops and objectives
+        record.update(status=result.status, val_error=result.val_error, error=result.error)
+        if result.arch is not None and result.arch != record["arch"]:  # make_child is deterministic: this is a bug
+            record.update(status="failed", error="the re-made child differs from its proposal")
+        return self.store.append(record)
+
+    def close(self) -> tuple[list, int]:
+        "Line 10: (the front after this generation, its trained children)."
+        done = self.store.finished(self.step)
+        trained = []
+        for j in sorted(self.plan["accepted"], key=lambda j: self.ids[j]):
+            r = done[j]
+            if r["status"] != "ok": continue
+            net, _ = self.store.load(child_checkpoint(r["id"]))
+            trained.append(Member(r["id"], net, r["val_error"], tuple(r["objectives"])))
+        return update_front(self.front + trained), len(trained)
+
 # %% ../nbs/09_pareto.ipynb #8f5df879
 def make_plan(config: ParetoConfig, data: DataSpec, front: list, step: int) -> dict:
     "Lines 4-8: the density of the front, n_pc proposals from parents drawn by Eq. 9, n_ac accepted by Eq. 10."
@@ -239,13 +280,6 @@ def _record(gen: Generation, j: int, **extra) -> dict:
     return dict(id=gen.ids[j], parent=p["parent"], step=gen.step, child=j, n_op=p["n_op"], ops=p["ops"], arch=p["arch"],
                 objectives=p["objectives"], accepted=j in gen.plan["accepted"], **extra)
 
-def _log_rejected(self):
-    "Log every proposal that is not trained (once: a resumed generation logs only the missing ones)."
-    done = self.store.finished(self.step)
-    for j, p in enumerate(self.plan["proposals"]):
-        if j in done or j in self.plan["accepted"]: continue
-        self.store.append(_record(self, j, status="rejected" if p["arch"] else "invalid", val_error=None))
-
 def _tasks(self) -> dict:
     "proposal index -> ChildTask of the accepted children not yet logged, in the order they were accepted."
     done = self.store.finished(self.step)
@@ -256,35 +290,6 @@ def _tasks(self) -> dict:
         parent = self.by_id[p["parent"]].net if self.step else self.p0[j]
         out[j] = pareto_task(self.config, self.data, parent, self.step, j, p["n_op"], p["attempt"] or 0)
     return out
-
-Generation.log_rejected, Generation.tasks = _log_rejected, _tasks
-
-# %% ../nbs/09_pareto.ipynb #dcccb909
-def _feed(self, j: int,  # the proposal index
-          result: ChildResult,  # what evaluating it gave
-          ) -> dict:
-    "Checkpoint, then log, a finished child; returns its record."
-    if result.state is not None:
-        net = Net(Arch.from_json(result.arch), result.state)
-        self.store.save(child_checkpoint(self.ids[j]), net, step=self.step, id=self.ids[j])
-    record = {**result.record(), **_record(self, j)}  # the plan's architecture, ops and objectives
-    record.update(status=result.status, val_error=result.val_error, error=result.error)
-    if result.arch is not None and result.arch != record["arch"]:  # make_child is deterministic: this is a bug
-        record.update(status="failed", error="the re-made child differs from its proposal")
-    return self.store.append(record)
-
-def _close(self) -> tuple[list, int]:
-    "Line 10: (the front after this generation, its trained children)."
-    done = self.store.finished(self.step)
-    trained = []
-    for j in sorted(self.plan["accepted"], key=lambda j: self.ids[j]):
-        r = done[j]
-        if r["status"] != "ok": continue
-        net, _ = self.store.load(child_checkpoint(r["id"]))
-        trained.append(Member(r["id"], net, r["val_error"], tuple(r["objectives"])))
-    return update_front(self.front + trained), len(trained)
-
-Generation.feed, Generation.close = _feed, _close
 
 # %% ../nbs/09_pareto.ipynb #3ac0d5d9
 def p0_name(k: int) -> str: return SEED if k == 0 else f"seed_{k}.pt"
@@ -400,19 +405,3 @@ def pareto_nash(p0: list | None = None,  # P0: networks or architectures; None: 
         front = search_pareto(p0, as_spec(data), config, store, executor if executor is not None else InProcess())
         front = sorted(front, key=lambda m: (m.val_error, m.id))
         return ParetoResult(front, store.best["hypervolume"], store.log(), store.dir if run_dir else None)
-
-# %% ../nbs/09_pareto.ipynb #04e687ee
-def front_history(log,  # the run's log (DataFrame or records)
-                  n_gen: int | None = None,  # last generation to show; default the log's last
-                  ) -> dict:
-    "generation -> DataFrame of the front after it, recomputed from the log's trained networks alone."
-    import pandas as pd
-    df = pd.DataFrame(log) if not isinstance(log, pd.DataFrame) else log
-    ok = df[df.status == "ok"].sort_values("id")
-    last = int(df.step.max()) if n_gen is None else n_gen
-    out = {}
-    for g in range(last + 1):
-        upto = ok[ok.step <= g]
-        points = [(e, *f) for e, f in zip(upto.val_error, upto.objectives)]
-        out[g] = upto.iloc[pareto_front(points)] if points else upto
-    return out

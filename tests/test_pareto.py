@@ -13,6 +13,7 @@ import pytest
 
 import nash_lit.evaluate as E
 import nash_lit.pareto as P
+from nash_lit.front import front_history
 from nash_lit.arch import Arch, seed_arch
 from nash_lit.data import synthetic
 from nash_lit.runs import RunStore, checkpoint_meta, read_records
@@ -132,7 +133,7 @@ def test_proposals_are_cheap_and_logged(tmp_path, data, monkeypatch):
         assert 1 <= r.n_op <= 3 and r.parent in set(log.id) and r.ops
     assert len(result.hypervolume) == config.n_gen + 1
     assert all(b >= a for a, b in zip(result.hypervolume, result.hypervolume[1:]))
-    history = P.front_history(log)
+    history = front_history(log)
     assert sorted(history[config.n_gen].id) == sorted(m.id for m in result.front)
 
 
