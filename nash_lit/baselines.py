@@ -110,7 +110,7 @@ class CellSpec(NamedTuple):
 NASNET_A_NORMAL = CellSpec(  # Zoph et al. (2018), Fig. 4 left; ops as DARTS' genotypes.py NASNet
     ops=(("sep_conv_5x5", 1), ("sep_conv_3x3", 0), ("sep_conv_5x5", 0), ("sep_conv_3x3", 0), ("avg_pool_3x3", 1),
          ("skip_connect", 0), ("avg_pool_3x3", 0), ("avg_pool_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 1)),
-    concat=(0, 2, 3, 4, 5, 6), reduction=False)  # TF's used_hiddenstates: c_{k-2} is not consumed, so it is output
+    concat=(0, 2, 3, 4, 5, 6), reduction=False)  # TF's nasnet_utils: the output concatenates c_{k-2} too (DARTS' genotype concatenates nodes 2-6 only)
 NASNET_A_REDUCTION = CellSpec(  # Fig. 4 right
     ops=(("sep_conv_5x5", 1), ("sep_conv_7x7", 0), ("max_pool_3x3", 1), ("sep_conv_7x7", 0), ("avg_pool_3x3", 1),
          ("sep_conv_5x5", 0), ("skip_connect", 3), ("avg_pool_3x3", 2), ("sep_conv_3x3", 2), ("max_pool_3x3", 1)),

@@ -142,6 +142,7 @@ def hypervolume(points,  # (n, d) objective values, all minimised
     "Volume dominated by the points and bounded by the reference point."
     p, r = as_points(points), np.asarray(reference, dtype=float)
     if p.shape[1] != r.size and len(p): raise ValueError(f"hypervolume: points have {p.shape[1]} objectives, reference {r.size}")
+    if not (np.isfinite(p).all() and np.isfinite(r).all()): raise ValueError("hypervolume: points and reference must be finite")
     inside = p[(p < r).all(axis=1)] if len(p) else p
     if len(inside) == 0: return 0.0
     return float(moocore.hypervolume(inside, ref=r))

@@ -171,12 +171,14 @@ def propose(config: ParetoConfig,  # the run's settings
     for attempt in range(config.max_attempts):
         task = replace(pareto_task(config, data, parent, step, j, n_op, attempt), calib_size=calib_size)
         _, child = make_child(task, loaded, built)
-        if child.ops and satisfies_constraint(child.net.arch, config.min_convs, config.min_filters): break  # a chain
-        # of inapplicable operators changes nothing: the parent again is no proposal
+        # a chain of inapplicable operators changes nothing: the parent again is no proposal
+        if not child.ops or not satisfies_constraint(child.net.arch, config.min_convs, config.min_filters): continue
+        objectives = cheap_objectives(child.net, config.objectives)
+        if all(math.isfinite(v) for v in objectives): break  # a user's objective may fail on some networks
     else:
         return dict(n_op=n_op, attempt=None, arch=None, ops=[], objectives=None)
     return dict(n_op=n_op, attempt=attempt, arch=child.net.arch.to_json(), ops=list(child.ops),
-                objectives=list(cheap_objectives(child.net, config.objectives)))
+                objectives=list(objectives))
 
 # %% ../nbs/09_pareto.ipynb #6317a3e4
 def plan_name(step: int) -> str: return f"plan_{step}.json"
@@ -378,6 +380,8 @@ def check_reference(p0: list, config: ParetoConfig):
     "Every network of P0 must dominate the reference point in the cheap objectives, before anything trains."
     for k, net in enumerate(p0):
         f = cheap_objectives(net, config.objectives)
+        broken = [n for n, v in zip(config.objectives, f) if not math.isfinite(v)]
+        if broken: raise ValueError(f"objectives: {broken} of P0 network {k} is not finite ({f})")
         bad = [n for n, v, r in zip(config.objectives, f, config.reference[1:]) if not v < r]
         if bad: raise ValueError(f"reference: P0 network {k} does not dominate it in {bad} ({f} vs {config.reference[1:]})")
 

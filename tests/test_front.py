@@ -148,3 +148,9 @@ def test_objectives_registry():
 
 def test_sampling_name_is_checked():
     with pytest.raises(ValueError, match="sampling must be one of"): F.sample_parents(FRONT, 3, np.random.default_rng(), "kdee")
+
+
+def test_hypervolume_refuses_non_finite_points():
+    import math
+    with pytest.raises(ValueError, match="must be finite"): F.hypervolume([[math.nan, 1.0]], (2.0, 2.0))
+    with pytest.raises(ValueError, match="must be finite"): F.hypervolume([[0.5, 1.0]], (math.inf, 2.0))

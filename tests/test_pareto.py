@@ -187,3 +187,24 @@ def test_uniform_sampling_and_default_p0(tmp_path, data):
     assert len(result.front) >= 1
     p0 = P.default_p0()
     assert [round(E.n_params(n.arch), -3) for n in p0] == [13000, 46000, 95000, 374000]
+
+
+def test_a_non_finite_objective_is_no_proposal(tmp_path, data):
+    "A user's objective that fails (NaN, inf) on some networks: those proposals are redrawn or invalid, never a crash."
+    import math
+    from nash_lit.arch import n_params
+    from nash_lit.front import OBJECTIVES, register_objective
+    from nash_lit.pareto import ParetoConfig, pareto_nash
+    register_objective("nan_when_big", lambda net: math.nan if n_params(net.arch) > 6000 else math.log(n_params(net.arch)),
+                       reference=100.0, weights=False, overwrite=True)
+    try:
+        p0 = [seed_arch((16, 16, 16), size=8)]
+        cfg = ParetoConfig(n_gen=2, n_pc=8, n_ac=2, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=16,
+                           objectives=("nan_when_big",), train=TrainConfig(batch_size=32, progress=False))
+        result = pareto_nash(p0, data, cfg)
+        for objectives in result.log.objectives.dropna():
+            assert all(math.isfinite(v) for v in objectives)
+        big = [seed_arch((64, 64, 64), size=8)]
+        with pytest.raises(ValueError, match="objectives: .*not finite"): pareto_nash(big, data, cfg)
+    finally:
+        OBJECTIVES.pop("nan_when_big")
