@@ -282,17 +282,6 @@ def _record(gen: Generation, j: int, **extra) -> dict:
     return dict(id=gen.ids[j], parent=p["parent"], step=gen.step, child=j, n_op=p["n_op"], ops=p["ops"], arch=p["arch"],
                 objectives=p["objectives"], accepted=j in gen.plan["accepted"], **extra)
 
-def _tasks(self) -> dict:
-    "proposal index -> ChildTask of the accepted children not yet logged, in the order they were accepted."
-    done = self.store.finished(self.step)
-    out = {}
-    for j in self.plan["accepted"]:
-        if j in done: continue
-        p = self.plan["proposals"][j]
-        parent = self.by_id[p["parent"]].net if self.step else self.p0[j]
-        out[j] = pareto_task(self.config, self.data, parent, self.step, j, p["n_op"], p["attempt"] or 0)
-    return out
-
 # %% ../nbs/09_pareto.ipynb #3ac0d5d9
 def p0_name(k: int) -> str: return SEED if k == 0 else f"seed_{k}.pt"
 
