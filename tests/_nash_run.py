@@ -1,5 +1,4 @@
 "A smoke-scale NASH search, run as a subprocess by tests/test_nash.py: python _nash_run.py RUN_DIR SEED OUT.json."
-import hashlib
 import json
 import sys
 
@@ -9,6 +8,7 @@ from nash_lit.arch import seed_arch
 from nash_lit.nash import NashConfig, nash
 from nash_lit.data import synthetic
 from nash_lit.train import TrainConfig
+from _helpers import fingerprint
 
 torch.set_num_threads(1)  # deterministic and light on a shared machine
 
@@ -18,11 +18,6 @@ def config(seed: int) -> NashConfig:
                       train=TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False))
 
 
-def fingerprint(net) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(net.state_dict().items()):
-        h.update(k.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def main(run_dir: str, seed: int, out: str):

@@ -1,5 +1,4 @@
 "A training with epoch checkpoints, run as a subprocess by tests/test_train.py: python _train_run.py CHECKPOINT|- OUT.json."
-import hashlib
 import json
 import sys
 
@@ -8,17 +7,12 @@ import torch
 from nash_lit.arch import Net, seed_arch
 from nash_lit.data import synthetic
 from nash_lit.train import TrainConfig, train
+from _helpers import fingerprint
 
 torch.set_num_threads(1)
 CONFIG = TrainConfig(epochs=8, batch_size=32, lr_max=0.1, amp=False, channels_last=False, device="cpu", progress=False)
 
 
-def fingerprint(net) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(net.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def main(checkpoint: str, out: str):

@@ -1,10 +1,7 @@
 "NASH (nash_lit.nash): kill-and-resume, failures as data, invalid configs, refused resumes of damaged runs, ids."
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,9 +15,9 @@ from nash_lit.arch import Arch, seed_arch
 from nash_lit.runs import RunDamaged, load_checkpoint, read_log, read_records
 from nash_lit.data import synthetic
 from nash_lit.train import TrainConfig, TrainingDiverged
+from _helpers import finish, log_lines, start_script
 
 SCRIPT = Path(__file__).with_name("_nash_run.py")
-ROOT = SCRIPT.parent.parent
 TRAIN = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
 
 
@@ -37,20 +34,7 @@ def data():
     return synthetic(64, 32, 32, seed=0)
 
 
-def start(run_dir, seed, out):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, str(SCRIPT), str(run_dir), str(seed), str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def lines(run_dir):
-    log = Path(run_dir) / "log.jsonl"
-    return log.read_bytes().count(b"\n") if log.exists() else 0
-
-
-def finish(proc, timeout=300):
-    _, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err.decode()[-3000:]
+def start(run_dir, seed, out): return start_script(SCRIPT, run_dir, seed, out)
 
 
 def check_run(run_dir, n_steps=3, n_child=3):
@@ -77,7 +61,7 @@ def test_kill_and_resume(tmp_path):
     for after in (1, 3, 6):  # log lines to wait for before killing, then a random delay
         proc = start(run, seed, tmp_path / "killed.json")
         deadline = time.monotonic() + 240
-        while proc.poll() is None and lines(run) < after and time.monotonic() < deadline: time.sleep(0.02)
+        while proc.poll() is None and log_lines(run) < after and time.monotonic() < deadline: time.sleep(0.02)
         time.sleep(rnd.uniform(0, 0.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL); kills += 1
@@ -90,9 +74,9 @@ def test_kill_and_resume(tmp_path):
     got, want = (json.loads((tmp_path / f).read_text()) for f in ("killed.json", "ref.json"))
     assert got == want
     # resuming a finished run trains nothing and returns the same
-    n = lines(run)
+    n = log_lines(run)
     finish(start(run, seed, tmp_path / "again.json"))
-    assert lines(run) == n and json.loads((tmp_path / "again.json").read_text()) == want
+    assert log_lines(run) == n and json.loads((tmp_path / "again.json").read_text()) == want
 
 
 def test_torn_last_line_is_repaired(tmp_path, data, monkeypatch):

@@ -1,10 +1,7 @@
 "Pareto-NASH (nash_lit.pareto): kill-and-resume, invalid configs, failures as data, the generation unit, disk use."
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,9 +15,9 @@ from nash_lit.arch import Arch, seed_arch
 from nash_lit.data import synthetic
 from nash_lit.runs import RunStore, checkpoint_meta, read_records
 from nash_lit.train import TrainConfig, TrainingDiverged
+from _helpers import finish, log_lines, start_script
 
 SCRIPT = Path(__file__).with_name("_pareto_run.py")
-ROOT = SCRIPT.parent.parent
 TRAIN = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
 P0 = [seed_arch((16, 16, 16)), seed_arch((16, 32, 32)), seed_arch((16, 32, 32), separable=True)]
 
@@ -37,20 +34,7 @@ def data():
     return synthetic(64, 32, 16, seed=0)
 
 
-def start(run_dir, seed, out):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, str(SCRIPT), str(run_dir), str(seed), str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def lines(run_dir):
-    log = Path(run_dir) / "log.jsonl"
-    return log.read_bytes().count(b"\n") if log.exists() else 0
-
-
-def finish(proc, timeout=300):
-    _, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err.decode()[-3000:]
+def start(run_dir, seed, out): return start_script(SCRIPT, run_dir, seed, out)
 
 
 def test_kill_and_resume(tmp_path):
@@ -62,7 +46,7 @@ def test_kill_and_resume(tmp_path):
     for after in sorted(rnd.sample(range(1, 26), 4)):  # log lines to wait for (of 27), then a random delay
         proc = start(run, seed, tmp_path / "killed.json")
         deadline = time.monotonic() + 120
-        while proc.poll() is None and lines(run) < after and time.monotonic() < deadline: time.sleep(0.01)
+        while proc.poll() is None and log_lines(run) < after and time.monotonic() < deadline: time.sleep(0.01)
         time.sleep(rnd.uniform(0, 0.3))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -81,9 +65,9 @@ def test_kill_and_resume(tmp_path):
         kept = sorted(p.name for p in Path(r).glob("child_*.pt"))
         assert kept == sorted(f"child_{m['id']}.pt" for m in want["front"])  # disk use bounded by the front
         assert not list(Path(r).glob("plan_*.json"))
-    n = lines(run)
+    n = log_lines(run)
     finish(start(run, seed, tmp_path / "again.json"))  # resuming a finished run trains nothing
-    assert lines(run) == n and json.loads((tmp_path / "again.json").read_text()) == want
+    assert log_lines(run) == n and json.loads((tmp_path / "again.json").read_text()) == want
 
 
 @pytest.mark.parametrize("changes, message", [

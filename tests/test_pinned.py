@@ -1,7 +1,6 @@
 """NASH with the four exact operators gives, after the house refactor (issue 8), exactly the run recorded with
 commit 4f60c3c before it: the same ids, operators, errors, architectures, and bitwise the same weights of every
 child. The recording script is tests/pinned/record_4f60c3c.py; its output is tests/pinned/nash_4f60c3c.json."""
-import hashlib
 import json
 from concurrent.futures import Future
 from pathlib import Path
@@ -13,16 +12,11 @@ from nash_lit.arch import seed_arch
 from nash_lit.data import synthetic
 from nash_lit.nash import NashConfig, nash
 from nash_lit.train import TrainConfig
+from _helpers import fingerprint
 
 PINNED = json.loads((Path(__file__).parent / "pinned" / "nash_4f60c3c.json").read_text())
 
 
-def fingerprint(state: dict) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(state.items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 class Hashing:
