@@ -20,7 +20,7 @@ from .train import TrainConfig, TrainingDiverged, evaluate, normalize, train
 
 # %% auto #0
 __all__ = ['STATUSES', 'child_seeds', 'calibration_batch', 'ChildTask', 'ChildResult', 'is_oom', 'build_parent', 'make_child',
-           'recover_child', 'train_child', 'fresh', 'evaluate_child']
+           'recover_child', 'train_child', 'fresh', 'evaluate_child', 'outcome']
 
 # %% ../nbs/08_evaluate.ipynb #ea5518dc
 def child_seeds(seed: int,  # the run's seed
@@ -167,3 +167,10 @@ def evaluate_child(task: ChildTask,  # the child to make and train
     except Exception as e:
         result.status, result.error = ("oom" if is_oom(e) else "failed"), f"{type(e).__name__}: {e}"
     return result
+
+# %% ../nbs/08_evaluate.ipynb #2814d49e
+def outcome(future,  # a future of `evaluate_child`
+            ) -> ChildResult:
+    "The future's result; an executor's own failure is a failed child."
+    try: return future.result()
+    except Exception as e: return ChildResult(status="failed", error=f"{type(e).__name__}: {e}")

@@ -19,10 +19,10 @@ import torch
 
 from .arch import Arch, Net
 from .data import Data, DataSpec, as_spec
-from .evaluate import ChildResult, ChildTask, child_seeds, evaluate_child
+from .evaluate import ChildResult, ChildTask, child_seeds, evaluate_child, outcome
 from .operators import resolve_operators
 from .runs import BEST, SEED, InProcess, RunStore, child_checkpoint, collect
-from .train import TrainConfig
+from .train import TrainConfig, as_train_config
 
 # %% auto #0
 __all__ = ['PAPER_OPERATORS', 'INT_FIELDS', 'NASH', 'RANDOM', 'NashConfig', 'Walk', 'child_task', 'run_step', 'SearchFailed',
@@ -48,8 +48,8 @@ class NashConfig:
     recovery: TrainConfig | dict | None = None  # their settings; None: `approx.RECOVERY`
 
     def __post_init__(self):
-        self.train = _train_config(self.train, "train")
-        self.recovery = None if self.recovery is None else _train_config(self.recovery, "recovery")
+        self.train = as_train_config(self.train, "train")
+        self.recovery = None if self.recovery is None else as_train_config(self.recovery, "recovery")
         self.operators = (self.operators,) if isinstance(self.operators, str) else tuple(self.operators)
         _check_types(self)
         _check_ranges(self)
@@ -60,11 +60,6 @@ class NashConfig:
     def to_dict(self) -> dict: return asdict(self)
 
 # %% ../nbs/09_nash.ipynb #933d8dfe
-def _train_config(value, name: str) -> TrainConfig:
-    if isinstance(value, dict): return TrainConfig(**value)
-    if isinstance(value, TrainConfig): return value
-    raise ValueError(f"{name} must be a TrainConfig or a dict of its fields, got {type(value).__name__}")
-
 INT_FIELDS = ("n_steps", "n_child", "n_op", "n_epochs", "seed_epochs", "calib_size", "recovery_epochs", "seed")
 
 def _check_types(c: NashConfig):
@@ -129,11 +124,6 @@ def child_task(walk: Walk,  # the search
                      recovery=config.recovery, fresh_weights=not walk.climbs)
 
 # %% ../nbs/09_nash.ipynb #47b883c4
-def _outcome(future) -> ChildResult:
-    "The future's result; an executor's own failure is a failed child."
-    try: return future.result()
-    except Exception as e: return ChildResult(status="failed", error=f"{type(e).__name__}: {e}")
-
 def run_step(store: RunStore,  # the run
              executor,  # anything with submit(fn, task) -> future
              tasks: dict,  # child index j -> its ChildTask, for the children still to evaluate
@@ -144,7 +134,7 @@ def run_step(store: RunStore,  # the run
     "Evaluate the step's unfinished children; checkpoint, then log each as soon as it is back."
     futures = {j: executor.submit(evaluate_child, task) for j, task in tasks.items()}
     for j, future in collect(futures):
-        result = _outcome(future)
+        result = outcome(future)
         if result.state is not None:
             store.save(child_checkpoint(ids[j]), Net(Arch.from_json(result.arch), result.state), step=step, id=ids[j])
         store.append(dict(id=ids[j], parent=parent_id, step=step, child=j, **result.record()))

@@ -20,13 +20,13 @@ import torch
 from .approx import MIN_CONVS, MIN_FILTERS, satisfies_constraint
 from .arch import PARETO_SEEDS, Arch, Net, seed_arch
 from .data import Data, DataSpec, as_spec, default_device
-from .evaluate import ChildResult, ChildTask, build_parent, child_seeds, evaluate_child, fresh, make_child
+from .evaluate import ChildResult, ChildTask, build_parent, child_seeds, evaluate_child, fresh, make_child, outcome
 from .front import (OBJECTIVES, SAMPLINGS, Density, accept, cheap_objectives, hypervolume, pareto_front,
                             parent_probabilities, reads_weights, resolve_objectives)
 from .nash import SearchFailed, warn_if_data_travels
 from .operators import resolve_operators
 from .runs import BEST, SEED, InProcess, RunStore, atomic_write_text, child_checkpoint, collect
-from .train import TrainConfig
+from .train import TrainConfig, as_train_config
 
 # %% auto #0
 __all__ = ['PARETO_OPERATORS', 'PARETO_INTS', 'ParetoConfig', 'Member', 'update_front', 'front_hypervolume', 'pareto_task',
@@ -60,8 +60,8 @@ class ParetoConfig:
     max_failed_generations: int = 3  # consecutive generations without a trained child before the search stops
 
     def __post_init__(self):
-        self.train = _as_train_config(self.train, "train")
-        self.recovery = None if self.recovery is None else _as_train_config(self.recovery, "recovery")
+        self.train = as_train_config(self.train, "train")
+        self.recovery = None if self.recovery is None else as_train_config(self.recovery, "recovery")
         self.operators = (self.operators,) if isinstance(self.operators, str) else tuple(self.operators)
         self.objectives = resolve_objectives(self.objectives)
         _check_counts(self)
@@ -74,11 +74,6 @@ class ParetoConfig:
 # %% ../nbs/09_pareto.ipynb #71a3cad6
 PARETO_INTS = ("n_gen", "n_pc", "n_ac", "n_epochs", "recovery_epochs", "seed_epochs", "seed", "calib_size",
                "min_convs", "min_filters", "max_attempts", "max_failed_generations")
-
-def _as_train_config(value, name: str) -> TrainConfig:
-    if isinstance(value, dict): return TrainConfig(**value)
-    if isinstance(value, TrainConfig): return value
-    raise ValueError(f"{name} must be a TrainConfig or a dict of its fields, got {type(value).__name__}")
 
 def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
@@ -309,14 +304,10 @@ def _sweep(store: RunStore, keep: set):
         if int(path.stem.split("_")[1]) not in keep: path.unlink(missing_ok=True)
 
 # %% ../nbs/09_pareto.ipynb #ee06bdcf
-def _outcome(future) -> ChildResult:
-    try: return future.result()
-    except Exception as e: return ChildResult(status="failed", error=f"{type(e).__name__}: {e}")
-
 def run_generation(gen: Generation, executor) -> tuple[list, int]:
     "Train the generation's remaining accepted children through `executor`, feed them as they finish, close it."
     futures = {j: executor.submit(evaluate_child, task) for j, task in gen.tasks().items()}
-    for j, future in collect(futures): gen.feed(j, _outcome(future))
+    for j, future in collect(futures): gen.feed(j, outcome(future))
     return gen.close()
 
 def close_generation(store: RunStore, config: ParetoConfig, gen: Generation, front: list, n_trained: int):

@@ -24,8 +24,8 @@ from .arch import Arch, Net, eval_mode
 from .data import Data, default_device, train_plus_val
 
 # %% auto #0
-__all__ = ['crop_flip', 'cutout', 'mixup', 'normalize', 'augment', 'TrainConfig', 'evaluate', 'TrainingDiverged', 'train',
-           'FinalResult', 'final_train']
+__all__ = ['crop_flip', 'cutout', 'mixup', 'normalize', 'augment', 'TrainConfig', 'as_train_config', 'evaluate',
+           'TrainingDiverged', 'train', 'FinalResult', 'final_train']
 
 # %% ../nbs/02_train.ipynb #efebe952
 def crop_flip(x: torch.Tensor,  # images (N, C, H, W), any dtype
@@ -136,6 +136,15 @@ class TrainConfig:
         amp = (device.type == "cuda" or (device.type == "cpu" and _cpu_has_bf16())) if self.amp is None else self.amp
         cl = device.type in ("cuda", "cpu") if self.channels_last is None else self.channels_last
         return amp, cl
+
+# %% ../nbs/02_train.ipynb #c3fac8a4
+def as_train_config(value,  # a TrainConfig or a dict of its fields
+                    name: str = "train",  # the field it came from, for the error message
+                    ) -> TrainConfig:
+    "`value` as a TrainConfig."
+    if isinstance(value, dict): return TrainConfig(**value)
+    if isinstance(value, TrainConfig): return value
+    raise ValueError(f"{name} must be a TrainConfig or a dict of its fields, got {type(value).__name__}")
 
 # %% ../nbs/02_train.ipynb #ec5a0e99
 def evaluate(net: nn.Module,  # maps (N, 3, H, W) normalised images to (N, classes) logits
