@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 PROFILE ?= cpu
 # data root holding CIFAR-10 (sets NASH_LIT_DATA for `make reproduce`); empty: NASH_LIT_DATA or data/
 DATA ?=
+# non-empty: reproduce a non-smoke profile on a tree with uncommitted changes (recorded as <sha>-dirty, with git.diff)
+ALLOW_DIRTY ?=
 # Writable homes for matplotlib and IPython, whatever HOME allows.
 export MPLCONFIGDIR := $(CURDIR)/.mplconfig
 export IPYTHONDIR := $(CURDIR)/.ipython
@@ -34,9 +36,11 @@ test: install
 	$(BIN)/python -m pytest -q tests
 
 # Runs every reproduction notebook (nbs/1[0-9]_*.ipynb) of one settings.ini profile with papermill
-# (kernel python3, cwd nbs/) into reports/$(PROFILE)/, with tables, figures and manifest.json.
+# (kernel python3, cwd nbs/) into a fresh folder, which replaces reports/$(PROFILE)/ (tables, figures,
+# search logs, manifest.json) only when every notebook succeeded; a failure prints its cause and keeps
+# the run's folder. reports/smoke/ is CI's and ignored by git.
 reproduce: install
-	$(BIN)/python tools/reproduce.py --profile $(PROFILE) $(if $(DATA),--data $(DATA))
+	$(BIN)/python tools/reproduce.py --profile $(PROFILE) $(if $(DATA),--data $(DATA)) $(if $(ALLOW_DIRTY),--allow-dirty)
 
 clean:
 	rm -rf _proc _docs .pytest_cache .hypothesis

@@ -1,6 +1,8 @@
 """The reproduction pipeline: settings.ini profiles, tools/reproduce.py, and nbs/10_table1 at the smoke scale."""
 import csv
+import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from reproduce import load_profile, record_commit, tree_state  # noqa: E402
+from reproduce import check_target, describe_failure, load_profile, publish, record_commit, tree_state  # noqa: E402
 
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 
@@ -48,14 +50,15 @@ def test_bad_profile(tmp_path):
 def test_smoke_reproduction(tmp_path):
     "make reproduce PROFILE=smoke, into a temporary reports folder: tables, figure, notebook, manifest."
     out = tmp_path / "smoke"
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "reproduce.py"), "--profile", "smoke", "--reports", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = reproduce("--profile", "smoke", "--reports", out)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["smoke"], "the run's folder was not moved into place"
     for name in ("table1.md", "table1.csv", "table1_progress.png", "10_table1.ipynb", "manifest.json"):
         assert (out / name).is_file(), f"{name} was not written"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "ok" and manifest["profile"] == "smoke" and manifest["wall_seconds"] > 0
     assert [n["status"] for n in manifest["notebooks"]] == ["ok"]
+    assert manifest["notebooks"][0]["executed"] == str(out / "10_table1.ipynb"), "the manifest names where it lives"
     rows = list(csv.DictReader((out / "table1.csv").open()))
     paper = {(r["budget"], r["params_m"], r["test_error_pct"]) for r in rows if r["source"].startswith("paper")}
     assert paper == {("0.5 GPU days", "4.9", "4.3"), ("1 GPU day", "7.9", "4.0"), ("3 GPU days", "21.2", "3.6")}
@@ -69,6 +72,139 @@ def test_smoke_reproduction(tmp_path):
     assert manifest["parameters"]["git_commit"] == manifest["git_commit"]
     assert manifest["git_commit"].endswith("-dirty") == (out / "git.diff").is_file()
     assert not any((ROOT / "nbs").glob("*_executed*")), "papermill must not write into nbs/"
+
+
+def reproduce(*args, timeout=600) -> subprocess.CompletedProcess:
+    "tools/reproduce.py in a subprocess, one torch thread, its output captured."
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "reproduce.py"), *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def hashes(folder: Path) -> dict:
+    "relative path -> SHA-256 of every file under `folder`."
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def committed_looking_reports(folder: Path) -> dict:
+    "A reports folder as a successful run leaves it (manifest, table, notebook, a search log); its hashes."
+    (folder / "search_logs").mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps(dict(profile="tiny", status="ok")))
+    (folder / "table1.md").write_text("# Table 1\n| a | b |\n")
+    (folder / "10_table1.ipynb").write_text("{}\n")
+    (folder / "search_logs" / "nash_seed0.jsonl").write_text('{"id": 0}\n')
+    return hashes(folder)
+
+
+def test_missing_data_root_prints_why_and_keeps_the_reports(tmp_path):
+    "A reproduction that fails (no CIFAR-10 under the data root) says so on the terminal and replaces nothing."
+    ini = tmp_path / "settings.ini"
+    tiny = {**load_profile("smoke"), "dataset": "cifar10", "train_size": 64, "val_size": 32, "test_size": 32}
+    ini.write_text("[tiny]\n" + "".join(f"{k} = {v!r}\n" for k, v in tiny.items()))
+    reports = tmp_path / "reports" / "tiny"
+    before = committed_looking_reports(reports)
+    (tmp_path / "a_file").write_text("")
+    data = tmp_path / "a_file" / "cifar"  # under a file: no folder can be made there, so nothing is downloaded
+    r = reproduce("--profile", "tiny", "--settings", ini, "--data", data, "--reports", reports, "--allow-dirty")
+    shown = r.stdout + r.stderr
+    assert r.returncode == 1, shown[-3000:]
+    assert f"FileNotFoundError: CIFAR-10 not found under the data root {data.resolve()}" in r.stderr, r.stderr[-3000:]
+    assert "\x1b[" not in r.stderr, "colour codes must be stripped"
+    assert hashes(reports) == before, "a failed run must leave the reports folder byte for byte"
+    runs = list(reports.parent.glob(".tiny-run-*"))
+    assert len(runs) == 1 and f"This run's folder is kept: {runs[0]}" in r.stderr
+    executed = runs[0] / "10_table1.ipynb"
+    assert f"the executed notebook, with the failing cell's output: {executed}" in r.stderr and executed.is_file()
+    assert not list(reports.parent.glob(".tiny-old-*"))
+    manifest = json.loads((runs[0] / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["parameters"]["reports_dir"] == str(runs[0])
+    [entry] = manifest["notebooks"]
+    assert entry["status"] == "failed" and entry["error"]["ename"] == "FileNotFoundError"
+    assert entry["error"]["executed"] == str(executed)
+    assert "CIFAR-10 not found under the data root" in entry["error"]["evalue"]
+    tb = entry["error"]["traceback"]
+    assert "Traceback" in tb and tb.splitlines()[-1].startswith("FileNotFoundError: CIFAR-10 not found"), tb[-2000:]
+
+
+def test_smoke_reproduction_leaves_git_status_clean():
+    "make reproduce PROFILE=smoke, into reports/smoke/ of this checkout: CI's output, ignored by git."
+    if not (ROOT / ".git").exists(): pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files", "--", "reports/smoke"], cwd=ROOT, capture_output=True, text=True)
+    assert tracked.stdout == "", "reports/smoke/ is still committed: git rm -r --cached reports/smoke"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "reports/smoke/manifest.json"], cwd=ROOT)
+    assert ignored.returncode == 0, "reports/smoke/ must be in .gitignore"
+    status = lambda: subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "reports"],
+                                    cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    before = status()
+    r = reproduce("--profile", "smoke")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert json.loads((ROOT / "reports" / "smoke" / "manifest.json").read_text())["status"] == "ok"
+    assert status() == before, "a smoke reproduction changed what git sees under reports/"
+
+
+def test_publish_replaces_the_reports_folder(tmp_path):
+    "The finished run's folder becomes the reports folder; nothing of the old one, and no run folder, is left."
+    target, run = tmp_path / "cpu", tmp_path / ".cpu-run-1"
+    committed_looking_reports(target)
+    (target / "git.diff").write_text("stale")
+    run.mkdir()
+    (run / "manifest.json").write_text("new")
+    publish(run, target)
+    assert hashes(target) == {"manifest.json": hashlib.sha256(b"new").hexdigest()}
+    assert [p.name for p in tmp_path.iterdir()] == ["cpu"]
+    run.mkdir()
+    (run / "table1.md").write_text("first")
+    publish(run, tmp_path / "new")  # no reports folder yet
+    assert (tmp_path / "new" / "table1.md").read_text() == "first" and not run.exists()
+
+
+def test_publish_puts_the_old_reports_back_when_the_move_fails(tmp_path, monkeypatch):
+    target, run = tmp_path / "cpu", tmp_path / ".cpu-run-1"
+    before = committed_looking_reports(target)
+    run.mkdir()
+    real = Path.rename
+    def rename(self, dest):
+        if self == run: raise OSError("disk trouble")
+        return real(self, dest)
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="disk trouble"): publish(run, target)
+    assert hashes(target) == before and run.is_dir() and not list(tmp_path.glob(".cpu-old-*"))
+
+
+def test_reports_folder_that_must_not_be_replaced(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(SystemExit, match="is a file"): check_target(tmp_path / "f")
+    with pytest.raises(SystemExit, match="name a folder of its own"): check_target(ROOT)
+    with pytest.raises(SystemExit, match="name a folder of its own"): check_target(ROOT.parent)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("")
+    with pytest.raises(SystemExit, match="no manifest.json, so it is not a reports folder"): check_target(tmp_path / "mine")
+    check_target(tmp_path / "new")  # new, empty, or a reports folder: fine
+    (tmp_path / "empty").mkdir()
+    check_target(tmp_path / "empty")
+    committed_looking_reports(tmp_path / "reports")
+    check_target(tmp_path / "reports")
+
+
+def test_failure_description_names_the_cell_and_keeps_everything(tmp_path):
+    "A failing cell: exception and traceback end on the terminal, colour codes stripped; the full traceback kept."
+    from papermill.exceptions import PapermillExecutionError
+    frames = [f"\x1b[0;32mFile\x1b[0m /lib/mod.py:{k}, in \x1b[0;36mf{k}\x1b[0m\n    x = {'y' * 80}" for k in range(60)]
+    tb = ["\x1b[0;31m-------\x1b[0m", *frames, "\x1b[0;31mValueError\x1b[0m: lr_max must be > 0"]
+    e = PapermillExecutionError(6, 3, "train()", "ValueError", "lr_max must be > 0", tb)
+    executed = tmp_path / "10_table1.ipynb"
+    executed.write_text("{}")
+    text, record = describe_failure(e, executed)
+    assert "\x1b" not in text and "\x1b" not in record["traceback"]
+    assert "10_table1.ipynb failed in cell In [3]:" in text and "  ValueError: lr_max must be > 0" in text
+    assert text.count("/lib/mod.py") < 15 and "/lib/mod.py:59" in text, "the end of the traceback, not all of it"
+    assert f"the executed notebook, with the failing cell's output: {executed}" in text
+    assert len(record["traceback"]) > 5000 and "/lib/mod.py:0," in record["traceback"], "the manifest keeps it all"
+    assert (record["ename"], record["exec_count"], record["executed"]) == ("ValueError", 3, str(executed))
+    text, record = describe_failure(RuntimeError("Kernel died"), tmp_path / "never.ipynb")
+    assert "never.ipynb failed: RuntimeError: Kernel died" in text and "no executed notebook was written" in text
+    assert record["executed"] is None and "RuntimeError: Kernel died" in record["traceback"]
 
 
 def _repo(tmp_path):
@@ -117,7 +253,7 @@ def test_dirty_refusal_from_the_command_line(tmp_path, monkeypatch):
                         lambda profile, reports, allow_dirty=False, root=repo: record_commit(profile, reports, allow_dirty, repo))
     with pytest.raises(SystemExit, match="a.py"):
         reproduce.main(["--profile", "cpu", "--reports", str(tmp_path / "out"), "--settings", str(ROOT / "settings.ini")])
-    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out-run-*")), "a refused run leaves nothing"
 
 
 def test_untracked_code_makes_the_tree_dirty(tmp_path):
