@@ -13,7 +13,6 @@ import moocore
 import numpy as np
 import scipy.stats
 import torch
-from torch.utils import benchmark
 
 from .arch import Arch, Net, flops, n_params
 
@@ -70,6 +69,7 @@ class Latency:
         arch = net.arch
         model = Net(arch).to(self.device).eval()  # fresh weights: the time does not depend on their values
         x = torch.randn(self.batch_size, arch.input["channels"], arch.input["size"], arch.input["size"], device=self.device)
+        from torch.utils import benchmark  # imported here: it loads cpp_extension, which warns on CPU-only machines
         timer = benchmark.Timer(stmt="with torch.no_grad(): model(x)", globals=dict(model=model, x=x, torch=torch),
                                 num_threads=torch.get_num_threads())
         return float(timer.blocked_autorange(min_run_time=self.min_run_time).median)

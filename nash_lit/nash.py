@@ -7,26 +7,24 @@ from __future__ import annotations
 
 import json
 import numbers
-import tempfile
-import warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from .arch import Arch, Net
-from .data import Data, DataSpec, as_spec
+from .data import Data, DataSpec
 from .evaluate import ChildResult, ChildTask, child_seeds, evaluate_child, outcome
+from .executors import InProcess, collect
 from .operators import resolve_operators
-from .runs import BEST, SEED, InProcess, RunStore, child_checkpoint, collect
+from .runs import BEST, BEST_EVER, SEED, RunStore, child_checkpoint
+from .session import PROGRESS_KEYS, SearchProgress, check_search_start, run_folder, warn_if_data_travels
 from .train import TrainConfig, as_train_config
 
 # %% auto #0
-__all__ = ['PAPER_OPERATORS', 'INT_FIELDS', 'NASH', 'RANDOM', 'NashConfig', 'Walk', 'child_task', 'run_step', 'SearchFailed',
-           'best_child', 'finish_step', 'search', 'NashResult', 'warn_if_data_travels', 'nash', 'random_search']
+__all__ = ['PAPER_OPERATORS', 'INT_FIELDS', 'NASH', 'RANDOM', 'EXTEND', 'NashConfig', 'Walk', 'child_task', 'run_step',
+           'SearchFailed', 'best_child', 'finish_step', 'search', 'NashResult', 'nash', 'random_search']
 
 # %% ../nbs/09_nash.ipynb #2c8ad6eb
 PAPER_OPERATORS = ("deeper", "wider", "skip")
@@ -114,12 +112,12 @@ def child_task(walk: Walk,  # the search
                step: int,  # step i
                j: int,  # child j
                ) -> ChildTask:
-    "The task of child j of step i: its operator draw, seeds, epochs and whether it inherits weights."
+    "The task of child j of step i: its operator draw, seeds, epochs, whether it inherits weights; no bar of its own."
     rng, train_seed = child_seeds(config.seed, step, j)
     epochs = config.seed_epochs if step == 0 else config.n_epochs
     state = {k: v.detach().cpu() for k, v in parent.state_dict().items()}
     return ChildTask(parent.arch.to_json(), state, data, walk.n_op(config, step), config.operators,
-                     rng + list(walk.stream), replace(config.train, epochs=epochs, seed=train_seed),
+                     rng + list(walk.stream), replace(config.train, epochs=epochs, seed=train_seed, progress=False),
                      calib_size=config.calib_size, calib_seed=config.seed, recovery_epochs=config.recovery_epochs,
                      recovery=config.recovery, fresh_weights=not walk.climbs)
 
@@ -130,6 +128,7 @@ def run_step(store: RunStore,  # the run
              ids: list,  # the step's ids, by child index
              step: int,  # step i
              parent_id: int | None,  # the parent's id in the log (None: the seed, not logged)
+             progress: SearchProgress | None = None,  # the search's bar, told of every logged child
              ):
     "Evaluate the step's unfinished children; checkpoint, then log each as soon as it is back."
     futures = {j: executor.submit(evaluate_child, task) for j, task in tasks.items()}
@@ -137,7 +136,8 @@ def run_step(store: RunStore,  # the run
         result = outcome(future)
         if result.state is not None:
             store.save(child_checkpoint(ids[j]), Net(Arch.from_json(result.arch), result.state), step=step, id=ids[j])
-        store.append(dict(id=ids[j], parent=parent_id, step=step, child=j, **result.record()))
+        record = store.append(dict(id=ids[j], parent=parent_id, step=step, child=j, **result.record()))
+        if progress is not None: progress.child(record)
 
 # %% ../nbs/09_nash.ipynb #a7081640
 class SearchFailed(RuntimeError):
@@ -158,17 +158,18 @@ def finish_step(walk: Walk,  # the search
                 step: int,  # the step whose children are all logged
                 records: list,  # their records
                 ) -> Net:
-    "Line 8: save the search's state after `step` in best.pt, delete the step's checkpoints; returns the best network."
-    winner, best = best_child(records), store.best
+    "Line 8: keep the best network ever in best_ever.pt, the step's best in best.pt, delete the step's checkpoints."
+    winner = best_child(records)
     if winner is None:
         what = "seed" if step == 0 else "children"
         raise SearchFailed(f"all {len(records)} {what} of step {step} failed ({_failure_summary(records)}); "
                            f"the log {store.dir / 'log.jsonl'} keeps their errors")
-    keep = not walk.climbs and best is not None and best["val_error"] <= winner["val_error"]
-    net, _ = store.load(BEST) if keep else store.load(child_checkpoint(winner["id"]))
-    if not keep: best = dict(id=winner["id"], val_error=winner["val_error"], found=step)
-    store.save_best(net, step, id=best["id"], val_error=best["val_error"], found=best["found"])
-    for r in records:  # the best is safe in best.pt: the step's checkpoints are no longer needed
+    net, _ = store.load(child_checkpoint(winner["id"]))
+    found = dict(id=winner["id"], val_error=winner["val_error"], step=step)
+    if store.best_ever is None or winner["val_error"] < store.best_ever["val_error"]:  # ties: the earlier stays
+        store.save_best_ever(net, **found)
+    store.save_best(net, step, id=winner["id"], val_error=winner["val_error"], best_ever=store.best_ever["id"])
+    for r in records:  # both networks are safe in their files: the step's checkpoints are no longer needed
         store.delete(child_checkpoint(r["id"]))
     return net
 
@@ -180,12 +181,14 @@ def _start(walk: Walk, store: RunStore, seed_net: Net) -> tuple[Net, int]:
     if seed.arch != seed_net.arch:
         raise ValueError(f"the seed network differs from the one stored in {store.path(SEED)}")
     if store.best is None: return seed, walk.first_step - 1
+    for r in store.records:  # killed between best.pt and the deletes, a finished step leaves its checkpoints
+        if r["step"] <= store.best["step"]: store.delete(child_checkpoint(r["id"]))
     parent = store.load(BEST)[0] if walk.climbs else seed
     return parent, store.best["step"]
 
 def _may_start(config: NashConfig, store: RunStore, step: int, walk: Walk) -> bool:
-    "Whether the budget allows starting `step`."
-    if step == 0: return True
+    "Whether the budget allows starting `step`; the walk's first step always runs, so that there is a result."
+    if step == walk.first_step: return True
     if config.n_steps is not None and step > config.n_steps: return False
     return config.budget_seconds is None or store.seconds() < config.budget_seconds
 
@@ -196,82 +199,109 @@ def search(walk: Walk,  # NASH or RANDOM
            config: NashConfig,  # the settings
            store: RunStore,  # the run, new or resumed
            executor,  # anything with submit(fn, task) -> future
+           progress: SearchProgress | None = None,  # the search's bar; None: none
            ):
     "The loop shared by NASH and random search: plan a step, evaluate its children, move on; resumable."
     parent, step = _start(walk, store, seed_net)
     while _may_start(config, store, step + 1, walk):
         step += 1
+        if progress is not None: progress.start(step)
         n = 1 if step == 0 else config.n_child
         ids, done = store.ids(step, n), store.finished(step)
         parent_id = store.best["id"] if walk.climbs and store.best is not None else None
         tasks = {j: child_task(walk, config, data, parent, step, j) for j in range(n) if j not in done}
-        run_step(store, executor, tasks, ids, step, parent_id)
+        run_step(store, executor, tasks, ids, step, parent_id, progress)
         best = finish_step(walk, store, step, [store.finished(step)[j] for j in range(n)])
         parent = best if walk.climbs else parent
 
 # %% ../nbs/09_nash.ipynb #6a2e106d
-@dataclass
+@dataclass(repr=False)
 class NashResult:
-    "What a search found."
-    net: Net  # the network found, with its trained weights (NASH: N* of the last step)
+    "What a search found: the best network it ever trained, and beside it the network the paper returns."
+    net: Net  # the best network ever trained, by validation error (ties: the earlier id), with its weights
     val_error: float  # its validation error
     id: int  # its id in the log
     step: int  # the step that produced it (0: the seed itself)
     log: object  # the run's log as a pandas DataFrame
     run_dir: Path | None  # where the run is stored (None when it ran in a temporary folder)
+    paper_net: Net  # what Algorithm 1 returns: N* of the last step (random search: the best child, as `net`)
+    paper_val_error: float  # its validation error
+    paper_id: int  # its id in the log
+    paper_step: int  # the last step completed
+    search: str = "nash"  # which search: "nash" or "random_search"
 
     @property
+    def holds(self) -> str:
+        "What `net`, `val_error`, `id` and `step` are."
+        return "best-ever"
+    @property
     def arch(self) -> Arch: return self.net.arch
+    @property
+    def paper_arch(self) -> Arch: return self.paper_net.arch
 
-def warn_if_data_travels(data,  # what the search was given
-                         executor,  # where its tasks go (None: in this process)
-                         stacklevel: int = 2,  # the caller to name in the warning
-                         ):
-    "Warn when every task sent to another process would carry an in-memory dataset, not a spec its worker loads."
-    in_process = executor is None or isinstance(executor, ThreadPoolExecutor) or getattr(executor, "in_process", False)
-    if in_process or not isinstance(data, Data): return
-    mb = sum(t.numel() * t.element_size() for t in data.split("train") + data.split("val")) / 2**20
-    warnings.warn(f"data is an in-memory Data, so every task submitted to {type(executor).__name__} carries the whole "
-                  f"dataset ({mb:.1f} MB of training and validation images); pass a DataSpec that each worker "
-                  f"loads once instead, e.g. DataSpec.cifar10(...) or DataSpec.synthetic(...)", UserWarning,
-                  stacklevel=stacklevel + 1)
+    def __repr__(self):
+        paper = "the paper's N* (the last step's best)" if self.search == "nash" else "the control's best child"
+        same = " (the same network)" if self.paper_id == self.id else ""
+        return (f"NashResult({self.search}; net, val_error, id, step: the best-ever network, id {self.id} from step "
+                f"{self.step}, validation error {self.val_error:.4f}; paper_*: {paper}, id {self.paper_id} from step "
+                f"{self.paper_step}, validation error {self.paper_val_error:.4f}{same}; {len(self.log)} networks "
+                f"logged, run_dir={self.run_dir})")
 
-def _run(walk: Walk, seed_net, data, config, run_dir, resume, executor) -> NashResult:
+# %% ../nbs/09_nash.ipynb #4f3d1c2a
+EXTEND = ("config.n_steps", "config.budget_seconds")  # budgets a finished run may be resumed with more of
+
+def _progress_bar(walk: Walk, config: NashConfig, store: RunStore, enabled: bool) -> SearchProgress:
+    "The search's bar: children planned by n_steps (None: unknown), NASH's seed included."
+    seed = 1 if walk.first_step == 0 else 0
+    total = None if config.n_steps is None else seed + config.n_steps * config.n_child
+    name = "NASH" if walk is NASH else walk.name.replace("_", " ")
+    return SearchProgress(name, total, store.records, store.seconds, "step", config.n_steps, config.budget_seconds, enabled)
+
+def _result(walk: Walk, store: RunStore, run_dir) -> NashResult:
+    "The best-ever network, and the paper's: N* of the last step (NASH) or that same best child (random search)."
+    net, ever = store.load(BEST_EVER)
+    paper, last = (store.load(BEST)[0], store.best) if walk.climbs else (net, ever)
+    return NashResult(net, ever["val_error"], ever["id"], ever["step"], store.log(), store.dir if run_dir else None,
+                      paper, last["val_error"], last["id"], last["step"], walk.name)
+
+def _run(walk: Walk, seed_net, data, config, run_dir, resume, executor, progress) -> NashResult:
     config = config if config is not None else NashConfig()
-    warn_if_data_travels(data, executor, stacklevel=3)  # names the caller of nash or random_search
     if isinstance(seed_net, Arch):
         torch.manual_seed(config.seed)
         seed_net = Net(seed_net)
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir of the run to continue")
-    stored = dict(format=f"nash_lit.{walk.name}/2", config=config.to_dict(), seed_arch=json.loads(seed_net.arch.to_json()))
-    folder = tempfile.TemporaryDirectory(prefix=f"{walk.name}_") if run_dir is None else nullcontext(run_dir)
-    with folder as where:
-        store = RunStore(where, stored, resume, ignore=("config.train.progress",))
-        search(walk, seed_net, as_spec(data), config, store, executor if executor is not None else InProcess())
-        net, meta = store.load(BEST)
-        return NashResult(net, meta["val_error"], meta["id"], meta["found"], store.log(), store.dir if run_dir else None)
+    spec = check_search_start({"the seed network": seed_net}, data, config.train.device, executor)
+    warn_if_data_travels(data, executor, stacklevel=3)  # names the caller of nash or random_search
+    stored = dict(format=f"nash_lit.{walk.name}/3", config=config.to_dict(), seed_arch=json.loads(seed_net.arch.to_json()))
+    with run_folder(run_dir, prefix=f"{walk.name}_") as where:
+        store = RunStore(where, stored, resume, ignore=PROGRESS_KEYS, extend=EXTEND)
+        with _progress_bar(walk, config, store, progress) as bar:
+            search(walk, seed_net, spec, config, store, executor if executor is not None else InProcess(), bar)
+        return _result(walk, store, run_dir)
 
 # %% ../nbs/09_nash.ipynb #6d531bde
 def nash(seed_net: Net | Arch,  # N0: a network (its weights are the start), or an architecture (initialised with the seed)
          data: Data | DataSpec,  # training and validation data, or a spec that each worker loads
          config: NashConfig | None = None,  # Algorithm 1's settings; default NashConfig()
-         run_dir=None,  # folder of the run store; None: a temporary folder, deleted at the end
-         resume: bool = False,  # continue the run stored in `run_dir`
-         executor=None,  # anything with submit(fn, task) -> future; default: in this process
+         run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
+         resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
+         executor=None,  # anything with submit(fn, task) -> future; default: in this process; a process pool must spawn
+         progress: bool = True,  # draw one progress bar for the search (never stored: a resume may change it)
          ) -> NashResult:
-    "Algorithm 1: hill climbing on architectures with network morphisms, logged and resumable."
-    return _run(NASH, seed_net, data, config, run_dir, resume, executor)
+    "Algorithm 1: hill climbing on architectures with network morphisms, logged and resumable; the best-ever network."
+    return _run(NASH, seed_net, data, config, run_dir, resume, executor, progress)
 
 def random_search(seed_net: Net | Arch,  # the seed: every chain starts from its architecture
                   data: Data | DataSpec,  # training and validation data, or a spec that each worker loads
                   config: NashConfig | None = None,  # the same settings as NASH's (seed_epochs is unused)
-                  run_dir=None,  # folder of the run store; None: a temporary folder, deleted at the end
-                  resume: bool = False,  # continue the run stored in `run_dir`
-                  executor=None,  # anything with submit(fn, task) -> future; default: in this process
+                  run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
+                  resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
+                  executor=None,  # anything with submit(fn, task) -> future; default: in this process; a process pool must spawn
+                  progress: bool = True,  # draw one progress bar for the search
                   ) -> NashResult:
     "Table 1's control: NASH's chains of operators on the seed, each child trained from scratch; the best child."
     config = config if config is not None else NashConfig()
     if config.n_steps == 0:
         raise ValueError("random search needs n_steps >= 1 (or None with a budget_seconds)")
-    return _run(RANDOM, seed_net, data, config, run_dir, resume, executor)
+    return _run(RANDOM, seed_net, data, config, run_dir, resume, executor, progress)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import tempfile
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -23,9 +21,11 @@ from .data import Data, DataSpec, as_spec, default_device
 from .evaluate import ChildResult, ChildTask, build_parent, child_seeds, evaluate_child, fresh, make_child, outcome
 from .front import (OBJECTIVES, SAMPLINGS, Density, accept, cheap_objectives, hypervolume, pareto_front,
                             parent_probabilities, reads_weights, resolve_objectives)
-from .nash import SearchFailed, warn_if_data_travels
+from .executors import InProcess, collect
+from .nash import SearchFailed
 from .operators import resolve_operators
-from .runs import BEST, SEED, InProcess, RunStore, atomic_write_text, child_checkpoint, collect
+from .runs import BEST, SEED, RunStore, atomic_write_text, child_checkpoint
+from .session import PROGRESS_KEYS, SearchProgress, check_search_start, run_folder, warn_if_data_travels
 from .train import TrainConfig, as_train_config
 
 # %% auto #0
@@ -143,7 +143,7 @@ def pareto_task(config: ParetoConfig,  # the run's settings
     epochs = config.seed_epochs if step == 0 else config.n_epochs
     state = {k: v.detach().cpu() for k, v in parent.state_dict().items()}
     return ChildTask(parent.arch.to_json(), state, data, n_op, config.operators, rng + [attempt],
-                     replace(config.train, epochs=epochs, seed=train_seed), calib_size=config.calib_size,
+                     replace(config.train, epochs=epochs, seed=train_seed, progress=False), calib_size=config.calib_size,
                      calib_seed=config.seed, recovery_epochs=config.recovery_epochs, recovery=config.recovery)
 
 def draw_n_op(config: ParetoConfig, step: int, j: int) -> int:
@@ -304,10 +304,12 @@ def _sweep(store: RunStore, keep: set):
         if int(path.stem.split("_")[1]) not in keep: path.unlink(missing_ok=True)
 
 # %% ../nbs/09_pareto.ipynb #ee06bdcf
-def run_generation(gen: Generation, executor) -> tuple[list, int]:
+def run_generation(gen: Generation, executor, progress: SearchProgress | None = None) -> tuple[list, int]:
     "Train the generation's remaining accepted children through `executor`, feed them as they finish, close it."
     futures = {j: executor.submit(evaluate_child, task) for j, task in gen.tasks().items()}
-    for j, future in collect(futures): gen.feed(j, outcome(future))
+    for j, future in collect(futures):
+        record = gen.feed(j, outcome(future))
+        if progress is not None: progress.child(record)
     return gen.close()
 
 def close_generation(store: RunStore, config: ParetoConfig, gen: Generation, front: list, n_trained: int):
@@ -326,20 +328,23 @@ def close_generation(store: RunStore, config: ParetoConfig, gen: Generation, fro
                            f"(max_failed_generations={config.max_failed_generations}); see {store.dir / 'log.jsonl'}")
 
 # %% ../nbs/09_pareto.ipynb #32490f85
-def search_pareto(p0: list, data: DataSpec, config: ParetoConfig, store: RunStore, executor) -> list:
-    "Algorithm 2 on a run store, new or resumed; returns the final front."
+def search_pareto(p0: list, data: DataSpec, config: ParetoConfig, store: RunStore, executor, bar: SearchProgress) -> list:
+    "Algorithm 2 on a run store, new or resumed (or extended: a larger n_gen); returns the final front."
     p0 = _store_p0(store, p0)
     if store.best is None:
+        bar.start(0)
         gen = Generation.start(store, config, data, [], 0, p0)
-        front, n = run_generation(gen, executor)
+        front, n = run_generation(gen, executor, bar)
         close_generation(store, config, gen, front, n)
     front = _front_of(store)
     _sweep(store, {m.id for m in front} | {r["id"] for r in store.records if r["step"] > store.best["step"]})
+    store.delete(plan_name(store.best["step"]))  # killed between best.pt and this delete, a closed generation leaves it
     if store.best["failed"] >= config.max_failed_generations:
         raise SearchFailed(f"the run stopped after {store.best['failed']} consecutive failed generations")
     for step in range(store.best["step"] + 1, config.n_gen + 1):
+        bar.start(step)
         gen = Generation.start(store, config, data, front, step)
-        front, n = run_generation(gen, executor)
+        front, n = run_generation(gen, executor, bar)
         close_generation(store, config, gen, front, n)
     return front
 
@@ -369,9 +374,10 @@ def check_reference(p0: list, config: ParetoConfig):
 def pareto_nash(p0: list | None = None,  # P0: networks or architectures; None: the four PARETO_SEEDS
                 data: Data | DataSpec = None,  # training and validation data, or a spec that each worker loads
                 config: ParetoConfig | None = None,  # Algorithm 2's settings; default ParetoConfig()
-                run_dir=None,  # folder of the run store; None: a temporary folder, deleted at the end
-                resume: bool = False,  # continue the run stored in `run_dir`
-                executor=None,  # anything with submit(fn, task) -> future; default: in this process
+                run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
+                resume: bool = False,  # continue (or, with a larger n_gen, extend) the run stored in `run_dir`
+                executor=None,  # anything with submit(fn, task) -> future; default: in this process; a process pool must spawn
+                progress: bool = True,  # draw one progress bar for the search (never stored: a resume may change it)
                 ) -> ParetoResult:
     "Algorithm 2: evolve a Pareto front of (validation error, cheap objectives) with inverse-density sampling."
     config = config if config is not None else ParetoConfig()
@@ -381,11 +387,13 @@ def pareto_nash(p0: list | None = None,  # P0: networks or architectures; None: 
                                                       for k, n in enumerate(p0)]
     if not p0: raise ValueError("p0: the initial front needs at least one network")
     check_reference(p0, config)
+    spec = check_search_start({f"P0 network {k}": n for k, n in enumerate(p0)}, data, config.train.device, executor)
     warn_if_data_travels(data, executor, stacklevel=2)
     stored = dict(format="nash_lit.pareto/1", config=config.to_dict(), p0=[json.loads(n.arch.to_json()) for n in p0])
-    folder = tempfile.TemporaryDirectory(prefix="pareto_") if run_dir is None else nullcontext(run_dir)
-    with folder as where:
-        store = RunStore(where, stored, resume, ignore=("config.train.progress",))
-        front = search_pareto(p0, as_spec(data), config, store, executor if executor is not None else InProcess())
+    with run_folder(run_dir, prefix="pareto_") as where:
+        store = RunStore(where, stored, resume, ignore=PROGRESS_KEYS, extend=("config.n_gen",))
+        with SearchProgress("Pareto-NASH", len(p0) + config.n_gen * config.n_ac, store.records, store.seconds,
+                            "generation", config.n_gen, enabled=progress) as bar:
+            front = search_pareto(p0, spec, config, store, executor if executor is not None else InProcess(), bar)
         front = sorted(front, key=lambda m: (m.val_error, m.id))
         return ParetoResult(front, store.best["hypervolume"], store.log(), store.dir if run_dir else None)

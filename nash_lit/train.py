@@ -11,7 +11,7 @@ import os
 import sys
 import time
 import zlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .arch import Arch, Net, eval_mode
+from .checks import check_device_name, check_fit, check_setting
 from .data import Data, default_device, train_plus_val
 
 # %% auto #0
@@ -87,9 +88,10 @@ def augment(x: torch.Tensor,  # uint8 images (N, C, H, W)
             mean: torch.Tensor,  # channel statistics of the training set
             std: torch.Tensor,
             generator: torch.Generator,  # random source, on x's device
-            config: TrainConfig,  # which augmentations, how strong
+            config: TrainConfig,  # which augmentations, how strong (crop_pad, cutout None: scaled to the images)
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     "Crop, flip, normalise, cutout, mixup: returns (images, labels, partner labels, λ)."
+    if config.crop_pad is None or config.cutout is None: config = config.for_size(tuple(x.shape[-2:]))
     if config.crop_pad or config.flip: x = crop_flip(x, generator, config.crop_pad, config.flip)
     x = cutout(normalize(x, mean, std), generator, config.cutout)
     return mixup(x, y, generator, config.mixup_alpha)
@@ -98,6 +100,14 @@ def augment(x: torch.Tensor,  # uint8 images (N, C, H, W)
 def _cpu_has_bf16() -> bool:
     try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError): return False
+
+_RULES = dict(  # field -> (kind, check_setting's bounds); `device` has its own check
+    epochs=(int, dict(low=0)), batch_size=(int, dict(low=1)), lr_max=(float, dict(low=0, above=True)),
+    momentum=(float, dict(low=0, below=1)), nesterov=(bool, {}), weight_decay=(float, dict(low=0)),
+    crop_pad=(int, dict(low=0, optional=True)), flip=(bool, {}), cutout=(int, dict(low=0, optional=True)),
+    mixup_alpha=(float, dict(low=0)), amp=(bool, dict(optional=True)), channels_last=(bool, dict(optional=True)),
+    seed=(int, dict(low=0, below=2**64)), eval_every=(int, dict(low=0)), eval_batch_size=(int, dict(low=1)),
+    progress=(bool, {}), bn_eval=(bool, {}), grad_clip=(float, dict(low=0)))
 
 @dataclass
 class TrainConfig:
@@ -108,9 +118,9 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = True  # Nesterov momentum
     weight_decay: float = 5e-4  # L2 penalty on the trained parameters only
-    crop_pad: int = 4  # random crops of the image padded by this many pixels; 0: no cropping
+    crop_pad: int | None = None  # random crops of the image padded by this many pixels; 0: off; None: side // 8 (CIFAR: 4)
     flip: bool = True  # random horizontal flips
-    cutout: int = 16  # side of the Cutout square; 0: off
+    cutout: int | None = None  # side of the Cutout square; 0: off; None: side // 2 (CIFAR: 16)
     mixup_alpha: float = 0.2  # mixup's λ ~ Beta(α, α); 0: off
     amp: bool | None = None  # bf16 autocast; None: on for CUDA and for CPUs with native bf16
     channels_last: bool | None = None  # channels-last layout; None: on for CUDA and CPU
@@ -123,13 +133,25 @@ class TrainConfig:
     grad_clip: float = 0.0  # clip the gradient norm to this value; 0: off (needed without BatchNorm's normalisation)
 
     def __post_init__(self):
-        for name in ("epochs", "crop_pad", "cutout", "eval_every", "grad_clip"):
-            if getattr(self, name) < 0: raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1: raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr_max < 0 or self.weight_decay < 0 or self.mixup_alpha < 0 or not 0 <= self.momentum < 1:
-            raise ValueError(f"need lr_max, weight_decay, mixup_alpha >= 0 and 0 <= momentum < 1, got {self}")
-        if self.nesterov and self.momentum == 0: raise ValueError("Nesterov momentum needs momentum > 0")
+        for name, (kind, bounds) in _RULES.items():
+            setattr(self, name, check_setting("TrainConfig", name, getattr(self, name), kind, **bounds))
+        self.device = check_device_name("TrainConfig.device", self.device)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("TrainConfig.nesterov=True needs momentum > 0; pass nesterov=False for plain SGD")
+
+    def for_size(self, size) -> TrainConfig:
+        "A copy for images of side `size` (or (H, W): the shorter side counts), crop_pad and cutout resolved and checked."
+        h, w = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+        side = min(h, w)
+        pad = side // 8 if self.crop_pad is None else self.crop_pad
+        cut = side // 2 if self.cutout is None else self.cutout
+        if pad >= side:
+            raise ValueError(f"TrainConfig.crop_pad={pad} cannot apply to {h}×{w} images: the padding must be smaller "
+                             f"than the image ({side}); use crop_pad=None (scaled: {side // 8}) or 0 (off)")
+        if cut > side:
+            raise ValueError(f"TrainConfig.cutout={cut} cannot apply to {h}×{w} images: the square would be larger "
+                             f"than the image; use cutout=None (scaled: {side // 2}) or 0 (off)")
+        return replace(self, crop_pad=pad, cutout=cut)
 
     def speedups(self, device: torch.device) -> tuple[bool, bool]:
         "(amp, channels_last) as used on `device`."
@@ -142,12 +164,16 @@ def as_train_config(value,  # a TrainConfig or a dict of its fields
                     name: str = "train",  # the field it came from, for the error message
                     ) -> TrainConfig:
     "`value` as a TrainConfig."
-    if isinstance(value, dict): return TrainConfig(**value)
+    if isinstance(value, dict):
+        known = [f.name for f in fields(TrainConfig)]
+        unknown = sorted(set(value) - set(known))
+        if unknown: raise ValueError(f"{name} has unknown TrainConfig field(s) {unknown}; its fields are {known}")
+        return TrainConfig(**value)
     if isinstance(value, TrainConfig): return value
     raise ValueError(f"{name} must be a TrainConfig or a dict of its fields, got {type(value).__name__}")
 
 # %% ../nbs/02_train.ipynb #ec5a0e99
-def evaluate(net: nn.Module,  # maps (N, 3, H, W) normalised images to (N, classes) logits
+def evaluate(net: nn.Module,  # maps (N, C, H, W) normalised images to (N, classes) logits
              data: Data,  # the dataset; its tensors are moved to the network's device if needed
              split: str = "val",  # 'val', 'test' or 'train'
              batch_size: int = 1024,  # images per forward pass
@@ -198,8 +224,28 @@ def _loss(net: nn.Module, x, y_a, y_b, lam: float, teacher, device, amp: bool) -
     # ‖·‖ with a tiny floor: its gradient is undefined (NaN) where child and teacher agree exactly
     return ((logits - target).pow(2).sum(1) + 1e-12).sqrt().mean()
 
+# %% ../nbs/02_train.ipynb #f17a0004
+def _prepare(net, data, config, teacher) -> tuple[TrainConfig, torch.device]:
+    "Every check `train` makes before anything trains; returns the config resolved for the images, and the device."
+    if not isinstance(net, nn.Module):
+        hint = "; build one with Net(arch)" if isinstance(net, Arch) else ""
+        raise TypeError(f"train takes a network (an nn.Module), got {type(net).__name__}{hint}")
+    if not isinstance(data, Data):
+        raise TypeError(f"train takes a Data, got {type(data).__name__} (a DataSpec: spec.load(); your own tensors: "
+                        "Data.from_tensors)")
+    config = as_train_config(TrainConfig() if config is None else config, "config")
+    try: device = default_device(config.device)
+    except ValueError as e:
+        raise ValueError(f"TrainConfig.device={config.device!r} cannot be used here: {e}; "
+                         "use device=None (CUDA if available, else CPU)") from None
+    if len(data.y_train) == 0: raise ValueError("the data has no training images")
+    config = config.for_size(tuple(data.x_train.shape[-2:]))
+    check_fit(net, data)
+    if teacher is not None: check_fit(teacher, data, "the teacher")
+    return config, device
+
 # %% ../nbs/02_train.ipynb #23013207
-def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; trained in place, moved to the device
+def train(net: nn.Module,  # maps (N, C, H, W) images to (N, classes) logits; trained in place, moved to the device
           data: Data,  # the dataset; moved to the training device if it is elsewhere
           config: TrainConfig | None = None,  # settings; default TrainConfig()
           trainable=None,  # names of the parameters to train (all others frozen, BN statistics included); None: all
@@ -207,11 +253,9 @@ def train(net: nn.Module,  # maps (N, 3, H, W) images to (N, classes) logits; tr
           checkpoint=None,  # a file: save after every epoch, and resume from it when it exists; None: no checkpoints
           ) -> list[dict]:
     "Train `net` with SGD and cosine annealing; returns one dict per epoch (loss, val_error, lr, seconds, img_s)."
-    config = config if config is not None else TrainConfig()
-    device = default_device(config.device)
+    config, device = _prepare(net, data, config, teacher)  # every check, before anything trains
     amp, channels_last = config.speedups(device)
     n, bs = len(data.y_train), config.batch_size
-    if n == 0: raise ValueError("the data has no training images")
     if data.device != device: data = data.to(device)
     flags = {name: p.requires_grad for name, p in net.named_parameters()}
     was_training, teacher_training = net.training, teacher is not None and teacher.training
@@ -354,7 +398,12 @@ def final_train(model,  # an Arch, a Net, any nn.Module, or a zero-argument fact
                 checkpoint=None,  # a file to checkpoint every epoch and resume from (see `train`)
                 ) -> FinalResult:
     "Section 5.1: train on train+val for `epochs`, then report the test error."
-    config = replace(config if config is not None else TrainConfig(), epochs=epochs, seed=seed)
+    epochs = check_setting("final_train", "epochs", epochs, int, low=0)
+    from_scratch = check_setting("final_train", "from_scratch", from_scratch, bool)
+    seed = check_setting("final_train", "seed", seed, int, low=0, below=2**64)
+    if not isinstance(data, Data): raise TypeError(f"final_train takes a Data, got {type(data).__name__}")
+    if len(data.y_test) == 0: raise ValueError("final_train: the data has no test images to report the error on")
+    config = replace(as_train_config(TrainConfig() if config is None else config, "final_train.config"), epochs=epochs, seed=seed)
     net = _final_net(model, from_scratch, seed)
     history = train(net, train_plus_val(data), config, checkpoint=checkpoint)
     return FinalResult(net, evaluate(net, data, "test"), history)

@@ -35,3 +35,20 @@ def finish(proc: subprocess.Popen, timeout: float = 300):
     "Wait for a script; fail with the end of its stderr if it failed."
     _, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err.decode()[-3000:]
+
+
+def gray_data(n: int = 32):
+    "A 1-channel 16x16 dataset of 4 classes, built from uint8 tensors: it fits no default seed network."
+    import torch
+    from nash_lit.data import Data
+    g = torch.Generator().manual_seed(0)
+    def split(k): return torch.randint(0, 256, (k, 1, 16, 16), dtype=torch.uint8, generator=g), torch.arange(k) % 4
+    return Data(*split(n), *split(n // 2), *split(n // 2), classes=("a", "b", "c", "d"))
+
+
+def no_training(monkeypatch, search_module):
+    "Make any training, or any child evaluated by `search_module`, fail the test."
+    import pytest
+    from importlib import import_module
+    monkeypatch.setattr(import_module("nash_lit.evaluate"), "train", lambda *a, **k: pytest.fail("trained before the mistake was found"))
+    monkeypatch.setattr(search_module, "evaluate_child", lambda task: pytest.fail("a child was evaluated before the mistake was found"))

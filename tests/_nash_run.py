@@ -1,6 +1,7 @@
 "A smoke-scale NASH search, run as a subprocess by tests/test_nash.py: python _nash_run.py RUN_DIR SEED OUT.json."
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -22,7 +23,8 @@ def config(seed: int) -> NashConfig:
 
 def main(run_dir: str, seed: int, out: str):
     data = synthetic(128, 64, 32, seed=0)
-    result = nash(seed_arch((4, 8, 8)), data, config(seed), run_dir=run_dir, resume=True)
+    resume = (Path(run_dir) / "config.json").exists()  # killed before its config was written: nothing to resume
+    result = nash(seed_arch((4, 8, 8)), data, config(seed), run_dir=run_dir, resume=resume, progress=False)
     with open(out, "w") as f:
         json.dump(dict(id=result.id, step=result.step, val_error=result.val_error, arch=result.arch.to_json(),
                        weights=fingerprint(result.net)), f)

@@ -1,6 +1,7 @@
 "A smoke-scale Pareto-NASH run, as a subprocess of tests/test_pareto.py: python _pareto_run.py RUN_DIR SEED OUT.json."
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -24,7 +25,8 @@ def config(seed: int) -> ParetoConfig:
 
 def main(run_dir: str, seed: int, out: str):
     data = synthetic(96, 48, 16, seed=0)
-    result = pareto_nash(P0, data, config(seed), run_dir=run_dir, resume=True)
+    resume = (Path(run_dir) / "config.json").exists()  # killed before its config was written: nothing to resume
+    result = pareto_nash(P0, data, config(seed), run_dir=run_dir, resume=resume, progress=False)
     front = [dict(id=m.id, val_error=m.val_error, objectives=list(m.objectives), arch=m.net.arch.to_json(),
                   weights=fingerprint(m.net)) for m in result.front]
     with open(out, "w") as f:

@@ -1,4 +1,4 @@
-"Acceptance of issue 10: the Table 2 baselines' sizes, forward/backward of every configuration, and training."
+"Acceptance of issues 10 and 12: the Table 2 baselines and Table 1's ResNet reference: sizes, forward/backward, training."
 import copy
 from functools import partial
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from nash_lit.arch import flops, n_params
-from nash_lit.baselines import (BASELINES, NASNET_A_NORMAL, PUBLISHED_PARAMS, TABLE2_NASNET, MobileNet, NASNet,
-                                NASNetCell, baseline, baseline_params, nearest_baseline)
+from nash_lit.baselines import (BASELINES, NASNET_A_NORMAL, PUBLISHED_PARAMS, RESNET_DEPTHS, TABLE2_NASNET, BasicBlock,
+                                MobileNet, NASNet, NASNetCell, ResNet, baseline, baseline_params, nearest_baseline)
 from nash_lit.data import synthetic
 from nash_lit.train import TrainConfig, final_train, normalize
 
@@ -64,7 +64,7 @@ def train_loss(net, data):
         return F.cross_entropy(copy.deepcopy(net).train()(x), y).item()
 
 
-@pytest.mark.parametrize("name", ["mobilenet-0.1", "nasnet-2@96"])
+@pytest.mark.parametrize("name", ["mobilenet-0.1", "nasnet-2@96", "resnet-8"])
 def test_final_train_lowers_loss(name, one_thread):
     "The smallest of each family trains one epoch on synthetic data through `final_train` and lowers the loss."
     data = synthetic(512, 128, 64)
@@ -74,6 +74,47 @@ def test_final_train_lowers_loss(name, one_thread):
     result = final_train(partial(baseline, name), data, epochs=1, config=config, seed=0)
     assert train_loss(result.net, data) < before
     assert 0 <= result.test_error <= 1
+
+
+def test_resnet_20_has_the_published_parameters():
+    "He et al. (2016), Table 6: ResNet-20 has 0.27M parameters; ours, with option A shortcuts, 269,722."
+    assert baseline_params("resnet-20") == 269_722
+    assert abs(baseline_params("resnet-20") / 270_000 - 1) < 0.01
+    assert baseline_params("resnet-8") == 75_290  # option B's projections would add 2,752: the 78K sometimes quoted
+
+
+@pytest.mark.parametrize("depth", RESNET_DEPTHS)
+def test_resnet_depth_is_6n_plus_2(depth):
+    "6n + 2 weighted layers: the stem, 2n convolutions per stage, the classifier; maps of 32, 16, 8 pixels."
+    with torch.device("meta"):
+        net = ResNet(depth)
+    assert sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in net.modules()) == depth
+    assert len(net.blocks) == 3 * (depth - 2) // 6
+    sizes = [32]
+    for block in net.blocks:
+        sizes.append(sizes[-1] // block.stride)
+    assert sorted(set(sizes), reverse=True) == [32, 16, 8]
+
+
+def test_resnet_shortcut_is_parameter_free():
+    "Option A: the shortcut subsamples and pads with zeros; a silenced residual branch leaves ReLU(shortcut)."
+    torch.manual_seed(0)
+    block = BasicBlock(16, 32, stride=2).eval()
+    x = torch.randn(3, 16, 16, 16)
+    short = block.shortcut(x)
+    assert torch.equal(short[:, :16], x[:, :, ::2, ::2]) and not short[:, 16:].any()
+    assert n_params(block) == 16 * 32 * 9 + 32 * 32 * 9 + 4 * 32
+    torch.nn.init.zeros_(block.bn2.weight)
+    torch.nn.init.zeros_(block.bn2.bias)
+    assert torch.allclose(block(x), torch.relu(short))
+    same = BasicBlock(16, 16).eval()
+    assert torch.equal(same.shortcut(x), x)
+
+
+def test_nearest_resnet():
+    assert nearest_baseline(78_000, "resnet") == "resnet-8"
+    assert nearest_baseline(270_000, "resnet") == "resnet-20"
+    assert nearest_baseline(2e6, "resnet") == "resnet-110"
 
 
 def test_mobilenet_strides_and_widths():
@@ -102,7 +143,11 @@ def test_drop_path_only_while_training():
     (lambda: NASNet(2, 100), "filters"),
     (lambda: NASNet(2, 96, drop_path=1.0), "drop_path"),
     (lambda: NASNetCell(NASNET_A_NORMAL._replace(ops=(("conv_9x9", 0),) + NASNET_A_NORMAL.ops[1:]), 8, 8, 4, False), "ops[0]"),
-    (lambda: nearest_baseline(1e5, "resnet"), "family"),
+    (lambda: nearest_baseline(1e5, "vgg"), "family"),
+    (lambda: ResNet(18), "depth"),
+    (lambda: ResNet(2), "depth"),
+    (lambda: ResNet(20, classes=0), "classes"),
+    (lambda: BasicBlock(32, 16), "c_out"),
 ])
 def test_bad_input_names_the_field(make, field):
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):

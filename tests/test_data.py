@@ -1,6 +1,7 @@
-"Data specs (nash_lit.data): picklable, small, cached once per process, and checked before anything loads."
+"Data (nash_lit.data): tensors checked on construction, built from your own tensors, arrays and datasets; specs picklable, small, cached once per process, and checked before anything loads."
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +58,195 @@ def test_train_plus_val():
     assert len(both.y_train) == 50 and len(both.y_val) == 0
     assert torch.equal(both.mean, data.mean) and torch.equal(both.x_test, data.x_test)
     assert D.train_plus_val(both) is both
+
+
+# --- Data checks its tensors (issue 11) ---------------------------------------------------------------
+
+def _splits(x, y):
+    "The same images and labels as all three splits."
+    return x, y, x, y, x, y
+
+
+@pytest.fixture(scope="module")
+def gray():
+    "A 1-channel 16x16 dataset of 4 classes as uint8 tensors."
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (12, 1, 16, 16), dtype=torch.uint8, generator=g), torch.arange(12) % 4
+
+
+def test_float_images_are_refused_naming_the_field_and_from_tensors(gray):
+    x, y = gray
+    with pytest.raises(ValueError, match=r"Data\.x_train is torch\.float32") as e: D.Data(*_splits(x.float() / 255, y))
+    assert "Data.from_tensors converts float images in [0, 1]" in str(e.value)
+    with pytest.raises(ValueError, match=r"Data\.x_test is torch\.float64"):
+        D.Data(x, y, x, y, x.double() / 255, y)
+    with pytest.raises(ValueError, match=r"Data\.x_train is torch\.int64.*x\.to\(torch\.uint8\)"): D.Data(*_splits(x.long(), y))
+    with pytest.raises(TypeError, match=r"Data\.x_val must be a torch tensor.*numpy"): D.Data(x, y, x.numpy(), y, x, y)
+
+
+def test_nhwc_images_are_refused_with_the_permute_and_the_layout_fix(gray):
+    x, y = gray
+    with pytest.raises(ValueError, match=r"Data\.x_train has shape \(12, 16, 16, 1\), which looks channels-last") as e:
+        D.Data(*_splits(x.permute(0, 2, 3, 1), y))
+    assert "x.permute(0, 3, 1, 2)" in str(e.value) and "layout='NHWC'" in str(e.value)
+    with pytest.raises(ValueError, match=r"x\.unsqueeze\(1\)"): D.Data(*_splits(x[:, 0], y))
+    # a small NCHW image is not mistaken for NHWC: axis 1 holds 3 channels
+    assert D.Data(*_splits(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]))).channels == 3
+
+
+def test_splits_must_share_one_image_shape(gray):
+    x, y = gray
+    with pytest.raises(ValueError, match=r"Data\.x_val holds \(1, 8, 8\) images, x_train \(1, 16, 16\)"):
+        D.Data(x, y, x[:, :, :8, :8], y, x, y)
+    with pytest.raises(ValueError, match=r"Data\.x_test holds \(3, 16, 16\) images"):
+        D.Data(x, y, x, y, x.repeat(1, 3, 1, 1), y)
+
+
+def test_labels_must_be_int64_of_matching_length_and_in_range(gray):
+    x, y = gray
+    with pytest.raises(ValueError, match=r"Data\.y_train is torch\.int32.*y\.long\(\)"): D.Data(x, y.int(), x, y, x, y)
+    with pytest.raises(ValueError, match=r"Data\.y_val has 11 labels for 12 images"): D.Data(x, y, x, y[:11], x, y)
+    with pytest.raises(ValueError, match=r"Data\.y_test holds the label -1"): D.Data(x, y, x, y, x, y - 1)
+    with pytest.raises(ValueError, match=r"Data\.y_train must be 1-D.*argmax"): D.Data(x, y[:, None], x, y, x, y)
+    with pytest.raises(ValueError, match=r"Data\.y_train holds the label 3, but Data\.classes names 3 classes"):
+        D.Data(*_splits(x, y), classes=("a", "b", "c"))
+    high = y.clone()
+    high[0] = 7
+    with pytest.raises(ValueError, match=r"Data\.y_val holds the label 7, but Data\.classes names 4"):
+        D.Data(x, y, x, high, x, y, classes=4)
+    with pytest.raises(TypeError, match="Data.classes must be a list or tuple of class names"):
+        D.Data(*_splits(x, y), classes="abcd")
+    with pytest.raises(ValueError, match=r"Data\.mean needs one value per channel \(1\)"):
+        D.Data(*_splits(x, y), mean=torch.zeros(3), std=torch.ones(3))
+
+
+def test_default_class_names_are_never_cifars(gray):
+    x, y = gray
+    data = D.Data(*_splits(x, y))
+    assert data.classes == ("class 0", "class 1", "class 2", "class 3")
+    assert (data.n_classes, data.channels, data.size) == (4, 1, 16)
+    # K = 1 + the largest label of any split, even one the training split lacks
+    high = y.clone()
+    high[0] = 5
+    assert D.Data(x, y, x, y, x, high).n_classes == 6
+    assert D.Data(*_splits(x, y), classes=10).classes[-1] == "class 9"
+    assert D.Data(*_splits(x, y), classes=["w", "x", "y", "z"]).classes == ("w", "x", "y", "z")
+    assert D.synthetic(16, 4, 4, classes=3).classes == ("class 0", "class 1", "class 2")
+    assert D.synthetic(16, 4, 4).n_classes == 10  # synthetic names all its classes, drawn or not
+    assert not set(D.Data(*_splits(x, y)).classes) & set(D.CLASSES)
+    assert D.Data(*_splits(x[..., :12], y)).size == (16, 12)  # non-square: (H, W)
+    moved = D.Data(*_splits(x, y), classes=("a", "b", "c", "d")).to("cpu")
+    assert moved.classes == ("a", "b", "c", "d") and D.train_plus_val(moved).classes == moved.classes
+
+
+# --- Data.from_tensors ------------------------------------------------------------------------------------
+
+def test_from_tensors_converts_numpy_float_uint8_and_nhwc_alike():
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    labels = rng.integers(0, 5, 40)
+    as_float = D.Data.from_tensors(pixels.astype(np.float32) / 255, labels, layout="NHWC", device="cpu")
+    as_bytes = D.Data.from_tensors(pixels, labels, layout="NHWC", device="cpu")
+    as_torch = D.Data.from_tensors(torch.from_numpy(pixels).permute(0, 3, 1, 2), torch.from_numpy(labels), device="cpu")
+    for other in (as_bytes, as_torch):
+        for s in ("train", "val", "test"):
+            assert all(torch.equal(a, b) for a, b in zip(as_float.split(s), other.split(s)))
+    assert as_float.x_train.dtype == torch.uint8 and as_float.y_train.dtype == torch.int64
+    assert (len(as_float.y_train), len(as_float.y_val), len(as_float.y_test)) == (32, 4, 4)
+    # the three splits partition the images given
+    seen = torch.cat([as_float.x_train, as_float.x_val, as_float.x_test]).flatten(1)
+    original = torch.from_numpy(pixels).permute(0, 3, 1, 2).flatten(1)
+    assert sorted(map(bytes, seen.numpy())) == sorted(map(bytes, original.numpy()))
+    assert as_float.classes == tuple(f"class {k}" for k in range(int(labels.max()) + 1))
+
+
+def test_from_tensors_splits_resizes_and_takes_one_channel():
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 256, (30, 20, 20), dtype=np.uint8), list(rng.integers(0, 3, 30))
+    data = D.Data.from_tensors(x, y, x[:6], y[:6], val_size=5, size=16, classes=("a", "b", "c"), device="cpu")
+    assert (data.channels, data.size, len(data.y_train), len(data.y_val), len(data.y_test)) == (1, 16, 25, 5, 6)
+    assert data.classes == ("a", "b", "c")
+    again = D.Data.from_tensors(x, y, x[:6], y[:6], val_size=5, size=16, device="cpu")
+    assert torch.equal(again.x_val, data.x_val)  # the split is seeded
+    other = D.Data.from_tensors(x, y, x[:6], y[:6], val_size=5, size=16, seed=1, device="cpu")
+    assert not torch.equal(other.x_val, data.x_val)
+    flat = D.Data.from_tensors(np.full((10, 1, 20, 30), 0.5, dtype=np.float32), np.zeros(10, dtype=int), size=8, device="cpu")
+    assert flat.size == 8 and (flat.x_train == 128).all()  # resizing a flat image keeps it flat
+
+
+def test_from_tensors_refuses_what_it_cannot_read():
+    x, y = np.zeros((20, 16, 16, 3), dtype=np.uint8), np.zeros(20, dtype=int)
+    with pytest.raises(ValueError, match="looks channels-last: pass layout='NHWC'"): D.Data.from_tensors(x, y)
+    with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\].*divide them by 255"):
+        D.Data.from_tensors(x.astype(np.float32) + 200, y, layout="NHWC")
+    with pytest.raises(ValueError, match="integer images must lie in 0..255"):
+        D.Data.from_tensors(x.astype(np.int64) - 1, y, layout="NHWC")
+    with pytest.raises(ValueError, match="y has 19 labels for 20 images"): D.Data.from_tensors(x, y[:19], layout="NHWC")
+    with pytest.raises(ValueError, match=r"is torch\.float64: labels are integer class indices"):
+        D.Data.from_tensors(x, y.astype(float), layout="NHWC")
+    with pytest.raises(ValueError, match="val_size must be a fraction in"): D.Data.from_tensors(x, y, layout="NHWC", val_size=1.5)
+    with pytest.raises(ValueError, match="test_size holds out test images when no test set is given"):
+        D.Data.from_tensors(x, y, x, y, layout="NHWC", test_size=0.2)
+    with pytest.raises(ValueError, match="pass x_test and y_test together"): D.Data.from_tensors(x, y, x, layout="NHWC")
+    with pytest.raises(ValueError, match="layout must be 'NCHW' or 'NHWC'"): D.Data.from_tensors(x, y, layout="HWC")
+    with pytest.raises(ValueError, match="size must be a positive int"): D.Data.from_tensors(x, y, layout="NHWC", size=0)
+    with pytest.raises(ValueError, match="no training images are left"):
+        D.Data.from_tensors(x, y, layout="NHWC", val_size=0.9, test_size=0.1)
+
+
+# --- Data.from_dataset, image folders ------------------------------------------------------------------------
+
+def _image_folder(root, sizes=((20, 24), (16, 16), (40, 30), (12, 18)), per_class=3, mode="RGB"):
+    "An ImageFolder tree of PNGs of different sizes: classes 'cat', 'dog'."
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True)
+        for k in range(per_class):
+            h, w = sizes[(c * per_class + k) % len(sizes)]
+            pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).convert(mode).save(root / name / f"{k}.png")
+    return root
+
+
+def test_from_dataset_reads_an_image_folder_resized(tmp_path):
+    from torchvision.datasets import ImageFolder
+    folder = ImageFolder(str(_image_folder(tmp_path / "pets", per_class=5)))
+    data = D.Data.from_dataset(folder, size=16, val_size=2, test_size=2, device="cpu")
+    assert data.classes == ("cat", "dog") and data.size == 16 and data.channels == 3
+    assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (6, 2, 2)
+    assert data.x_train.dtype == torch.uint8
+    with pytest.raises(ValueError, match=r"holds images of different sizes.*pass size=\.\.\."):
+        D.Data.from_dataset(folder)
+    test_folder = ImageFolder(str(_image_folder(tmp_path / "test", per_class=2)))
+    with_test = D.Data.from_dataset(folder, test_folder, size=8, val_size=0, device="cpu")
+    assert (len(with_test.y_train), len(with_test.y_val), len(with_test.y_test)) == (10, 0, 4)
+
+
+def test_image_folder_loader_and_its_spec(tmp_path):
+    root = _image_folder(tmp_path / "gray", mode="L")
+    data = D.image_folder(root, size=16, device="cpu")
+    assert data.channels == 3  # ImageFolder reads every image as RGB
+    spec = D.DataSpec.image_folder(root, size=16, val_size=0.2)
+    assert pickle.loads(pickle.dumps(spec)) == spec and len(pickle.dumps(spec)) < 500
+    loaded = spec.load("cpu")
+    assert loaded.classes == ("cat", "dog") and loaded.size == 16 and spec.load("cpu") is loaded
+    with pytest.raises(FileNotFoundError, match="is not a folder"): D.image_folder(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="is not a folder"): D.DataSpec.image_folder(tmp_path / "missing")
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['sise'\]"): D.DataSpec.image_folder(root, sise=16)
+
+
+def test_from_dataset_takes_tensors_arrays_and_pil_images():
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    tensors = [(torch.rand(1, 8, 8), k % 2) for k in range(10)]  # ToTensor: float (C, H, W) in [0, 1]
+    assert D.Data.from_dataset(tensors, device="cpu").channels == 1
+    arrays = [(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), np.int64(k % 3)) for k in range(10)]
+    assert D.Data.from_dataset(arrays, device="cpu").n_classes == 3
+    palette = [(Image.new("P", (8, 8)), torch.tensor(k % 2)) for k in range(10)]
+    assert D.Data.from_dataset(palette, device="cpu").channels == 3
+    with pytest.raises(ValueError, match=r"looks \(H, W, C\)"): D.Data.from_dataset([(torch.rand(8, 8, 3), 0)] * 10)
+    with pytest.raises(TypeError, match="labels must be class indices"): D.Data.from_dataset([(torch.rand(1, 4, 4), "cat")] * 10)
+    with pytest.raises(TypeError, match=r"must be an \(image, label\) pair"): D.Data.from_dataset([torch.rand(1, 4, 4)] * 10)
+    with pytest.raises(ValueError, match=r"mixes images with \[1, 3\] channels"):
+        D.Data.from_dataset([(torch.rand(1, 4, 4), 0), (torch.rand(3, 4, 4), 1)] * 5)

@@ -3,19 +3,21 @@ import json
 import random
 import signal
 import time
+from importlib import import_module
 from pathlib import Path
 
 import pytest
 import torch
 
-import nash_lit.evaluate as E
-import nash_lit.nash as N
 import nash_lit.runs as R
 from nash_lit.arch import Arch, seed_arch
+from nash_lit.executors import InProcess
 from nash_lit.runs import RunDamaged, load_checkpoint, read_log, read_records
 from nash_lit.data import synthetic
 from nash_lit.train import TrainConfig, TrainingDiverged
-from _helpers import finish, log_lines, start_script
+from _helpers import finish, gray_data, log_lines, no_training, start_script
+E = import_module("nash_lit.evaluate")  # not `import ... as`: the package's `evaluate` (train's function) hides the module
+N = import_module("nash_lit.nash")  # not `import ... as`: the package's `nash` (the function) hides the module
 
 SCRIPT = Path(__file__).with_name("_nash_run.py")
 TRAIN = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
@@ -119,7 +121,9 @@ def test_failed_child_is_data(tmp_path, data, monkeypatch):
     assert list(log.status) == ["ok", "diverged", "oom", "ok", "ok", "ok", "failed"]
     assert "loss became nan" in log.error[1] and "boom" in log.error[6]
     assert log.parent[4] == 3  # step 2 climbed from the only child of step 1 that trained
-    assert result.step == 2 and result.id in (4, 5)
+    assert result.paper_step == 2 and result.paper_id in (4, 5)
+    ok = log[log.status == "ok"]
+    assert result.val_error == ok.val_error.min() and result.id == ok[ok.val_error == ok.val_error.min()].index.min()
 
 
 def test_all_children_failing_is_a_clear_error(tmp_path, data, monkeypatch):
@@ -181,24 +185,31 @@ def test_argmin_over_children_even_if_worse_than_parent(tmp_path, data, monkeypa
         return out
     monkeypatch.setattr(N, "evaluate_child", worse_children)
     result = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path)
-    assert (result.id, result.step, result.val_error) == (1, 1, 0.9)
+    assert (result.paper_id, result.paper_step, result.paper_val_error) == (1, 1, 0.9)  # the paper's N*
+    assert (result.id, result.step, result.val_error) == (0, 0, 0.1)  # the seed was better: it is the best ever
 
 
 def test_process_pool_executor(tmp_path, data):
-    "evaluate_child is a picklable top-level function: a process pool runs the same search."
+    "A spawn pool of one worker runs the same search as this process: the same children, errors and weights."
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
+    from _helpers import fingerprint
     config = small_config(n_steps=1, n_child=2)
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+    # the worker uses this process's thread count: another count sums in another order (other last bits)
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
+                             initargs=(torch.get_num_threads(),)) as pool:
         with pytest.warns(UserWarning, match=r"every task submitted to ProcessPoolExecutor carries the whole dataset "
                                              r"\(0\.3 MB.*DataSpec\.cifar10\(\.\.\.\) or DataSpec\.synthetic"):
             result = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "pool", executor=pool)
-    assert list(result.log.status) == ["ok"] * 3 and result.step == 1
+    assert list(result.log.status) == ["ok"] * 3 and result.paper_step == 1
     local = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "local")
-    assert list(result.log.arch) == list(local.log.arch)  # the same children, wherever they were trained
+    assert list(result.log.sort_values("id").arch) == list(local.log.sort_values("id").arch)
+    assert list(result.log.sort_values("id").val_error) == list(local.log.sort_values("id").val_error)
+    assert (result.id, result.paper_id) == (local.id, local.paper_id)
+    assert fingerprint(result.net) == fingerprint(local.net) and fingerprint(result.paper_net) == fingerprint(local.paper_net)
 
 
-def test_data_that_would_travel_warns(data):
+def test_data_that_would_travel_warns(data, tmp_path):
     "Only an in-memory Data sent to other processes warns; the warning names the caller's line."
     import warnings
     from concurrent.futures import ThreadPoolExecutor
@@ -206,14 +217,14 @@ def test_data_that_would_travel_warns(data):
     class Cluster:  # stands for a Dask client
         def submit(self, fn, *args): raise RuntimeError("not reached")
     class Here(Cluster): in_process = True  # an executor of one's own that runs its tasks in this process
-    for quiet in [(data, None), (data, R.InProcess()), (data, ThreadPoolExecutor(1)), (data, Here()),
+    for quiet in [(data, None), (data, InProcess()), (data, ThreadPoolExecutor(1)), (data, Here()),
                   (DataSpec.synthetic(), Cluster())]:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             N.warn_if_data_travels(*quiet)
     with pytest.warns(UserWarning, match="submitted to Cluster carries the whole dataset") as caught:
         with pytest.raises(RuntimeError, match="not reached"):
-            N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=1), executor=Cluster())
+            N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=1), executor=Cluster(), run_dir=tmp_path)
     assert caught[0].filename == __file__
 
 
@@ -303,3 +314,158 @@ def test_resume_after_a_crash_in_a_step_continues(tmp_path, data, monkeypatch):
 def test_no_final_train_here():
     "final_train and train_plus_val live in nash_lit.train and nash_lit.data now."
     assert not hasattr(N, "final_train") and not hasattr(N, "train_plus_val")
+
+
+
+
+
+
+def test_a_later_worse_step_keeps_the_best_ever(tmp_path, data, monkeypatch):
+    "Acceptance 3: step 2's children are all worse than step 1's best; the result holds step 1's, the paper's N* step 2's."
+    from _helpers import fingerprint
+    real = N.evaluate_child
+    def step_two_worse(task):
+        out = real(task)
+        step, j = task.rng[1], task.rng[2]
+        out.val_error = {0: 0.9, 1: 0.5 + j / 100, 2: 0.95 + j / 100}[step]
+        return out
+    monkeypatch.setattr(N, "evaluate_child", step_two_worse)
+    result = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path / "two", progress=False)
+    assert (result.id, result.step, result.val_error) == (1, 1, 0.5) and result.holds == "best-ever"
+    assert (result.paper_id, result.paper_step, result.paper_val_error) == (4, 2, 0.95)
+    one = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path / "one", progress=False)
+    assert one.paper_id == 1 and fingerprint(result.net) == fingerprint(one.paper_net)  # step 1's trained weights
+    assert fingerprint(result.net) != fingerprint(result.paper_net)
+    assert result.arch.to_json() == result.log.set_index("id").arch[1]
+    assert R.checkpoint_meta(tmp_path / "two" / R.BEST_EVER) == dict(id=1, val_error=0.5, step=1)
+    text = repr(result)
+    assert "the best-ever network, id 1 from step 1" in text and "the paper's N* (the last step's best), id 4 from step 2" in text
+    again = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path / "two", resume=True, progress=False)
+    assert (again.id, again.paper_id) == (1, 4) and fingerprint(again.net) == fingerprint(result.net)
+
+
+def test_a_finished_run_is_extended(tmp_path, data):
+    "Resumed with more steps (or a larger budget), a finished run goes on; the result equals a run as long from the start."
+    from _helpers import fingerprint
+    short = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path / "run", progress=False)
+    before = read_records(tmp_path / "run")
+    longer = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=2), run_dir=tmp_path / "run", resume=True, progress=False)
+    assert read_records(tmp_path / "run")[:len(before)] == before  # nothing discarded, nothing trained again
+    assert json.loads((tmp_path / "run/config.json").read_text())["config"]["n_steps"] == 2
+    direct = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=2), run_dir=tmp_path / "direct", progress=False)
+    key = lambda log: log.sort_values("id")[["id", "arch", "val_error"]].values.tolist()
+    assert key(longer.log) == key(direct.log) and len(short.log) == 4
+    assert (longer.id, longer.paper_id) == (direct.id, direct.paper_id)
+    assert fingerprint(longer.net) == fingerprint(direct.net) and fingerprint(longer.paper_net) == fingerprint(direct.paper_net)
+    with pytest.raises(ValueError, match=r"config\.n_steps \(stored 2, given 1\), which would shorten it"):
+        N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path / "run", resume=True)
+    with pytest.raises(ValueError, match=r"config\.n_op \(stored 2, given 3\)"):  # a larger budget and another change
+        N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=3, n_op=3), run_dir=tmp_path / "run", resume=True)
+
+
+def test_a_spent_time_budget_is_extended(tmp_path, data):
+    cut = N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=2, budget_seconds=0), run_dir=tmp_path, progress=False)
+    assert cut.paper_step == 1  # the first step always runs; the budget then stops the search
+    more = N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=2, budget_seconds=None), run_dir=tmp_path,
+                           resume=True, progress=False)
+    assert more.paper_step == 2 and sorted(more.log.id) == list(range(6))
+    with pytest.raises(ValueError, match=r"config\.budget_seconds \(stored None, given 5\), which would shorten it"):
+        N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=2, budget_seconds=5), run_dir=tmp_path, resume=True)
+
+
+@pytest.mark.parametrize("search", [N.nash, N.random_search])
+@pytest.mark.parametrize("folder", ["mistyped", "empty"])
+def test_resume_of_a_folder_without_a_run_fails(tmp_path, data, monkeypatch, search, folder):
+    no_training(monkeypatch, N)
+    run = tmp_path / "nash_run_1"
+    if folder == "empty": run.mkdir()
+    with pytest.raises(FileNotFoundError, match=rf"cannot resume {run}: the folder (does not exist|is empty).*"
+                                                r"pass resume=False to start a new run there"):
+        search(seed_arch((4, 8, 8)), data, small_config(), run_dir=run, resume=True)
+    assert list(tmp_path.iterdir()) == ([run] if folder == "empty" else []) and not (folder == "empty" and any(run.iterdir()))
+
+
+def test_a_failed_temporary_run_keeps_its_folder(tmp_path, data, monkeypatch):
+    "Without run_dir: deleted on success; on failure kept, the files the message names exist, a note says where."
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), progress=False)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(E, "train", _failing_train({N.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)}))
+    with pytest.raises(N.SearchFailed, match="all 3 children of step 1 failed") as failed:
+        N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), progress=False)
+    (kept,) = tmp_path.iterdir()
+    assert kept.name.startswith("nash_") and str(kept / "log.jsonl") in str(failed.value) and (kept / "log.jsonl").exists()
+    assert any(f"kept in {kept}" in note and "resume=True" in note for note in failed.value.__notes__)
+    assert [r["status"] for r in read_records(kept)] == ["ok", "diverged", "diverged", "diverged"]
+
+
+@pytest.mark.parametrize("search", [N.nash, N.random_search])
+def test_a_fork_pool_is_refused_before_anything_trains(tmp_path, data, monkeypatch, search):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    no_training(monkeypatch, N)
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    try:
+        with pytest.raises(ValueError, match=r"executor: .*fork.*ProcessPoolExecutor\(max_workers, "
+                                             r"mp_context=multiprocessing\.get_context\(\"spawn\"\)\)"):
+            search(seed_arch((4, 8, 8)), N.DataSpec.synthetic(n_train=64), small_config(), run_dir=tmp_path / "run", executor=pool)
+    finally: pool.shutdown()
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("search", [N.nash, N.random_search])
+def test_data_that_does_not_fit_the_seed_is_refused(tmp_path, monkeypatch, search):
+    "A 1-channel 16x16 dataset of 4 classes and the default seed network: the mismatch is named, nothing is written."
+    no_training(monkeypatch, N)
+    with pytest.raises(ValueError, match=r"the seed network .*(channel|in_channels).*seed_arch\("):
+        search(seed_arch(), gray_data(), small_config(), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    monkeypatch.undo()
+    fits = seed_arch((4, 8), in_channels=1, size=16, classes=4)
+    result = search(fits, gray_data(), small_config(n_steps=1, n_child=1), run_dir=tmp_path / "ok", progress=False)
+    assert result.log.status.tolist() == ["ok"] * len(result.log)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_absent_device_is_refused_before_anything_trains(tmp_path, data, monkeypatch):
+    no_training(monkeypatch, N)
+    with pytest.raises(ValueError, match=r"train\.device: .*cuda"):
+        N.nash(seed_arch((4, 8, 8)), data, small_config(train=TrainConfig(device="cuda", progress=False)), run_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_one_progress_bar_per_search(tmp_path, data, capsys):
+    """progress=True: one bar, with the steps, the children and the best error, whatever the training settings say
+    (recovery's bars too: tests/test_pareto.py)."""
+    loud = small_config(train=TrainConfig(batch_size=32, amp=False, channels_last=False, progress=True))
+    capsys.readouterr()
+    result = N.nash(seed_arch((4, 8, 8)), data, loud, run_dir=tmp_path / "run")
+    err = capsys.readouterr().err
+    frames = [f for f in err.replace("\n", "\r").split("\r") if f.strip()]
+    assert frames and all(f.startswith("NASH") for f in frames), err[:500]  # no child's own training bar
+    assert err.count("\n") == 1  # one bar, closed once
+    assert "NASH step 2/2" in frames[-1] and "7/7 children" in frames[-1]
+    assert f"best val error {result.log[result.log.status == 'ok'].val_error.min():.4f}" in frames[-1]
+    N.nash(seed_arch((4, 8, 8)), data, loud, run_dir=tmp_path / "run", resume=True)  # the bar of a resumed run
+    assert "7/7 children" in capsys.readouterr().err.replace("\n", "\r").split("\r")[1]
+    N.random_search(seed_arch((4, 8, 8)), data, small_config(budget_seconds=600), progress=True)
+    last = [f for f in capsys.readouterr().err.replace("\n", "\r").split("\r") if f.strip()][-1]
+    assert last.startswith("random search step 2/2") and "6/6 children" in last and " left" in last
+    N.nash(seed_arch((4, 8, 8)), data, loud, run_dir=tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_crash_after_best_is_written_leaves_no_checkpoints(tmp_path, data, monkeypatch):
+    "Killed between best.pt and deleting the step's checkpoints: the resume deletes them, and the run ends as usual."
+    real = R.RunStore.save_best
+    def crash(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if args[1] == 1: raise SystemExit("killed")
+    monkeypatch.setattr(R.RunStore, "save_best", crash)
+    with pytest.raises(SystemExit): N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("child_*.pt"))) == 3
+    monkeypatch.setattr(R.RunStore, "save_best", real)
+    resumed = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True, progress=False)
+    reference = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path / "ref", progress=False)
+    assert not list(tmp_path.glob("child_*.pt")) and (resumed.id, resumed.paper_id) == (reference.id, reference.paper_id)

@@ -3,19 +3,20 @@ import json
 import random
 import signal
 import time
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import nash_lit.evaluate as E
 import nash_lit.pareto as P
 from nash_lit.front import front_history
 from nash_lit.arch import Arch, seed_arch
 from nash_lit.data import synthetic
 from nash_lit.runs import RunStore, checkpoint_meta, read_records
 from nash_lit.train import TrainConfig, TrainingDiverged
-from _helpers import finish, log_lines, start_script
+from _helpers import finish, gray_data, log_lines, no_training, start_script
+E = import_module("nash_lit.evaluate")  # not `import ... as`: the package's `evaluate` (train's function) hides the module
 
 SCRIPT = Path(__file__).with_name("_pareto_run.py")
 TRAIN = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
@@ -173,7 +174,7 @@ def test_uniform_sampling_and_default_p0(tmp_path, data):
     assert [round(E.n_params(n.arch), -3) for n in p0] == [13000, 46000, 95000, 374000]
 
 
-def test_a_non_finite_objective_is_no_proposal(tmp_path, data):
+def test_a_non_finite_objective_is_no_proposal(tmp_path):
     "A user's objective that fails (NaN, inf) on some networks: those proposals are redrawn or invalid, never a crash."
     import math
     from nash_lit.arch import n_params
@@ -181,6 +182,7 @@ def test_a_non_finite_objective_is_no_proposal(tmp_path, data):
     from nash_lit.pareto import ParetoConfig, pareto_nash
     register_objective("nan_when_big", lambda net: math.nan if n_params(net.arch) > 6000 else math.log(n_params(net.arch)),
                        reference=100.0, weights=False, overwrite=True)
+    data = synthetic(64, 32, 16, seed=0, size=8)  # the networks below take 8x8 images
     try:
         p0 = [seed_arch((16, 16, 16), size=8)]
         cfg = ParetoConfig(n_gen=2, n_pc=8, n_ac=2, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=16,
@@ -192,3 +194,100 @@ def test_a_non_finite_objective_is_no_proposal(tmp_path, data):
         with pytest.raises(ValueError, match="objectives: .*not finite"): pareto_nash(big, data, cfg)
     finally:
         OBJECTIVES.pop("nan_when_big")
+
+
+
+
+
+
+def test_a_finished_run_is_extended(tmp_path, data):
+    "Resumed with a larger n_gen, a finished run trains the missing generations: as if it had run that long."
+    from _helpers import fingerprint
+    P.pareto_nash(P0, data, small_config(n_gen=1), run_dir=tmp_path / "run", progress=False)
+    before = read_records(tmp_path / "run")
+    longer = P.pareto_nash(P0, data, small_config(n_gen=2), run_dir=tmp_path / "run", resume=True, progress=False)
+    assert read_records(tmp_path / "run")[:len(before)] == before
+    direct = P.pareto_nash(P0, data, small_config(n_gen=2), run_dir=tmp_path / "direct", progress=False)
+    key = lambda log: log.sort_values("id")[["id", "arch", "status", "val_error"]].astype(str).values.tolist()
+    assert key(longer.log) == key(direct.log) and longer.hypervolume == direct.hypervolume
+    assert [(m.id, fingerprint(m.net)) for m in longer.front] == [(m.id, fingerprint(m.net)) for m in direct.front]
+    with pytest.raises(ValueError, match=r"config\.n_gen \(stored 2, given 1\), which would shorten it"):
+        P.pareto_nash(P0, data, small_config(n_gen=1), run_dir=tmp_path / "run", resume=True)
+    with pytest.raises(ValueError, match=r"config\.n_pc \(stored 6, given 8\)"):
+        P.pareto_nash(P0, data, small_config(n_gen=3, n_pc=8), run_dir=tmp_path / "run", resume=True)
+
+
+def test_resume_of_a_folder_without_a_run_fails(tmp_path, data, monkeypatch):
+    no_training(monkeypatch, P)
+    with pytest.raises(FileNotFoundError, match=r"pareto_rn: the folder does not exist.*pass resume=False"):
+        P.pareto_nash(P0, data, small_config(), run_dir=tmp_path / "pareto_rn", resume=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fork_pool_is_refused_before_anything_trains(tmp_path, data, monkeypatch):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from nash_lit.data import DataSpec
+    no_training(monkeypatch, P)
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    try:
+        with pytest.raises(ValueError, match=r"executor: .*fork.*mp_context=multiprocessing\.get_context\(\"spawn\"\)"):
+            P.pareto_nash(P0, DataSpec.synthetic(n_train=64), small_config(), run_dir=tmp_path / "run", executor=pool)
+    finally: pool.shutdown()
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_that_does_not_fit_p0_is_refused(tmp_path, monkeypatch):
+    "A 1-channel 16x16 dataset of 4 classes and the paper's P0: the mismatch is named, nothing is written."
+    no_training(monkeypatch, P)
+    with pytest.raises(ValueError, match=r"P0 network 0 .*(channel|in_channels).*seed_arch\("):
+        P.pareto_nash(None, gray_data(), small_config(), run_dir=tmp_path / "run")
+    with pytest.raises(ValueError, match=r"P0 network 1 "):  # every network of P0 is checked
+        P.pareto_nash([seed_arch((16, 16, 16), in_channels=1, size=16, classes=4), seed_arch((16, 16, 16))], gray_data(),
+                      small_config(), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_temporary_run_keeps_its_folder(tmp_path, data, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(E, "train", _failing_train(lambda c: True))
+    with pytest.raises(P.SearchFailed, match="every network of P0 failed") as failed:
+        P.pareto_nash(P0, data, small_config(), progress=False)
+    (kept,) = tmp_path.iterdir()
+    assert kept.name.startswith("pareto_") and str(kept / "log.jsonl") in str(failed.value) and (kept / "log.jsonl").exists()
+    assert any(f"kept in {kept}" in note for note in failed.value.__notes__)
+
+
+def test_one_progress_bar_per_search(tmp_path, data, capsys):
+    "One bar: generations, trained children (not proposals), the best error; no child's or recovery's own bars."
+    loud = small_config(train=TrainConfig(batch_size=32, amp=False, channels_last=False, progress=True),
+                        recovery=TrainConfig(progress=True))
+    capsys.readouterr()
+    result = P.pareto_nash(P0, data, loud, run_dir=tmp_path / "run")
+    err = capsys.readouterr().err
+    frames = [f for f in err.replace("\n", "\r").split("\r") if f.strip()]
+    assert frames and all(f.startswith("Pareto-NASH") for f in frames), err[:500]
+    assert err.count("\n") == 1
+    trained = len(P0) + loud.n_gen * loud.n_ac
+    assert "Pareto-NASH generation 2/2" in frames[-1] and f"{trained}/{trained} children" in frames[-1]
+    assert f"best val error {result.front[0].val_error:.4f}" in frames[-1]
+    assert any(len(a) for a in result.log.affected.dropna()), "no approximate operator: recovery never ran"
+    P.pareto_nash(P0, data, loud, run_dir=tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_crash_after_best_is_written_leaves_no_plan(tmp_path, data, monkeypatch):
+    "Killed between best.pt and deleting the generation's plan: the resume deletes it, and the run ends as usual."
+    import nash_lit.runs as R
+    real = R.RunStore.save_best
+    def crash(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if args[1] == 1: raise SystemExit("killed")
+    monkeypatch.setattr(R.RunStore, "save_best", crash)
+    with pytest.raises(SystemExit): P.pareto_nash(P0, data, small_config(), run_dir=tmp_path, progress=False)
+    assert (tmp_path / "plan_1.json").exists()
+    monkeypatch.setattr(R.RunStore, "save_best", real)
+    resumed = P.pareto_nash(P0, data, small_config(), run_dir=tmp_path, resume=True, progress=False)
+    reference = P.pareto_nash(P0, data, small_config(), run_dir=tmp_path / "ref", progress=False)
+    assert not list(tmp_path.glob("plan_*.json")) and resumed.hypervolume == reference.hypervolume

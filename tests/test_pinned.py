@@ -41,7 +41,7 @@ def run():
                          operators=("deeper", "wider", "add_skip", "concat_skip"),
                          train=TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False))
         executor = Hashing()
-        result = nash(seed_arch((8, 16, 16)), synthetic(512, 128, 32, seed=0), cfg, executor=executor)
+        result = nash(seed_arch((8, 16, 16)), synthetic(512, 128, 32, seed=0), cfg, executor=executor, progress=False)
     finally:
         torch.set_num_threads(threads)
     return result, executor.hashes
@@ -63,7 +63,19 @@ def test_every_childs_weights_match_the_pinned_run(run):
 
 
 def test_result_matches_the_pinned_run(run):
+    "The pinned result is the paper's N* (the last step's best child): the result's paper_* fields."
     result, _ = run
     best = PINNED["best"]
-    assert (result.id, result.step, result.val_error) == (best["id"], best["step"], best["val_error"])
-    assert fingerprint(result.net.state_dict()) == best["weights"]
+    assert (result.paper_id, result.paper_step, result.paper_val_error) == (best["id"], best["step"], best["val_error"])
+    assert fingerprint(result.paper_net.state_dict()) == best["weights"]
+
+
+def test_best_ever_is_the_lowest_error_of_the_log(run):
+    "The result itself holds the best network ever trained: the lowest validation error of the log, the earlier id on ties."
+    result, _ = run
+    lowest = min(PINNED["records"], key=lambda r: (r["val_error"], r["id"]))
+    assert result.holds == "best-ever"
+    assert (result.id, result.step, result.val_error) == (lowest["id"], lowest["step"], lowest["val_error"])
+    assert result.arch.to_json() == lowest["arch"]
+    if lowest["id"] == PINNED["best"]["id"]:  # here the paper's N* is also the best ever: the same weights
+        assert fingerprint(result.net.state_dict()) == PINNED["best"]["weights"]

@@ -43,8 +43,12 @@ def test_log_and_result(reference):
     assert log.parent.isna().all()  # every chain starts from the untrained seed, which is not logged
     best = log.sort_values(["val_error", "step", "child"]).iloc[0]
     assert (result.id, result.step, result.val_error) == (int(best.id), int(best.step), float(best.val_error))
-    assert result.arch.to_json() == best.arch
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "log.jsonl", "seed.pt"]
+    assert result.arch.to_json() == best.arch and result.holds == "best-ever"
+    # the control returns the best child of all steps: the paper's fields name the same network
+    assert (result.paper_id, result.paper_val_error, result.paper_step) == (result.id, result.val_error, result.step)
+    assert result.paper_net is result.net and "the control's best child" in repr(result)
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "best_ever.pt", "config.json", "log.jsonl", "seed.pt"]
+    assert R.checkpoint_meta(run / "best.pt")["step"] == 2  # best.pt: the state after the last step
 
 
 def test_children_are_the_seeds_chains(reference, data):

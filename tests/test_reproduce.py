@@ -63,7 +63,10 @@ def test_smoke_reproduction(tmp_path):
     paper = {(r["budget"], r["params_m"], r["test_error_pct"]) for r in rows if r["source"].startswith("paper")}
     assert paper == {("0.5 GPU days", "4.9", "4.3"), ("1 GPU day", "7.9", "4.0"), ("3 GPU days", "21.2", "3.6")}
     ours = {(r["method"], r["budget"]) for r in rows if r["source"].startswith("ours")}
-    assert ours == {("NASH", "1 step"), ("NASH", "2 steps"), ("seed trained as long", "2 steps"), ("random search", "2 steps")}
+    assert ours == {("NASH", "1 step"), ("NASH", "2 steps"), ("NASH, continued", "2 steps"),
+                    ("seed, same final training", "2 steps"), ("seed, trained as long", "2 steps"),
+                    ("random search", "2 steps"), ("resnet-8, same final training", "2 steps"),
+                    ("resnet-8, trained as long", "2 steps")}
     md = (out / "table1.md").read_text()
     for needle in ("profile: `smoke`", "git commit:", "seeds: [0, 1]", "wall time:", "device:", "| paper (full scale) |",
                    "95% interval"):

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from nash_lit.arch import Net, seed_arch
-from nash_lit.runs import (BEST, LOG, RECORD, SEED, InProcess, RunDamaged, RunStore, append_record, atomic_write_text,
-                           check_run_files, child_checkpoint, collect, load_checkpoint, open_run, read_log, read_records,
+from nash_lit.executors import InProcess, collect
+from nash_lit.runs import (BEST, BEST_EVER, LOG, RECORD, SEED, RunDamaged, RunStore, append_record, atomic_write_text,
+                           check_run_files, child_checkpoint, load_checkpoint, open_run, read_log, read_records,
                            save_checkpoint, step_ids)
 
 
@@ -82,9 +83,34 @@ def test_open_run(tmp_path):
         open_run(tmp_path / "r", {**config, "extra": 1}, resume=True)
     open_run(tmp_path / "r", {**config, "train": {"lr_max": 0.05, "progress": False}}, resume=True,
              ignore=("train.progress",))
-    open_run(tmp_path / "new", config, resume=True)  # resuming a run that never started starts it
+    for folder, why in [("nash_rn", "does not exist"), ("empty", "is empty"), ("other", "has no config.json")]:
+        if why != "does not exist": (tmp_path / folder).mkdir()
+        if why == "has no config.json": (tmp_path / folder / "notes.txt").write_text("x")
+        with pytest.raises(FileNotFoundError, match=rf"cannot resume {tmp_path / folder}: the folder {why}.*pass resume=False"):
+            open_run(tmp_path / folder, config, resume=True)
+    assert not (tmp_path / "nash_rn").exists() and not any((tmp_path / "empty").iterdir())  # nothing written
     (tmp_path / "orphan").mkdir(); (tmp_path / "orphan" / LOG).write_text("")
     with pytest.raises(FileExistsError, match="no config.json"): open_run(tmp_path / "orphan", config)
+
+
+@pytest.mark.parametrize("key", ["n_steps", "budget_seconds"])
+def test_a_budget_may_grow_on_resume(tmp_path, key):
+    "A finished run resumed with a larger budget (None: no limit) is extended, the new budget stored; never shortened."
+    config = lambda v: {"format": "x/1", "config": {"n_steps": 3, "budget_seconds": 60.0, "n_child": 8, key: v}}
+    extend = ("config.n_steps", "config.budget_seconds")
+    open_run(tmp_path, config(3))
+    open_run(tmp_path, config(5), resume=True, extend=extend)
+    assert json.loads((tmp_path / "config.json").read_text()) == config(5)
+    with pytest.raises(ValueError, match=rf"config\.{key} \(stored 5, given 4\), which would shorten it"):
+        open_run(tmp_path, config(4), resume=True, extend=extend)
+    assert json.loads((tmp_path / "config.json").read_text()) == config(5), "a refused resume changes no file"
+    with pytest.raises(ValueError, match=r"config\.n_child \(stored 8, given 4\)"):  # other keys may not change
+        open_run(tmp_path, {**config(6), "config": {**config(6)["config"], "n_child": 4}}, resume=True, extend=extend)
+    with pytest.raises(ValueError, match=rf"config\.{key}"):  # not listed in extend: any change is refused
+        open_run(tmp_path, config(6), resume=True)
+    open_run(tmp_path, config(None), resume=True, extend=extend)  # no limit is the largest budget
+    with pytest.raises(ValueError, match=rf"config\.{key} \(stored None, given 9\), which would shorten it"):
+        open_run(tmp_path, config(9), resume=True, extend=extend)
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -264,3 +290,83 @@ def test_extra_record_of_a_finished_run_is_named(tmp_path):
     append_record(tmp_path, dict(id=4, step=1, child=2, status="ok", val_error=0.1))
     with pytest.raises(RunDamaged, match=r"record 5 \(id 4, step 1, child 2\).*only children of step 2 can follow"):
         RunStore(tmp_path, {"x": 1}, resume=True)
+
+
+def _best_ever_run(d, errors=((0.9,), (0.5, 0.4), (0.6, 0.45), (0.3,))):
+    "A run of a search that keeps its best network: steps of these errors, the best ever rewritten only when beaten."
+    torch.manual_seed(0)
+    net = Net(seed_arch((4, 8, 8)))
+    store = RunStore(d, {"x": 1})
+    store.save(SEED, net)
+    for step, errs in enumerate(errors):
+        ids = store.ids(step, len(errs))
+        for j, e in enumerate(errs):
+            store.save(child_checkpoint(ids[j]), net, step=step, id=ids[j])
+            store.append(dict(id=ids[j], step=step, child=j, status="ok", val_error=e))
+        if step == len(errors) - 1: return store  # the last step is still open
+        k = min(range(len(errs)), key=lambda j: errs[j])
+        if store.best_ever is None or errs[k] < store.best_ever["val_error"]:
+            store.save_best_ever(net, id=ids[k], val_error=errs[k], step=step)
+        store.save_best(net, step, id=ids[k], val_error=errs[k], best_ever=store.best_ever["id"])
+        for i in ids: store.delete(child_checkpoint(i))
+    return store
+
+
+def test_best_ever_is_kept_and_resumed(tmp_path):
+    "Step 2's best (0.45) is worse than step 1's (0.4): best.pt moves on, best_ever.pt stays with step 1's."
+    store = _best_ever_run(tmp_path)
+    assert store.best["id"] == 4 and store.best_ever == dict(id=2, val_error=0.4, step=1)
+    again = RunStore(tmp_path, {"x": 1}, resume=True)
+    assert again.best_ever == store.best_ever and again.best == store.best
+    assert BEST_EVER == "best_ever.pt" and (tmp_path / BEST_EVER).exists()
+
+
+def test_crash_between_best_ever_and_best_resumes(tmp_path):
+    "best_ever.pt is written before best.pt: killed between the two, the run resumes (the step is finished again)."
+    store = _best_ever_run(tmp_path)
+    net = store.load(SEED)[0]
+    store.save_best_ever(net, id=5, val_error=0.3, step=3)  # step 3's winner kept, best.pt not yet written
+    again = RunStore(tmp_path, {"x": 1}, resume=True)
+    assert again.best["step"] == 2 and again.best_ever["id"] == 5
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda d, net: (d / BEST_EVER).unlink(), r"best_ever\.pt is missing, but .*best\.pt says it holds network 2"),
+    (lambda d, net: save_checkpoint(d / BEST_EVER, net, id=0, val_error=0.9, step=0),
+     r"best_ever\.pt holds network 0 \(validation error 0\.9\), but the log has network 2 of completed step 1 with the "
+     r"lower 0\.4: best_ever\.pt was replaced by an older copy"),
+    (lambda d, net: save_checkpoint(d / BEST_EVER, net, id=2, val_error=0.35, step=1),
+     r"best_ever\.pt holds network 2 with validation error 0\.35, but the log has no such trained network"),
+    (lambda d, net: save_checkpoint(d / BEST_EVER, net, id=17, val_error=0.1, step=1), r"has no record of it"),
+])
+def test_damaged_best_ever_is_named(tmp_path, damage, says):
+    store = _best_ever_run(tmp_path)
+    damage(tmp_path, store.load(SEED)[0])
+    with pytest.raises(RunDamaged, match=says): RunStore(tmp_path, {"x": 1}, resume=True)
+
+
+def test_fork_pools_are_refused_before_anything_runs():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from nash_lit.executors import SPAWN_POOL, check_executor, in_process, start_method
+    fork = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    with pytest.raises(ValueError, match=r"executor: this ProcessPoolExecutor starts its workers with fork.*"
+                                         r"mp_context=multiprocessing\.get_context\(\"spawn\"\)"):
+        check_executor(fork)
+    assert not fork._processes, "the check starts no worker"
+    fork.shutdown()
+    if multiprocessing.get_start_method() == "fork":  # Linux before Python 3.14: the default pool forks
+        with pytest.raises(ValueError, match="fork"): check_executor(ProcessPoolExecutor(1))
+    for method in ("spawn", "forkserver"):
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method))
+        check_executor(pool)
+        assert start_method(pool) == method and not in_process(pool)
+        pool.shutdown()
+    class PoolOfOnesOwn:  # wraps a multiprocessing pool, which keeps its context as _ctx
+        _ctx = multiprocessing.get_context("fork")
+        def submit(self, fn, *args): raise AssertionError("not reached")
+    with pytest.raises(ValueError, match="PoolOfOnesOwn starts its workers with fork"): check_executor(PoolOfOnesOwn())
+    for quiet in (None, InProcess(), ThreadPoolExecutor(1)):
+        check_executor(quiet)
+        assert in_process(quiet) and start_method(quiet) is None
+    assert "spawn" in SPAWN_POOL

@@ -1,4 +1,5 @@
 "Training pipeline (nash_lit.train): augmentation, frozen layers, divergence, data loading, determinism, bad input."
+import importlib
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,9 @@ import torch
 from torch import nn
 
 from nash_lit import data as D
-from nash_lit import train as T
 from nash_lit.arch import Net, seed_arch
+
+T = importlib.import_module("nash_lit.train")  # the module: at the top level, nash_lit.train is the function
 
 CPU = dict(device="cpu", progress=False)
 
@@ -197,6 +200,7 @@ def test_reads_folder_and_archive_identically(tmp_path, monkeypatch):
         assert all(torch.equal(u, v) for u, v in zip(a.split(s), b.split(s)))
     assert (len(a.y_train), len(a.y_val), len(a.y_test)) == (90, 10, 20)
     assert a.x_train.dtype == torch.uint8 and a.x_train.shape[1:] == (3, 32, 32)
+    assert a.classes == D.CLASSES  # CIFAR-10's names, given explicitly by cifar10()
     raw = D.read_cifar10(tmp_path / "a")["train"][0]
     rows = {r.tobytes() for r in raw}
     assert all(x.numpy().tobytes() in rows for x in a.x_val)  # validation images come from the training batches
@@ -348,3 +352,166 @@ def test_checkpoint_refuses_another_teacher_or_other_data(tmp_path):
         T.train(Net(seed_arch((4, 8, 8))), data, cfg, checkpoint=tmp_path / "c.pt")
     with pytest.raises(ValueError, match="other training data"):
         T.train(Net(seed_arch((4, 8, 8))), D.synthetic(128, 32, 32, seed=1), cfg, teacher=teacher, checkpoint=tmp_path / "c.pt")
+
+
+# --- does the network fit the data? (issue 11) -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gray16():
+    "A 1-channel 16x16 dataset with 4 classes."
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (96, 16, 16), dtype=torch.uint8, generator=g)
+    return D.Data.from_tensors(x, torch.arange(96) % 4, device="cpu")
+
+
+def _state(net):
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def _unchanged(net, before):
+    return all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+
+def test_check_fit_names_channels_size_and_classes(gray16):
+    with pytest.raises(ValueError) as e: T.check_fit(seed_arch(), gray16)
+    msg = str(e.value)
+    for part in ("channels: the network takes 3, the data has 1", "size: the network takes 32×32 images, the data has 16×16",
+                 "classes: the network has 10, the data has 4", "seed_arch(..., in_channels=1, size=16, classes=4)"):
+        assert part in msg, msg
+    with pytest.raises(ValueError, match=r"does not fit the data: classes: the seed has 10, the data has 4\. Fix"):
+        T.check_fit(Net(seed_arch((4, 8, 8), in_channels=1, size=16)), gray16, name="the seed")
+    T.check_fit(seed_arch((4, 8, 8), in_channels=1, size=16, classes=4), gray16)  # fits
+    T.check_fit(Net(seed_arch((4, 8, 8), in_channels=1, size=16, classes=4)), gray16)
+
+
+def test_check_fit_runs_one_forward_for_any_other_module(gray16):
+    fits = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4)).train()
+    before = _state(fits)
+    T.check_fit(fits, gray16)
+    assert fits.training and _unchanged(fits, before)  # eval mode for the check, no gradient, mode restored
+    with pytest.raises(ValueError, match=r"maps 2 images to \(2, 10\), but the data has 4 classes"):
+        T.check_fit(nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)), gray16)
+    with pytest.raises(ValueError, match=r"cannot take the data's images.*1 channels, 16×16.*RuntimeError"):
+        T.check_fit(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), gray16)
+    with pytest.raises(TypeError, match="check_fit takes a Data"): T.check_fit(fits, gray16.x_train)
+    with pytest.raises(TypeError, match="must be an Arch or an nn.Module"): T.check_fit("resnet", gray16)
+
+
+def test_train_refuses_a_network_that_does_not_fit_before_any_epoch(gray16, tmp_path):
+    net = Net(seed_arch((4, 8, 8)))  # built for CIFAR-10: 3 channels, 32x32, 10 classes
+    before = _state(net)
+    with pytest.raises(ValueError, match="channels: the network takes 3.*size: .*classes: the network has 10"):
+        T.train(net, gray16, T.TrainConfig(epochs=1, **CPU), checkpoint=tmp_path / "c.pt")
+    assert _unchanged(net, before) and not (tmp_path / "c.pt").exists()
+    fits = Net(seed_arch((4, 8, 8), in_channels=1, size=16, classes=4))
+    teacher = Net(seed_arch((4, 8, 8)))
+    with pytest.raises(ValueError, match="the teacher does not fit the data"):
+        T.train(fits, gray16, T.TrainConfig(epochs=1, **CPU), teacher=teacher)
+    with pytest.raises(TypeError, match=r"build one with Net\(arch\)"): T.train(seed_arch(), gray16)
+    with pytest.raises(TypeError, match="train takes a Data"): T.train(fits, D.DataSpec.wrap(gray16))
+    assert len(T.train(fits, gray16, T.TrainConfig(epochs=1, batch_size=32, **CPU))) == 1  # and a fitting one trains
+
+
+# --- augmentation sized to the images ------------------------------------------------------------------------------
+
+def test_crop_and_cutout_default_to_the_image_size():
+    cfg = T.TrainConfig()
+    assert (cfg.crop_pad, cfg.cutout) == (None, None)
+    assert (cfg.for_size(32).crop_pad, cfg.for_size(32).cutout) == (4, 16)  # CIFAR-10: the paper's, exactly
+    assert (cfg.for_size(16).crop_pad, cfg.for_size(16).cutout) == (2, 8)
+    assert (cfg.for_size((16, 24)).crop_pad, cfg.for_size((16, 24)).cutout) == (2, 8)  # the shorter side counts
+    assert cfg.for_size(16).for_size(32).cutout == 8  # resolved values stay
+    assert T.TrainConfig(cutout=0, crop_pad=3).for_size(16).cutout == 0
+    g = torch.Generator().manual_seed(0)
+    x, *_ = T.augment(torch.full((64, 1, 16, 16), 200, dtype=torch.uint8), torch.zeros(64, dtype=torch.long),
+                      torch.full((1,), .5), torch.full((1,), .25), g, T.TrainConfig(mixup_alpha=0, crop_pad=0, flip=False))
+    assert (x[:, 0] == 0).sum((1, 2)).max() == 8 * 8  # Cutout 8, not CIFAR's 16, on 16x16 images
+
+
+def test_explicit_augmentation_that_cannot_apply_is_refused_before_training(gray16):
+    net = Net(seed_arch((4, 8, 8), in_channels=1, size=16, classes=4))
+    before = _state(net)
+    with pytest.raises(ValueError, match=r"TrainConfig\.cutout=20 cannot apply to 16×16 images.*cutout=None \(scaled: 8\)"):
+        T.train(net, gray16, T.TrainConfig(cutout=20, **CPU))
+    with pytest.raises(ValueError, match=r"TrainConfig\.crop_pad=16 cannot apply to 16×16 images"):
+        T.train(net, gray16, T.TrainConfig(crop_pad=16, **CPU))
+    assert _unchanged(net, before)
+    T.train(net, gray16, T.TrainConfig(epochs=1, cutout=16, crop_pad=15, batch_size=32, **CPU))  # the largest that apply
+
+
+def test_the_checkpoint_key_holds_the_resolved_sizes(gray16, data, tmp_path):
+    net = lambda: Net(seed_arch((4, 8, 8), in_channels=1, size=16, classes=4))
+    cfg = T.TrainConfig(epochs=1, batch_size=32, amp=False, channels_last=False, **CPU)
+    T.train(net(), gray16, cfg, checkpoint=tmp_path / "g.pt")
+    key = torch.load(tmp_path / "g.pt", map_location="cpu", weights_only=True)["key"]["config"]
+    assert (key["crop_pad"], key["cutout"]) == (2, 8)
+    T.train(net(), gray16, replace(cfg, crop_pad=2, cutout=8), checkpoint=tmp_path / "g.pt")  # the same training
+    with pytest.raises(ValueError, match=r"cutout \(stored 8, given 4\)"):
+        T.train(net(), gray16, replace(cfg, cutout=4), checkpoint=tmp_path / "g.pt")
+    T.train(small_net(), data, cfg, checkpoint=tmp_path / "c.pt")  # on CIFAR's 32x32: the key of before issue 11
+    key = torch.load(tmp_path / "c.pt", map_location="cpu", weights_only=True)["key"]["config"]
+    assert (key["crop_pad"], key["cutout"]) == (4, 16)
+
+
+# --- TrainConfig: one message per field ------------------------------------------------------------------------------
+
+FIELDS = [f.name for f in fields(T.TrainConfig)]
+BAD = dict(epochs=1.5, batch_size=0, lr_max=-1, momentum=1.0, nesterov=1, weight_decay=float("nan"), crop_pad=-1,
+           flip="yes", cutout=2.0, mixup_alpha=-0.5, amp="auto", channels_last=0, device="gpu", seed=-3, eval_every=True,
+           eval_batch_size=0, progress=None, bn_eval="no", grad_clip=float("inf"))
+
+
+def _names_only(message: str, name: str) -> bool:
+    "Whether `message` names the field `name` and no other field of TrainConfig."
+    import re
+    return f"TrainConfig.{name}" in message and not [o for o in FIELDS if o != name and re.search(rf"\b{o}\b", message)]
+
+
+def test_every_field_is_checked_at_construction_with_a_message_naming_only_it():
+    assert len(FIELDS) == 19 and set(BAD) == set(FIELDS)
+    for name, value in BAD.items():
+        with pytest.raises((TypeError, ValueError)) as e: T.TrainConfig(**{name: value})
+        assert _names_only(str(e.value), name), (name, str(e.value))
+
+
+def test_the_issues_examples_each_name_one_field():
+    for name, value, text in (("lr_max", -1, "TrainConfig.lr_max must be > 0, got -1"), ("lr_max", 0, "lr_max must be > 0"),
+                              ("epochs", 1.5, "TrainConfig.epochs must be an int, got 1.5"),
+                              ("device", "gpu", "TrainConfig.device: unknown device 'gpu'")):
+        with pytest.raises((TypeError, ValueError)) as e: T.TrainConfig(**{name: value})
+        assert text in str(e.value) and _names_only(str(e.value), name), str(e.value)
+    with pytest.raises(ValueError, match="nesterov=True needs momentum > 0"): T.TrainConfig(momentum=0)
+    assert T.TrainConfig(momentum=0, nesterov=False).momentum == 0
+
+
+def test_configs_stay_plain_values_for_replace_asdict_and_json():
+    cfg = T.TrainConfig(epochs=np.int64(3), grad_clip=1, amp=np.bool_(False), device=torch.device("cpu"))
+    assert (type(cfg.epochs), type(cfg.grad_clip), type(cfg.amp), cfg.device) == (int, float, bool, "cpu")
+    assert json.loads(json.dumps(asdict(cfg))) == asdict(cfg)
+    assert T.as_train_config(asdict(cfg)) == cfg and T.as_train_config(json.loads(json.dumps(asdict(cfg)))) == cfg
+    assert replace(cfg, epochs=5).epochs == 5
+    with pytest.raises(ValueError, match="TrainConfig.epochs must be >= 0"): replace(cfg, epochs=-1)
+    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['lr'\]"): T.as_train_config({"lr": 0.1})
+    assert T.TrainConfig(device="cuda:1").device == "cuda:1"  # a name only: no GPU needed to make the config
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_this_machine_lacks_is_refused_when_train_starts(data, tmp_path):
+    cfg = T.TrainConfig(device="cuda", epochs=1, progress=False)  # made without error: the name is valid
+    net = small_net()
+    before = _state(net)
+    with pytest.raises(ValueError, match=r"TrainConfig\.device='cuda' cannot be used here: .*CUDA is not available"):
+        T.train(net, data, cfg, checkpoint=tmp_path / "c.pt")
+    assert _unchanged(net, before) and not (tmp_path / "c.pt").exists()
+    with pytest.raises(ValueError, match="CUDA is not available"): T.final_train(seed_arch((4, 8, 8)), data, 1, config=cfg)
+
+
+def test_final_train_checks_its_own_arguments(data):
+    arch = seed_arch((4, 8, 8))
+    for kwargs, text in ((dict(epochs=1.5), "final_train.epochs must be an int"), (dict(epochs=-1), "final_train.epochs must be >= 0"),
+                         (dict(seed=-1), "final_train.seed must be >= 0"), (dict(from_scratch="yes"), "final_train.from_scratch must be a bool")):
+        with pytest.raises((TypeError, ValueError), match=text.replace(".", r"\.")): T.final_train(arch, data, **kwargs)
+    no_test = D.Data(data.x_train, data.y_train, data.x_val, data.y_val, data.x_test[:0], data.y_test[:0])
+    with pytest.raises(ValueError, match="final_train: the data has no test images"): T.final_train(arch, no_test, 1)
+    with pytest.raises(ValueError, match="final_train.config must be a TrainConfig"): T.final_train(arch, data, 1, config=3)
+    with pytest.raises(TypeError, match="final_train takes a Data"): T.final_train(arch, "cifar10", 1)
