@@ -6,9 +6,7 @@
 from __future__ import annotations
 
 import inspect
-import os
-import pickle
-import tarfile
+import numbers
 import uuid
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -17,11 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .images import as_images, as_labels, looks_nhwc, read_dataset
+from .cifar import ARCHIVE, FOLDER, data_root, read_cifar10
+from .images import as_images, as_labels, check_labels, looks_nhwc, open_rgb, read_dataset
+
+_all_ = ["ARCHIVE", "FOLDER", "data_root", "read_cifar10"]  # CIFAR-10's files (chapter 00b), importable from here too
 
 # %% auto #0
-__all__ = ['CLASSES', 'ARCHIVE', 'FOLDER', 'channel_stats', 'Data', 'synthetic', 'data_root', 'read_cifar10', 'cifar10',
-           'default_device', 'train_plus_val', 'image_folder', 'DataSpec', 'as_spec', 'clear_data_cache']
+__all__ = ['CLASSES', 'channel_stats', 'Data', 'synthetic', 'cifar10', 'default_device', 'train_plus_val', 'image_folder',
+           'DataSpec', 'as_spec', 'clear_data_cache', 'ARCHIVE', 'FOLDER', 'data_root', 'read_cifar10']
 
 # %% ../nbs/01_data.ipynb #c1a91c66
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -47,20 +48,12 @@ def _check_images(name: str, x) -> None:
         raise ValueError(f"{where} has shape {tuple(x.shape)}, which looks channels-last (N, H, W, C); Data holds "
                          "(N, C, H, W): use x.permute(0, 3, 1, 2), or Data.from_tensors(..., layout='NHWC')")
 
-def _check_labels(name: str, y, n: int) -> None:
-    "Raise, naming `Data.<name>` and the fix, unless `y` is an int64 tensor of `n` labels >= 0."
-    where = f"Data.{name}"
-    if not isinstance(y, torch.Tensor): raise TypeError(f"{where} must be a torch tensor of int64 labels, got {type(y).__name__}")
-    if y.ndim != 1: raise ValueError(f"{where} must be 1-D (N,), got shape {tuple(y.shape)}; one-hot labels: y.argmax(1)")
-    if y.dtype != torch.int64: raise ValueError(f"{where} is {y.dtype}: labels are int64 class indices; use y.long()")
-    if len(y) != n: raise ValueError(f"{where} has {len(y)} labels for {n} images")
-    if n and y.min() < 0: raise ValueError(f"{where} holds the label {int(y.min())}: labels are class indices 0, 1, 2, ...")
-
 # %% ../nbs/01_data.ipynb #a7c3e0d1
 def _class_names(classes, largest: int, split: str) -> tuple:
     "The class names: `classes` checked against the largest label (found in `split`); None or a count: 'class k'."
     if classes is None: classes = largest + 1
-    if isinstance(classes, int) and not isinstance(classes, bool):
+    if isinstance(classes, numbers.Integral) and not isinstance(classes, bool):  # numpy integers too
+        classes = int(classes)
         return tuple(f"class {k}" for k in range(classes)) if classes > largest else _too_few(classes, largest, split)
     if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
         raise TypeError(f"Data.classes must be a list or tuple of class names (str), a number of classes, or None, "
@@ -100,7 +93,7 @@ class Data:
             if x.shape[1:] != self.x_train.shape[1:]:
                 raise ValueError(f"Data.{name} holds {tuple(x.shape[1:])} images, x_train {tuple(self.x_train.shape[1:])}: "
                                  "every split needs one image shape (Data.from_tensors(..., size=...) resizes)")
-            _check_labels(f"y_{s}", y, len(x))
+            check_labels(y, len(x), f"Data.y_{s}")
             for t, tname in ((x, name), (y, f"y_{s}")):
                 if t.device != self.x_train.device:
                     raise ValueError(f"Data.{tname} is on {t.device}, x_train on {self.x_train.device}: "
@@ -153,7 +146,6 @@ class Data:
                      device=None,  # where the tensors live; default: `default_device()`
                      ) -> Data:
         "Data from your own images and labels, converted, checked and split (see 'Your own data' below)."
-        if layout not in ("NCHW", "NHWC"): raise ValueError(f"Data.from_tensors: layout must be 'NCHW' or 'NHWC', got {layout!r}")
         x = as_images(x, "Data.from_tensors: x", layout, size)
         y = as_labels(y, len(x), "Data.from_tensors: y")
         test = None
@@ -174,9 +166,13 @@ class Data:
                      device=None,  # where the tensors live; default: `default_device()`
                      ) -> Data:
         "Data from any torchvision-style dataset, every image read once (see 'Your own data' below)."
+        names, test_names = getattr(train, "classes", None), getattr(test, "classes", None)
+        if names is not None and test_names is not None and list(names) != list(test_names):
+            raise ValueError(f"Data.from_dataset: the test set's classes {str(list(test_names)):.200} differ from the "
+                             f"training set's {str(list(names)):.200}: the same label would name different classes; "
+                             "build both with the same classes (ImageFolder: the same subfolders)")
         x, y = read_dataset(train, size, "Data.from_dataset: train")
         test = None if test is None else read_dataset(test, size, "Data.from_dataset: test")
-        names = getattr(train, "classes", None)
         if classes is None and names is not None: classes = tuple(str(c) for c in names)
         return _split(cls, x, y, test, val_size, test_size, classes, seed, device, "Data.from_dataset")
 
@@ -198,53 +194,6 @@ def synthetic(n_train: int = 1024,  # training images
         return x.clamp_(0, 255).to(torch.uint8).to(device), y.to(device)
     (xt, yt), (xv, yv), (xs, ys) = make(n_train), make(n_val), make(n_test)
     return Data(xt, yt, xv, yv, xs, ys, classes=tuple(f"class {k}" for k in range(classes)))
-
-# %% ../nbs/01_data.ipynb #5cb23ce1
-ARCHIVE, FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"
-_BATCHES = tuple(f"data_batch_{k}" for k in range(1, 6)) + ("test_batch",)
-
-def data_root(root=None) -> Path:
-    "The data root: `root`, else the environment variable `NASH_LIT_DATA`, else `data/`."
-    return Path(root if root is not None else os.environ.get("NASH_LIT_DATA", "data")).expanduser()
-
-def _unpickle(f) -> tuple[np.ndarray, np.ndarray]:
-    with f: d = pickle.load(f, encoding="bytes")
-    return (np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32),
-            np.asarray(d[b"labels"], dtype=np.int64))
-
-def _read_batches(root: Path) -> dict | None:
-    folder, archive = root / FOLDER, root / ARCHIVE
-    if all((folder / b).is_file() for b in _BATCHES):
-        return {b: _unpickle(open(folder / b, "rb")) for b in _BATCHES}
-    if archive.is_file():
-        with tarfile.open(archive, "r:gz") as tar:
-            found = {Path(m.name).name: m for m in tar if m.isfile() and Path(m.name).name in _BATCHES}
-            missing = set(_BATCHES) - set(found)
-            if missing: raise ValueError(f"{archive} lacks the CIFAR-10 batches {sorted(missing)}")
-            return {b: _unpickle(tar.extractfile(found[b])) for b in _BATCHES}
-    return None
-
-def read_cifar10(root=None,  # data root; default `NASH_LIT_DATA` or `data/`
-                 download: bool = True,  # when absent, download through torchvision
-                 ) -> dict:
-    "CIFAR-10 as numpy arrays: {'train': (x uint8 (50000, 3, 32, 32), y int64), 'test': (x, y)}."
-    root = data_root(root)
-    batches, reason = _read_batches(root), "downloading is off"
-    if batches is None and download:
-        try:
-            from torchvision.datasets import CIFAR10
-            CIFAR10(str(root), train=True, download=True)
-            batches, reason = _read_batches(root), "the download did not produce them"
-        except Exception as e:  # offline, or the download was refused
-            reason = f"the download failed ({type(e).__name__}: {e})"
-    if batches is None:
-        raise FileNotFoundError(
-            f"CIFAR-10 not found under the data root {root.resolve()}: there is neither {ARCHIVE} nor "
-            f"{FOLDER}/, and {reason}. Put the python version of CIFAR-10, {ARCHIVE}, into "
-            f"{root.resolve()}/ (or set NASH_LIT_DATA to the folder that holds it).")
-    train = [batches[b] for b in _BATCHES[:5]]
-    return {"train": (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])),
-            "test": batches["test_batch"]}
 
 # %% ../nbs/01_data.ipynb #d5a525f8
 def cifar10(root=None,  # data root; default `NASH_LIT_DATA` or `data/`
@@ -294,10 +243,12 @@ def train_plus_val(data: Data,  # data with a validation split
 
 # %% ../nbs/01_data.ipynb #e4d5e6f7
 def _count(value, name: str, n: int, where: str) -> int:
-    "A split's size from a fraction in [0, 1) or a count in [0, n)."
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < (1 if isinstance(value, float) else n)):
+    "A split's size from a fraction in [0, 1) or a count in [0, n); numpy numbers too, bools never."
+    count = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    fraction = isinstance(value, numbers.Real) and not isinstance(value, (numbers.Integral, bool, np.bool_))
+    if not (count or fraction) or not (0 <= value < (n if count else 1)):
         raise ValueError(f"{where}: {name} must be a fraction in [0, 1) or a count in [0, {n}), got {value!r}")
-    return round(value * n) if isinstance(value, float) else value
+    return int(value) if count else round(float(value) * n)
 
 def _split(cls, x, y, test, val_size, test_size, classes, seed, device, where: str) -> Data:
     "Hold out test images (when `test` is None) and validation images by a seeded permutation; build the Data."
@@ -321,7 +272,7 @@ def image_folder(root,  # a folder with one subfolder of images per class (torch
                  seed: int = 0,  # seed of the permutation that splits off validation and test images
                  device=None,  # where the tensors live; default: `default_device()`
                  ) -> Data:
-    "The images under `root` (class names: its subfolders, sorted), as RGB uint8, via `Data.from_dataset`."
+    "The images under `root` (class names: its subfolders, sorted), as RGB uint8, via `Data.from_dataset` (16-bit files: see `open_rgb`)."
     from torchvision.datasets import ImageFolder
     sets = []
     for what, folder in (("root", root), ("test_root", test_root)):
@@ -330,9 +281,7 @@ def image_folder(root,  # a folder with one subfolder of images per class (torch
         if not folder.is_dir():
             raise FileNotFoundError(f"image_folder: {what} {folder.resolve()} is not a folder; it must hold one "
                                     "subfolder of images per class")
-        sets.append(ImageFolder(str(folder)))
-    if len(sets) == 2 and sets[0].classes != sets[1].classes:
-        raise ValueError(f"image_folder: test_root's classes {sets[1].classes} differ from root's {sets[0].classes}")
+        sets.append(ImageFolder(str(folder), loader=open_rgb))
     return Data.from_dataset(sets[0], sets[1] if len(sets) == 2 else None, size=size, val_size=val_size,
                              test_size=test_size, seed=seed, device=device)
 

@@ -8,6 +8,7 @@ __all__ = ['FORMAT', 'META', 'Exported', 'export', 'save_exported', 'load_export
 # %% ../nbs/09_export.ipynb #f34906b2
 import copy
 import json
+import types
 import warnings
 import zipfile
 from contextlib import nullcontext
@@ -19,7 +20,8 @@ from torch import nn
 
 from .arch import Arch, eval_mode
 from .data import Data
-from .images import as_images
+from .checks import check_setting
+from .images import as_images, check_unit_range
 from .train import normalize
 
 # %% ../nbs/09_export.ipynb #723fc269
@@ -63,12 +65,18 @@ class Exported(nn.Module):
         shown = _shape_text(want if want is not None else ("C", "H", "W"))
         raise ValueError(f"images must have the shape {shown}, got {tuple(x.shape)}{_shape_hint(x, want)}")
 
+    def check_values(self, x: torch.Tensor):
+        "Raise unless float images lie in [0, 1]: values on the 0..255 scale, or normalised ones, would give wrong logits."
+        if x.is_floating_point(): check_unit_range(x, "the model's input")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         "Logits of a batch of images: uint8 (N, C, H, W), or floats in [0, 1] (taken as 255·x)."
-        # jit.trace would record the checks' comparisons as constants (with warnings); torch.export runs them
-        # on its static shapes, so they hold in the exported program's guards as well
+        # jit.trace would record the checks' comparisons as constants (with warnings); torch.export runs `check`
+        # on its static shapes, so it holds in the exported program's guards as well. The value range depends on
+        # the data: it is checked on eager calls only, never while torch.export or torch.compile captures the model
         if not torch.jit.is_tracing():
             self.check(x)
+            if not torch.compiler.is_compiling(): self.check_values(x)
         if x.dtype != torch.uint8: x = x.to(torch.float32) * 255
         return self.net(normalize(x, self.mean, self.std))
 
@@ -173,6 +181,7 @@ def save_exported(model: Exported,  # what `export` returned
         example = torch.zeros(2, *model.input_shape, dtype=torch.uint8)
     example = torch.as_tensor(example).detach().cpu()
     model.check(example)
+    model.check_values(example)
     if len(example) < 2:  # an example batch of one would fix the batch size at 1
         example = example[:1].expand(2, *example.shape[1:])
     program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
@@ -183,9 +192,24 @@ def save_exported(model: Exported,  # what `export` returned
     return path
 
 # %% ../nbs/09_export.ipynb #948b7681
+def _eval(self):
+    "A loaded program is in inference mode already: `.eval()` keeps it so."
+    return self
+
+def _train(self, mode: bool = True):
+    "`.train(False)` keeps a loaded program in inference mode; `.train()` is refused: it cannot train."
+    if mode: raise NotImplementedError("a program from load_exported runs in inference mode only (BatchNorm uses its "
+                                       "running statistics): to train, train the network and export it again")
+    return self
+
 def load_exported(path,  # a file written by `save_exported`
                   ) -> nn.Module:
-    "The saved program as a module, with `.classes`, `.input_shape`, `.input_dtype` and `.info`; needs only torch."
+    """The saved program as a module in inference mode, with `.classes`, `.input_shape`, `.input_dtype` and `.info`.
+
+    The program is in inference mode for good (BatchNorm uses its running statistics): `.eval()` and `.train(False)`
+    are accepted here and change nothing, `.train()` is refused. Loaded with torch alone (`torch.export.load(path)
+    .module()`, no nash_lit), torch refuses even `.eval()` with a NotImplementedError: don't call it, there is no
+    need."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no exported network at {path}: write one with save_exported(model, path)")
@@ -202,17 +226,20 @@ def load_exported(path,  # a file written by `save_exported`
     module = program.module()
     module.classes, module.input_shape = tuple(info["classes"]), tuple(info["input_shape"])
     module.input_dtype, module.info = info["input_dtype"], info
+    module.eval, module.train = types.MethodType(_eval, module), types.MethodType(_train, module)  # torch's versions refuse even eval()
     return module
 
 # %% ../nbs/09_export.ipynb #f87559b0
-def _as_images(x, layout: str) -> torch.Tensor:
-    "`x` as uint8 (N, C, H, W), converted as `Data.from_tensors` converts; images already normalised are named."
-    t = torch.as_tensor(x) if isinstance(x, np.ndarray) and x.dtype.kind == "f" else x
-    if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() and t.min().item() < 0:
-        raise ValueError(f"predict: float images with negative values (down to {t.min().item():.3g}) look normalised; "
-                         "pass them as they were before normalisation, uint8 (0..255) or float in [0, 1]: the model "
-                         "normalises them itself")
-    return as_images(x, "predict: x", layout)
+def _refuse_single_image(x, want: tuple | None) -> None:
+    "Refuse one image without its batch axis, which `as_images` would read as C one-channel (or H) images."
+    shape = tuple(getattr(x, "shape", ()))
+    if want is None or len(shape) != 3 or (want[0] == 1 and shape == want): return  # (1, H, W): the same either way
+    if shape == want:
+        raise ValueError(f"predict: x has the shape {shape} of one image (C, H, W), but predict takes a batch; "
+                         "a single image? use x[None]")
+    if shape == (want[1], want[2], want[0]):
+        raise ValueError(f"predict: x has the shape {shape} of one channels-last image (H, W, C), but predict takes "
+                         "a batch; a single image? use x[None] with layout='NHWC'")
 
 def _to_input_dtype(x: torch.Tensor, dtype: str | None) -> torch.Tensor:
     "uint8 images in the dtype a loaded program was saved for (an Exported takes uint8 as it is)."
@@ -221,15 +248,21 @@ def _to_input_dtype(x: torch.Tensor, dtype: str | None) -> torch.Tensor:
 
 # %% ../nbs/09_export.ipynb #0cc26737
 def predict(model: nn.Module,  # an `Exported`, or a program from `load_exported`
-            x,  # images (N, C, H, W) or (N, H, W): uint8, integers in 0..255 or floats in [0, 1]; tensor or numpy
+            x,  # a batch of images (N, C, H, W) or (N, H, W): uint8, integers in 0..255 or floats in [0, 1]; tensor or numpy
             layout: str = "NCHW",  # or 'NHWC' for channels-last images
             batch_size: int = 1024,  # images per forward pass
             ) -> tuple[torch.Tensor, list]:
-    "The predicted labels (int64, on the CPU) and class names of a batch of images."
+    "The predicted labels (int64, on the CPU) and class names of a batch of images; one image is refused (use x[None])."
     classes = getattr(model, "classes", None)
     if classes is None:
         raise TypeError("predict takes an Exported or a program from load_exported (a model with .classes)")
-    x = _to_input_dtype(_as_images(x, layout), getattr(model, "input_dtype", None))
+    batch_size = check_setting("predict", "batch_size", batch_size, int, low=1)
+    want = None if getattr(model, "input_shape", None) is None else tuple(model.input_shape)
+    _refuse_single_image(x, want)
+    x = as_images(x, "predict: x", layout)
+    if want is not None and tuple(x.shape[1:]) != want:  # for a loaded program: ours, not its guard's message
+        raise ValueError(f"predict: images must have the shape {_shape_text(want)}, got {tuple(x.shape)}{_shape_hint(x, want)}")
+    x = _to_input_dtype(x, getattr(model, "input_dtype", None))
     device = next(iter(model.buffers()), torch.empty(0)).device
     labels = []
     with eval_mode(model) if isinstance(model, Exported) else nullcontext(), torch.no_grad():

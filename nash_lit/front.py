@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 import math
 from typing import Callable, NamedTuple
 
@@ -17,10 +18,10 @@ import torch
 from .arch import Arch, Net, flops, n_params
 
 # %% auto #0
-__all__ = ['log', 'latency', 'OBJECTIVES', 'SAMPLINGS', 'Objective', 'log_params', 'params', 'log_flops', 'Latency',
-           'register_objective', 'resolve_objectives', 'cheap_objectives', 'reads_weights', 'as_points', 'pareto_front',
-           'hypervolume', 'Density', 'inverse_density', 'parent_probabilities', 'sample_parents', 'accept',
-           'front_history']
+__all__ = ['log', 'latency', 'OBJECTIVES', 'SAMPLINGS', 'Objective', 'log_params', 'params', 'log_flops', 'quiet_logger',
+           'Latency', 'register_objective', 'resolve_objectives', 'cheap_objectives', 'reads_weights', 'as_points',
+           'pareto_front', 'hypervolume', 'Density', 'inverse_density', 'parent_probabilities', 'sample_parents',
+           'accept', 'front_history']
 
 # %% ../nbs/09_front.ipynb #fbf0327a
 log = logging.getLogger(__name__)
@@ -44,6 +45,15 @@ def log_flops(net: Net) -> float:
     return math.log(flops(net.arch))
 
 # %% ../nbs/09_front.ipynb #549d9138
+@contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR):
+    "Raise the logger `name` to `level` for the block (a library's import-time notice that says nothing to our users)."
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(level)
+    try: yield
+    finally: logger.setLevel(old)
+
 class Latency:
     "Median forward time of a batch, measured with `torch.utils.benchmark`, cached per architecture and setting."
     def __init__(self, device: str = "cpu",  # where to time the forward pass
@@ -69,7 +79,8 @@ class Latency:
         arch = net.arch
         model = Net(arch).to(self.device).eval()  # fresh weights: the time does not depend on their values
         x = torch.randn(self.batch_size, arch.input["channels"], arch.input["size"], arch.input["size"], device=self.device)
-        from torch.utils import benchmark  # imported here: it loads cpp_extension, which warns on CPU-only machines
+        with quiet_logger("torch.utils.cpp_extension"):  # it warns "No CUDA runtime" on CPU-only machines
+            from torch.utils import benchmark  # imported here, not at the top: importing nash_lit stays quiet
         timer = benchmark.Timer(stmt="with torch.no_grad(): model(x)", globals=dict(model=model, x=x, torch=torch),
                                 num_threads=torch.get_num_threads())
         return float(timer.blocked_autorange(min_run_time=self.min_run_time).median)

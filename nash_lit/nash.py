@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import numbers
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .arch import Arch, Net
+from .checks import check_setting
 from .data import Data, DataSpec
 from .evaluate import ChildResult, ChildTask, child_seeds, evaluate_child, outcome
 from .executors import InProcess, collect
@@ -49,43 +49,22 @@ class NashConfig:
         self.train = as_train_config(self.train, "train")
         self.recovery = None if self.recovery is None else as_train_config(self.recovery, "recovery")
         self.operators = (self.operators,) if isinstance(self.operators, str) else tuple(self.operators)
-        _check_types(self)
-        _check_ranges(self)
+        for name, (kind, bounds) in _RULES.items():
+            setattr(self, name, check_setting("NashConfig", name, getattr(self, name), kind, **bounds))
+        if self.n_steps is None and self.budget_seconds is None:
+            raise ValueError("NashConfig needs a budget: set n_steps, budget_seconds, or both")
         if not all(isinstance(op, str) for op in self.operators):
-            raise ValueError(f"operators must be given by name (so the run's config can be stored), got {self.operators}")
+            raise ValueError(f"NashConfig.operators must be given by name (so the run's config can be stored), got {self.operators}")
         resolve_operators(self.operators)  # unknown names fail here
 
     def to_dict(self) -> dict: return asdict(self)
 
 # %% ../nbs/09_nash.ipynb #933d8dfe
-INT_FIELDS = ("n_steps", "n_child", "n_op", "n_epochs", "seed_epochs", "calib_size", "recovery_epochs", "seed")
-
-def _check_types(c: NashConfig):
-    "Counts and the seed are whole numbers (numpy's too, stored as int); the budget is a number: before anything trains."
-    for name in INT_FIELDS:
-        value = getattr(c, name)
-        if name == "n_steps" and value is None: continue
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-            none = " (or None, to run until budget_seconds is spent)" if name == "n_steps" else ""
-            raise ValueError(f"{name} must be an int{none}, got {value!r} ({type(value).__name__})")
-        setattr(c, name, int(value))
-    b = c.budget_seconds
-    if b is not None and (not isinstance(b, numbers.Real) or isinstance(b, bool)):
-        raise ValueError(f"budget_seconds must be a number of seconds (or None for no limit), got {b!r} ({type(b).__name__})")
-
-def _check_ranges(c: NashConfig):
-    for name in ("n_child", "n_op"):
-        if getattr(c, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
-    for name in ("n_epochs", "seed_epochs", "calib_size", "recovery_epochs"):
-        if getattr(c, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(c, name)}")
-    if c.n_steps is not None and c.n_steps < 0:
-        raise ValueError(f"n_steps must be >= 0, got {c.n_steps}")
-    if c.budget_seconds is not None and not c.budget_seconds >= 0:
-        raise ValueError(f"budget_seconds must be >= 0 (or None for no limit), got {c.budget_seconds}")
-    if c.n_steps is None and c.budget_seconds is None:
-        raise ValueError("the search needs a budget: set n_steps, budget_seconds, or both")
+_RULES = dict(  # field -> (kind, check_setting's bounds); numpy integers are stored as plain ints
+    n_steps=(int, dict(low=0, optional=True)), n_child=(int, dict(low=1)), n_op=(int, dict(low=1)),
+    n_epochs=(int, dict(low=0)), seed_epochs=(int, dict(low=0)), budget_seconds=(float, dict(low=0, optional=True)),
+    calib_size=(int, dict(low=0)), seed=(int, dict(low=0, below=2**64)), recovery_epochs=(int, dict(low=0)))
+INT_FIELDS = tuple(name for name, (kind, _) in _RULES.items() if kind is int)
 
 # %% ../nbs/09_nash.ipynb #826290cb
 @dataclass(frozen=True)
@@ -227,7 +206,7 @@ class NashResult:
     paper_net: Net  # what Algorithm 1 returns: N* of the last step (random search: the best child, as `net`)
     paper_val_error: float  # its validation error
     paper_id: int  # its id in the log
-    paper_step: int  # the last step completed
+    paper_step: int  # the step of paper_net: NASH's last completed step; random search: the best child's step (`step`)
     search: str = "nash"  # which search: "nash" or "random_search"
 
     @property
@@ -265,16 +244,22 @@ def _result(walk: Walk, store: RunStore, run_dir) -> NashResult:
                       paper, last["val_error"], last["id"], last["step"], walk.name)
 
 def _run(walk: Walk, seed_net, data, config, run_dir, resume, executor, progress) -> NashResult:
+    if not isinstance(seed_net, (Arch, Net)):
+        raise TypeError(f"{walk.name} takes the seed network as an Arch or a Net, got {type(seed_net).__name__}: the search "
+                        "makes children by changing the architecture, so it needs one it can read; build it with "
+                        "seed_arch(...), or Net(arch) for an architecture with weights of your own")
     config = config if config is not None else NashConfig()
     if isinstance(seed_net, Arch):
         torch.manual_seed(config.seed)
         seed_net = Net(seed_net)
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir of the run to continue")
-    spec = check_search_start({"the seed network": seed_net}, data, config.train.device, executor)
+    recovery = config.recovery if walk.climbs else None  # children trained from scratch recover nothing
+    spec = check_search_start({"the seed network": seed_net}, data, config.train.device, executor,
+                              dict(train=config.train, recovery=recovery))
     warn_if_data_travels(data, executor, stacklevel=3)  # names the caller of nash or random_search
     stored = dict(format=f"nash_lit.{walk.name}/3", config=config.to_dict(), seed_arch=json.loads(seed_net.arch.to_json()))
-    with run_folder(run_dir, prefix=f"{walk.name}_") as where:
+    with run_folder(run_dir, prefix=f"{walk.name}_", replays=(SearchFailed,)) as where:
         store = RunStore(where, stored, resume, ignore=PROGRESS_KEYS, extend=EXTEND)
         with _progress_bar(walk, config, store, progress) as bar:
             search(walk, seed_net, spec, config, store, executor if executor is not None else InProcess(), bar)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -17,6 +16,7 @@ import torch
 
 from .approx import MIN_CONVS, MIN_FILTERS, satisfies_constraint
 from .arch import PARETO_SEEDS, Arch, Net, seed_arch
+from .checks import check_setting
 from .data import Data, DataSpec, as_spec, default_device
 from .evaluate import ChildResult, ChildTask, build_parent, child_seeds, evaluate_child, fresh, make_child, outcome
 from .front import (OBJECTIVES, SAMPLINGS, Density, accept, cheap_objectives, hypervolume, pareto_front,
@@ -72,43 +72,36 @@ class ParetoConfig:
     def to_dict(self) -> dict: return asdict(self)
 
 # %% ../nbs/09_pareto.ipynb #71a3cad6
-PARETO_INTS = ("n_gen", "n_pc", "n_ac", "n_epochs", "recovery_epochs", "seed_epochs", "seed", "calib_size",
-               "min_convs", "min_filters", "max_attempts", "max_failed_generations")
-
-def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+_RULES = {**{k: (int, dict(low=1)) for k in ("n_pc", "n_ac", "min_convs", "min_filters", "max_attempts", "max_failed_generations")},
+          **{k: (int, dict(low=0)) for k in ("n_gen", "n_epochs", "recovery_epochs", "seed_epochs", "calib_size")},
+          "seed": (int, dict(low=0, below=2**64))}  # field -> (kind, check_setting's bounds)
+PARETO_INTS = tuple(_RULES)
 
 def _check_counts(c: ParetoConfig):
-    "Whole numbers in range, before anything trains."
-    for name in PARETO_INTS:
-        if not _is_int(getattr(c, name)):
-            raise ValueError(f"{name} must be an int, got {getattr(c, name)!r} ({type(getattr(c, name)).__name__})")
-        setattr(c, name, int(getattr(c, name)))
-    for name in ("n_pc", "n_ac", "max_attempts", "max_failed_generations", "min_convs", "min_filters"):
-        if getattr(c, name) < 1: raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
-    for name in ("n_gen", "n_epochs", "recovery_epochs", "seed_epochs", "calib_size"):
-        if getattr(c, name) < 0: raise ValueError(f"{name} must be >= 0, got {getattr(c, name)}")
-    if c.n_ac > c.n_pc: raise ValueError(f"n_ac ({c.n_ac}) must be <= n_pc ({c.n_pc}): accepted children are proposals")
+    "Whole numbers in range (numpy's stored as int), before anything trains."
+    for name, (kind, bounds) in _RULES.items():
+        setattr(c, name, check_setting("ParetoConfig", name, getattr(c, name), kind, **bounds))
+    if c.n_ac > c.n_pc: raise ValueError(f"ParetoConfig.n_ac ({c.n_ac}) must be <= n_pc ({c.n_pc}): accepted children are proposals")
 
 def _check_choices(c: ParetoConfig):
-    lo_hi = tuple(c.n_op) if isinstance(c.n_op, (tuple, list)) else None
-    if lo_hi is None or len(lo_hi) != 2 or not all(_is_int(v) for v in lo_hi):
-        raise ValueError(f"n_op must be (fewest, most) operators per child, two ints, got {c.n_op!r}")
-    if not 1 <= lo_hi[0] <= lo_hi[1]:
-        raise ValueError(f"n_op must satisfy 1 <= fewest <= most, got {c.n_op!r} (an empty range of operator counts)")
-    c.n_op = (int(lo_hi[0]), int(lo_hi[1]))
+    if not isinstance(c.n_op, (tuple, list)) or len(c.n_op) != 2:
+        raise TypeError(f"ParetoConfig.n_op must be (fewest, most) operators per child, two ints, got {c.n_op!r}")
+    lo, hi = (check_setting("ParetoConfig", f"n_op[{k}]", v, int) for k, v in enumerate(c.n_op))
+    if not 1 <= lo <= hi:
+        raise ValueError(f"ParetoConfig.n_op must satisfy 1 <= fewest <= most, got {c.n_op!r} (an empty range of operator counts)")
+    c.n_op = (lo, hi)
     if not all(isinstance(op, str) for op in c.operators):
-        raise ValueError(f"operators must be given by name (so the run's config can be stored), got {c.operators}")
+        raise ValueError(f"ParetoConfig.operators must be given by name (so the run's config can be stored), got {c.operators}")
     try: resolve_operators(c.operators)
-    except ValueError as e: raise ValueError(f"operators: {e}") from None
-    if c.sampling not in SAMPLINGS: raise ValueError(f"sampling must be one of {SAMPLINGS}, got {c.sampling!r}")
+    except ValueError as e: raise ValueError(f"ParetoConfig.operators: {e}") from None
+    if c.sampling not in SAMPLINGS: raise ValueError(f"ParetoConfig.sampling must be one of {SAMPLINGS}, got {c.sampling!r}")
 
 def _check_reference(ref, n: int) -> tuple:
     if not isinstance(ref, (tuple, list)) or len(ref) != n + 1:
-        raise ValueError(f"reference must have {n + 1} values (error, then one per objective), got {ref!r}")
-    if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in ref):
-        raise ValueError(f"reference must hold finite numbers, got {ref!r}")
-    if not ref[0] > 0: raise ValueError(f"reference's error coordinate must be > 0, got {ref[0]}")
-    return tuple(float(v) for v in ref)
+        raise ValueError(f"ParetoConfig.reference must have {n + 1} values (error, then one per objective), got {ref!r}")
+    ref = tuple(check_setting("ParetoConfig", f"reference[{k}]", v, float) for k, v in enumerate(ref))
+    if not ref[0] > 0: raise ValueError(f"ParetoConfig.reference's error coordinate must be > 0, got {ref[0]}")
+    return ref
 
 # %% ../nbs/09_pareto.ipynb #3375ea3d
 class Member(NamedTuple):
@@ -383,14 +376,20 @@ def pareto_nash(p0: list | None = None,  # P0: networks or architectures; None: 
     config = config if config is not None else ParetoConfig()
     if data is None: raise ValueError("data: Pareto-NASH needs training and validation data")
     if resume and run_dir is None: raise ValueError("resume=True needs the run_dir of the run to continue")
+    if isinstance(p0, (Arch, torch.nn.Module)): raise TypeError(f"p0 is a list of networks; got one {type(p0).__name__}: pass [it]")
+    for k, n in enumerate(p0 or ()):
+        if not isinstance(n, (Arch, Net)):
+            raise TypeError(f"p0[{k}] is a {type(n).__name__}, not an Arch or a Net: the search changes architectures, so it "
+                            "needs ones it can read; build them with seed_arch(...), or Net(arch) for weights of your own")
     p0 = default_p0(config.seed) if p0 is None else [fresh(n, config.seed + k) if isinstance(n, Arch) else n
                                                       for k, n in enumerate(p0)]
     if not p0: raise ValueError("p0: the initial front needs at least one network")
     check_reference(p0, config)
-    spec = check_search_start({f"P0 network {k}": n for k, n in enumerate(p0)}, data, config.train.device, executor)
+    spec = check_search_start({f"P0 network {k}": n for k, n in enumerate(p0)}, data, config.train.device, executor,
+                              dict(train=config.train, recovery=config.recovery))
     warn_if_data_travels(data, executor, stacklevel=2)
     stored = dict(format="nash_lit.pareto/1", config=config.to_dict(), p0=[json.loads(n.arch.to_json()) for n in p0])
-    with run_folder(run_dir, prefix="pareto_") as where:
+    with run_folder(run_dir, prefix="pareto_", replays=(SearchFailed,)) as where:
         store = RunStore(where, stored, resume, ignore=PROGRESS_KEYS, extend=("config.n_gen",))
         with SearchProgress("Pareto-NASH", len(p0) + config.n_gen * config.n_ac, store.records, store.seconds,
                             "generation", config.n_gen, enabled=progress) as bar:

@@ -140,6 +140,7 @@ def open_run(run_dir,  # the run folder, created if needed
              resume: bool = False,  # continue the run stored there
              ignore: tuple = (),  # flattened keys ('train.progress') allowed to differ on resume
              extend: tuple = (),  # flattened keys of budgets ('config.n_steps') that may grow on resume
+             check=None,  # called with the folder before config.json is written or extended (RunStore: its files)
              ) -> Path:
     "Create the run folder, or check that it holds a run of the same `config` (or a larger budget) to resume."
     run_dir = Path(run_dir)
@@ -155,11 +156,13 @@ def open_run(run_dir,  # the run folder, created if needed
         old = json.loads(stored.read_text())
         bad = _config_diff(old, config, ignore, extend)
         if bad: raise ValueError(f"cannot resume {run_dir}: its config differs in " + ", ".join(bad))
+        if check is not None: check(run_dir)  # a run refused here keeps the config it was made with
         if old != config: atomic_write_text(stored, json.dumps(config, indent=1))  # extended: the new budget is the run's
         return run_dir
     if (run_dir / LOG).exists():
         raise FileExistsError(f"{run_dir} has a log but no {CONFIG}; it is not a run this code can resume")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if check is not None: check(run_dir)
     atomic_write_text(stored, json.dumps(config, indent=1))
     return run_dir
 
@@ -326,13 +329,16 @@ class RunStore(Checkpoints):
                  ignore: tuple = (),  # flattened config keys allowed to differ on resume
                  extend: tuple = (),  # flattened config keys of budgets that may grow on resume
                  ):
-        super().__init__(open_run(run_dir, config, resume, ignore, extend))
-        self.records = read_records(self.dir, fields=RECORD)
-        self.best = check_run_files(self.dir, self.records)  # best.pt's meta; None before a step completes
+        super().__init__(open_run(run_dir, config, resume, ignore, extend, check=self._check))
         self.best_ever = checkpoint_meta(self.path(BEST_EVER)) if self.exists(BEST_EVER) else None
         read_records(self.dir, repair=True)  # only once the files agree: a torn last line is cut away
         spent = max((r.get("search_seconds", 0.0) for r in self.records), default=0.0)
         self._start = time.perf_counter() - spent
+
+    def _check(self, run_dir: Path):
+        "Read the log and check the files against each other, before open_run writes an extended budget."
+        self.records = read_records(run_dir, fields=RECORD)
+        self.best = check_run_files(run_dir, self.records)  # best.pt's meta; None before a step completes
 
     def seconds(self) -> float:
         "Search time spent, across resumes."

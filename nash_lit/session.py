@@ -17,22 +17,36 @@ from tqdm import tqdm
 from .checks import check_fit
 from .data import Data, DataSpec, as_spec, default_device
 from .executors import check_executor, in_process
+from .runs import RunDamaged
 
 # %% auto #0
-__all__ = ['UNTRAINED', 'PROGRESS_KEYS', 'BAR', 'check_search_start', 'warn_if_data_travels', 'run_folder', 'SearchProgress']
+__all__ = ['NO_VAL', 'REPLAYS', 'UNTRAINED', 'PROGRESS_KEYS', 'BAR', 'check_search_start', 'warn_if_data_travels', 'kept_note',
+           'with_note', 'run_folder', 'SearchProgress']
 
 # %% ../nbs/08_session.ipynb #570d1e78
+NO_VAL = ("the data has no validation images, and a search ranks its children by their validation error: hold some "
+          "out with val_size (Data.from_tensors(..., val_size=...), Data.from_dataset(..., val_size=...), "
+          "DataSpec.image_folder(..., val_size=...), DataSpec.cifar10(val_size=...) without final=True, "
+          "DataSpec.synthetic(n_val=...))")
+
 def check_search_start(nets: dict,  # name in messages -> a network the search trains first (an Arch or a Net)
                        data: Data | DataSpec,  # the search's data
                        device,  # the training device (`config.train.device`)
                        executor,  # where the children will be trained (None: in this process)
+                       configs: dict | None = None,  # name in messages -> a TrainConfig the search trains with (None: unused)
                        ) -> DataSpec:
-    "Before anything trains: the executor does not fork, the device exists, every network fits the data; the data's spec."
+    "Before anything trains: the executor, the device, the data's splits, the training settings and every network against the data; the data's spec."
     check_executor(executor)
     try: device = default_device(device)
     except ValueError as e: raise ValueError(f"train.device: {e}") from None
     spec = as_spec(data)
     loaded = data if isinstance(data, Data) else spec.load(device if in_process(executor) else "cpu")
+    if len(loaded.y_train) == 0: raise ValueError("the data has no training images")
+    if len(loaded.y_val) == 0: raise ValueError(NO_VAL)
+    for name, config in (configs or {}).items():
+        if config is None: continue
+        try: config.for_size(tuple(loaded.x_train.shape[-2:]))  # as `train` resolves and refuses them
+        except ValueError as e: raise ValueError(f"{name}: {e}") from None
     for name, net in nets.items(): check_fit(net, loaded, name=name)
     return spec
 
@@ -50,9 +64,37 @@ def warn_if_data_travels(data,  # what the search was given
                   stacklevel=stacklevel + 1)
 
 # %% ../nbs/08_session.ipynb #f2c8bb52
+REPLAYS = (ValueError, TypeError, RunDamaged)  # failures a resume would only repeat: the config, the input, damaged files
+_HAS_NOTES = hasattr(BaseException, "add_note")  # Python 3.11+
+
+def kept_note(folder: Path,  # the kept temporary folder
+              error: BaseException,  # why the search stopped
+              replays: tuple = (),  # further exception types that a resume would repeat (the search's SearchFailed)
+              ) -> str:
+    "Where a failed search's files are, and whether resuming from them helps."
+    if isinstance(error, REPLAYS + tuple(replays)):
+        return (f"the run's files are kept in {folder}, to see what failed; resuming from them would fail the same way: "
+                f"fix the cause and start a new run (then delete the folder)")
+    return (f"the run's files are kept in {folder}: pass run_dir={str(folder)!r} and resume=True to continue the search "
+            f"where it stopped, or delete the folder")
+
+def with_note(error: BaseException,  # an exception being raised
+              note: str,  # what to tell beside it
+              ) -> BaseException:
+    "`error` with `note` added (Python 3.11+); on 3.10 a new exception of its type with the note in its message, or, where none can be made, `error` itself with the note printed to stderr."
+    if _HAS_NOTES:
+        error.add_note(note)
+        return error
+    if isinstance(error, Exception):
+        try: return type(error)(f"{error}\n{note}")
+        except Exception: pass  # its type takes other arguments
+    print(note, file=sys.stderr)
+    return error
+
 @contextmanager
 def run_folder(run_dir,  # the run's folder; None: a temporary one
                prefix: str,  # the temporary folder's name starts with it
+               replays: tuple = (),  # exception types of the search that a resume would repeat (besides REPLAYS)
                ):
     "Yield the run's folder; a temporary one is deleted when the search succeeds and kept, and named, when it fails."
     if run_dir is not None:
@@ -61,9 +103,9 @@ def run_folder(run_dir,  # the run's folder; None: a temporary one
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     try: yield folder
     except BaseException as e:
-        e.add_note(f"the run's files are kept in {folder}: pass run_dir={str(folder)!r} and resume=True to continue "
-                   f"the search, or delete the folder")
-        raise
+        told = with_note(e, kept_note(folder, e, replays))
+        if told is e: raise
+        raise told from e
     shutil.rmtree(folder, ignore_errors=True)
 
 # %% ../nbs/08_session.ipynb #f5cbb989
@@ -91,11 +133,14 @@ class SearchProgress:
                  enabled: bool = True,  # False: show nothing
                  ):
         self.name, self.clock, self.unit, self.n_units, self.budget = name, clock, unit, n_units, budget_seconds
+        self.total, self.ends = total, {}  # step -> the search clock when its last record so far was logged
+        for r in records: self._ended(r)
         trained = [r for r in records if r["status"] not in UNTRAINED]
+        self.done = len(trained)
         self.best = min((r["val_error"] for r in trained if r["status"] == "ok"), default=None)
         self.at = None
         desc, postfix = self._text()
-        self.bar = tqdm(total=total, initial=len(trained), disable=not enabled, file=sys.stderr, bar_format=BAR,
+        self.bar = tqdm(total=total, initial=self.done, disable=not enabled, file=sys.stderr, bar_format=BAR,
                         desc=desc, postfix=postfix)
 
     def start(self, k: int):
@@ -105,11 +150,28 @@ class SearchProgress:
 
     def child(self, record: dict):
         "A child's record was logged."
+        self._ended(record)
         if record["status"] in UNTRAINED: return
         if record["status"] == "ok" and (self.best is None or record["val_error"] < self.best):
             self.best = record["val_error"]
+        self.done += 1
         self._show(refresh=False)
         self.bar.update(1)  # redraws the bar, with the new text
+
+    def _ended(self, record: dict):
+        "Note when the record's step last logged (records without a step or a clock stamp are skipped)."
+        step, t = record.get("step"), record.get("search_seconds")
+        if step is not None and t is not None: self.ends[step] = max(t, self.ends.get(step, t))
+
+    def left(self, spent: float) -> tuple[float, bool] | None:
+        "(seconds left, whether estimated) by the budget in seconds or by the mean time of the finished steps; None: unknown."
+        left = None if self.budget is None else max(0.0, self.budget - spent)
+        k = self.at
+        if self.n_units is None or k is None or k < 2 or k - 1 not in self.ends: return None if left is None else (left, False)
+        mean = (self.ends[k - 1] - self.ends.get(0, 0.0)) / (k - 1)  # steps 1 .. k-1; step 0 (the seed, P0) is unlike them
+        done = self.total is not None and self.done >= self.total
+        guess = 0.0 if done else max(0.0, mean * (self.n_units - k + 1) - (spent - self.ends[k - 1]))
+        return (guess, True) if left is None or guess < left else (left, False)
 
     def _text(self) -> tuple[str, str]:
         "(where the search is, what it found and the time) as the bar shows them."
@@ -117,7 +179,8 @@ class SearchProgress:
         where = self.name if self.at is None else f"{self.name} {self.unit} {self.at}{of}"
         best = "–" if self.best is None else f"{self.best:.4f}"
         spent = self.clock()
-        left = "" if self.budget is None else f", {_seconds(max(0.0, self.budget - spent))} left"
+        left = self.left(spent)
+        left = "" if left is None else f", {'~' if left[1] else ''}{_seconds(left[0])} left"
         return where, f"best val error {best}, {_seconds(spent)} elapsed{left}"
 
     def _show(self, refresh: bool = True):

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import sys
 import time
-import zlib
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .arch import Arch, Net, eval_mode
+from .checkpoint import load_training, resume_key, save_training
 from .checks import check_device_name, check_fit, check_setting
 from .data import Data, default_device, train_plus_val
 
@@ -148,9 +147,10 @@ class TrainConfig:
         if pad >= side:
             raise ValueError(f"TrainConfig.crop_pad={pad} cannot apply to {h}×{w} images: the padding must be smaller "
                              f"than the image ({side}); use crop_pad=None (scaled: {side // 8}) or 0 (off)")
-        if cut > side:
-            raise ValueError(f"TrainConfig.cutout={cut} cannot apply to {h}×{w} images: the square would be larger "
-                             f"than the image; use cutout=None (scaled: {side // 2}) or 0 (off)")
+        if cut >= side:
+            raise ValueError(f"TrainConfig.cutout={cut} cannot apply to {h}×{w} images: the square must be smaller than "
+                             f"the image's side ({side}), or it can blank whole images; use cutout=None (scaled: "
+                             f"{side // 2}) or 0 (off)")
         return replace(self, crop_pad=pad, cutout=cut)
 
     def speedups(self, device: torch.device) -> tuple[bool, bool]:
@@ -270,8 +270,8 @@ def train(net: nn.Module,  # maps (N, C, H, W) images to (N, classes) logits; tr
         torch.manual_seed(config.seed)
         gen = torch.Generator(device=device).manual_seed(config.seed)
         history, path = [], None if checkpoint is None else Path(checkpoint)
-        key = _resume_key(net, config, trainable, teacher, data) if path is not None else None
-        if path is not None and path.exists(): history = _load_training(path, key, net, opt, sched, gen)
+        key = resume_key(net, config, trainable, teacher, data) if path is not None else None
+        if path is not None and path.exists(): history = load_training(path, key, net, opt, sched, gen)
         bar = tqdm(total=config.epochs * steps, initial=len(history) * steps, disable=not config.progress,
                    unit="batch", file=sys.stderr, desc=f"train {sum(p.numel() for p in params):,} params on {device}")
         for epoch in range(len(history), config.epochs):
@@ -304,60 +304,13 @@ def train(net: nn.Module,  # maps (N, C, H, W) images to (N, classes) logits; tr
                          if due and len(data.y_val) else math.nan)
             history.append(dict(epoch=epoch + 1, loss=mean_loss, val_error=val_error, lr=sched.get_last_lr()[0],
                                 seconds=time.perf_counter() - start, img_s=steps * bs / train_seconds))
-            if path is not None: _save_training(path, key, net, opt, sched, gen, history)
+            if path is not None: save_training(path, key, net, opt, sched, gen, history)
         bar.close()
         return history
     finally:
         for name, p in net.named_parameters(): p.requires_grad_(flags[name])
         net.train(was_training)
         if teacher is not None: teacher.train(teacher_training)
-
-# %% ../nbs/02_train.ipynb #fcc206b7
-_NOT_RESUME_KEYS = ("progress", "eval_every", "eval_batch_size", "device")  # may differ when resuming
-
-def _data_fingerprint(data: Data) -> dict:
-    "Enough of the data to tell another dataset: split sizes, image shape and a checksum of the training labels."
-    labels = zlib.crc32(data.y_train.cpu().numpy().tobytes())
-    return dict(shape=list(data.x_train.shape[1:]), sizes=[len(data.y_train), len(data.y_val)], labels=labels)
-
-def _resume_key(net: nn.Module, config: TrainConfig, trainable, teacher, data: Data) -> dict:
-    "What a checkpoint must agree on to be resumed: the settings, the network, what trains, the data."
-    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_RESUME_KEYS}
-    teacher_params = None if teacher is None else [[n, list(p.shape)] for n, p in teacher.named_parameters()]
-    return dict(config=settings, params=[[name, list(p.shape)] for name, p in net.named_parameters()],
-                trainable=None if trainable is None else sorted({trainable} if isinstance(trainable, str) else trainable),
-                teacher=teacher_params, data=_data_fingerprint(data))
-
-def _save_training(path: Path, key: dict, net, opt, sched, gen, history: list):
-    "Write the training's state after an epoch, atomically (temporary file, fsync, rename)."
-    blob = dict(format="nash_lit.train/1", key=key, history=history, net=net.state_dict(), opt=opt.state_dict(),
-                sched=sched.state_dict(), gen=gen.get_state(), torch_rng=torch.get_rng_state())
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(blob, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-# %% ../nbs/02_train.ipynb #4f0bfaa1
-def _load_training(path: Path, key: dict, net, opt, sched, gen) -> list:
-    "Restore a checkpoint written by `_save_training` into the call's objects; returns the history so far."
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if blob.get("format") != "nash_lit.train/1": raise ValueError(f"{path} is not a nash_lit training checkpoint")
-    if blob["key"] != key:
-        stored, given = blob["key"]["config"], key["config"]
-        diff = [f"{k} (stored {stored.get(k)!r}, given {v!r})" for k, v in given.items() if stored.get(k) != v]
-        parts = {"params": "network parameters", "trainable": "trainable set", "teacher": "teacher", "data": "training data"}
-        other = [text for part, text in parts.items() if blob["key"].get(part) != key[part]]
-        what = "settings " + ", ".join(diff) if diff else " and ".join(other)
-        raise ValueError(f"cannot resume the training checkpoint {path}: it was written with other {what}; "
-                         "delete the file to start again, or pass another checkpoint path")
-    net.load_state_dict(blob["net"])
-    opt.load_state_dict(blob["opt"])
-    sched.load_state_dict(blob["sched"])
-    gen.set_state(blob["gen"])
-    torch.set_rng_state(blob["torch_rng"])
-    return blob["history"]
 
 # %% ../nbs/02_train.ipynb #1db95e75
 @dataclass
@@ -369,6 +322,8 @@ class FinalResult:
 
 def _final_net(model, from_scratch: bool, seed: int) -> nn.Module:
     "The network `final_train` trains, made from what the user passed."
+    inner = getattr(model, "net", None)  # a search's result, a Pareto front member, a FinalResult
+    if not isinstance(model, nn.Module) and isinstance(inner, nn.Module): model = inner
     torch.manual_seed(seed)
     if isinstance(model, Arch):
         if not from_scratch: raise ValueError("from_scratch=False needs a network with weights, not an architecture")
@@ -386,10 +341,11 @@ def _final_net(model, from_scratch: bool, seed: int) -> nn.Module:
         net = model()
         if not isinstance(net, nn.Module): raise TypeError(f"the factory returned a {type(net).__name__}, not an nn.Module")
         return net
-    raise TypeError(f"final_train takes an Arch, a network or a factory of networks, got {type(model).__name__}")
+    raise TypeError(f"final_train takes an Arch, a network, a result with a .net or a factory of networks, "
+                    f"got {type(model).__name__}")
 
 # %% ../nbs/02_train.ipynb #9d8d198a
-def final_train(model,  # an Arch, a Net, any nn.Module, or a zero-argument factory returning one
+def final_train(model,  # an Arch, a Net, any nn.Module, a result with a `.net` (NashResult, a front member), or a factory
                 data: Data,  # the data; its validation images join the training set
                 epochs: int = 600,  # the paper's final training
                 from_scratch: bool = True,  # re-initialise (the paper); False: continue from the network's weights
@@ -397,7 +353,7 @@ def final_train(model,  # an Arch, a Net, any nn.Module, or a zero-argument fact
                 seed: int = 0,  # initialisation and training seed
                 checkpoint=None,  # a file to checkpoint every epoch and resume from (see `train`)
                 ) -> FinalResult:
-    "Section 5.1: train on train+val for `epochs`, then report the test error."
+    "Section 5.1: train a copy of `model` (a result: its `.net`) on train+val for `epochs`, then report the test error."
     epochs = check_setting("final_train", "epochs", epochs, int, low=0)
     from_scratch = check_setting("final_train", "from_scratch", from_scratch, bool)
     seed = check_setting("final_train", "seed", seed, int, low=0, below=2**64)

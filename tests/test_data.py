@@ -250,3 +250,113 @@ def test_from_dataset_takes_tensors_arrays_and_pil_images():
     with pytest.raises(TypeError, match=r"must be an \(image, label\) pair"): D.Data.from_dataset([torch.rand(1, 4, 4)] * 10)
     with pytest.raises(ValueError, match=r"mixes images with \[1, 3\] channels"):
         D.Data.from_dataset([(torch.rand(1, 4, 4), 0), (torch.rand(3, 4, 4), 1)] * 5)
+
+
+# --- review of issue 11: what still passed silently ----------------------------------------------------------------
+
+def test_nchw_images_given_as_nhwc_are_refused():
+    "layout='NHWC' on images already (N, C, H, W) would give 16-channel 3×16 images: refused, naming the fix."
+    x, y = np.zeros((20, 3, 16, 16), dtype=np.uint8), np.zeros(20, dtype=int)
+    with pytest.raises(ValueError, match=r"\(20, 3, 16, 16\), which looks \(N, C, H, W\) already; drop layout='NHWC'"):
+        D.Data.from_tensors(x, y, layout="NHWC")
+    assert D.Data.from_tensors(x.transpose(0, 2, 3, 1), y, layout="NHWC", device="cpu").channels == 3
+    assert D.Data.from_tensors(np.zeros((20, 4, 4, 3), dtype=np.uint8), y, layout="NHWC", device="cpu").size == 4  # tiny: NHWC
+
+
+def test_numpy_numbers_are_counts_and_fractions():
+    x, y = np.zeros((40, 1, 8, 8), dtype=np.uint8), np.arange(40) % 4
+    data = D.Data.from_tensors(x, y, val_size=np.int64(6), test_size=np.float64(0.25), classes=np.int64(5), device="cpu")
+    assert (len(data.y_val), len(data.y_test), data.n_classes) == (6, 10, 5)
+    assert len(D.Data.from_tensors(x, y, val_size=np.float32(0.5), device="cpu").y_val) == 20
+    t = torch.from_numpy(x)
+    assert D.Data(t, torch.from_numpy(y), t, torch.from_numpy(y), t, torch.from_numpy(y), classes=np.int32(4)).classes[-1] == "class 3"
+    for bad in (True, np.bool_(True), "0.1", np.int64(40)):
+        with pytest.raises(ValueError, match="val_size must be a fraction in"): D.Data.from_tensors(x, y, val_size=bad)
+
+
+def test_one_label_check_for_data_and_for_what_it_reads():
+    "Data, from_tensors and from_dataset report the same label mistake with the same words (images.check_labels)."
+    from nash_lit import images
+    x = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    y = torch.tensor([0, 1, -1, 2])
+    messages = []
+    for call in (lambda: D.Data(x, y, x, y, x, y), lambda: images.as_labels(y, 4, "Data.y_train"),
+                 lambda: images.check_labels(y, 4, "Data.y_train")):
+        with pytest.raises(ValueError) as e: call()
+        messages.append(str(e.value))
+    assert len(set(messages)) == 1 and "holds the label -1" in messages[0]
+    with pytest.raises(ValueError, match=r"Data\.from_dataset: train holds the label -1"):
+        D.Data.from_dataset([(torch.zeros(1, 4, 4), -1)] * 4)
+    assert not hasattr(D, "_check_labels")
+
+
+def test_from_dataset_refuses_test_classes_that_differ():
+    class Folder(list):
+        def __init__(self, items, classes):
+            super().__init__(items)
+            self.classes = classes
+    items = [(torch.rand(1, 4, 4), k % 2) for k in range(10)]
+    with pytest.raises(ValueError, match=r"test set's classes \['dog', 'cat'\] differ from the training set's \['cat', 'dog'\]"):
+        D.Data.from_dataset(Folder(items, ["cat", "dog"]), Folder(items, ["dog", "cat"]))
+    data = D.Data.from_dataset(Folder(items, ["cat", "dog"]), Folder(items, ["cat", "dog"]), val_size=2, device="cpu")
+    assert data.classes == ("cat", "dog") and len(data.y_test) == 10
+    assert len(D.Data.from_dataset(Folder(items, ["cat", "dog"]), items, val_size=2, device="cpu").y_test) == 10  # a list: no classes
+
+
+def test_image_folder_test_root_with_other_classes(tmp_path):
+    _image_folder(tmp_path / "train")
+    _image_folder(tmp_path / "test")
+    (tmp_path / "test" / "dog").rename(tmp_path / "test" / "wolf")
+    with pytest.raises(ValueError, match=r"test set's classes \['cat', 'wolf'\] differ"):
+        D.image_folder(tmp_path / "train", size=8, test_root=tmp_path / "test")
+
+
+def test_from_dataset_with_a_normalize_transform_says_so():
+    import torchvision.transforms as TF
+    normalise = TF.Compose([TF.ToTensor(), TF.Normalize([0.5], [0.25])])
+    rng = np.random.default_rng(0)
+    items = [(normalise(rng.integers(0, 256, (8, 8, 1), dtype=np.uint8)), k % 2) for k in range(10)]
+    with pytest.raises(ValueError, match=r"train\[0\]: float images must lie in \[0, 1\].*look normalised.*drop Normalize"):
+        D.Data.from_dataset(items)
+    with pytest.raises(ValueError, match="divide them by 255"):
+        D.Data.from_dataset([(torch.full((1, 4, 4), 200.0), 0)] * 4)
+
+
+def _png16(path, pixels):
+    "A 16-bit greyscale PNG written by PIL (mode I;16)."
+    from PIL import Image
+    img = Image.fromarray(pixels.astype(np.uint16))
+    assert img.mode == "I;16"
+    img.save(path)
+    return path
+
+
+def test_16_bit_images_are_refused_not_saturated(tmp_path):
+    "PIL's convert('RGB') clips 16-bit values to 255 (near white): such images are refused, naming the mode and the fix."
+    from PIL import Image
+    deep = _png16(tmp_path / "deep.png", np.arange(64).reshape(8, 8) * 1000)
+    with Image.open(deep) as img:
+        assert img.mode == "I;16" and (np.array(img.convert("RGB")) == 255).mean() > 0.95  # what a silent conversion gives
+        with pytest.raises(ValueError, match=r"values in \[0, 63000\].*PIL image of mode 'I;16'.*scale it to 0\.\.255 first"):
+            D.Data.from_dataset([(img, 0)] * 4)
+    shallow = _png16(tmp_path / "shallow.png", np.arange(64).reshape(8, 8))  # 16-bit file, byte values: read as they are
+    with Image.open(shallow) as img:
+        data = D.Data.from_dataset([(img, 0), (img, 1)] * 5, device="cpu")
+    assert data.channels == 1 and torch.equal(data.x_test[0, 0], torch.arange(64, dtype=torch.uint8).reshape(8, 8))
+    for name in ("cat", "dog"):
+        (tmp_path / "folder" / name).mkdir(parents=True)
+        for k in range(3): _png16(tmp_path / "folder" / name / f"{k}.png", np.full((8, 8), 40000))
+    with pytest.raises(ValueError, match="mode 'I;16'"):  # torchvision's own loader would give white RGB images
+        D.image_folder(tmp_path / "folder")
+    with Image.open(deep) as img:
+        for mode in ("I", "F"):
+            with pytest.raises(ValueError, match=f"mode '{mode}'"): D.Data.from_dataset([(img.convert(mode), 0)] * 4)
+
+
+def test_cifar_reading_moved_but_importable_from_data():
+    "CIFAR-10's files are read in nash_lit.cifar; nash_lit.data still exports the same objects, DataSpec stays."
+    from nash_lit import cifar
+    for name in ("ARCHIVE", "FOLDER", "data_root", "read_cifar10"):
+        assert getattr(D, name) is getattr(cifar, name) and name in D.__all__
+    from nash_lit.data import DataSpec, read_cifar10  # the old import paths
+    assert DataSpec.__module__ == "nash_lit.data" and read_cifar10 is cifar.read_cifar10

@@ -108,6 +108,9 @@ BAD_IMAGES = {  # name -> (make from good uint8 x (N, 1, 16, 16), error type, me
     "single image": (lambda x: x[0], ValueError, "x[None]"),
     "int32": (lambda x: x.int(), TypeError, "uint8 (0..255) or floating point"),
     "bool": (lambda x: x > 0, TypeError, "uint8 (0..255) or floating point"),
+    "0..255 floats": (lambda x: x.float(), ValueError, "divide them by 255"),  # 255·x would be taken silently
+    "normalised floats": (lambda x: (x.float() / 255 - 0.5) / 0.25, ValueError, "look normalised"),
+    "NaN": (lambda x: x.float().div(255).index_fill(0, torch.tensor([0]), float("nan")), ValueError, "NaN"),
 }
 
 
@@ -120,6 +123,29 @@ def test_bad_images_named(name):
         model(x)
     with pytest.raises(TypeError, match="must be a torch.Tensor"):
         model(x.numpy())
+
+
+def test_float_range_is_checked_eagerly_and_never_in_a_capture(tmp_path):
+    "The range check raises on eager calls only: torch.export (strict or not), jit.trace and the saved program still work."
+    data = data_for(1, 16, 4)
+    model = export(grown(1, 16, 4, (4, 8)), data)
+    x = data.x_test.float() / 255
+    with torch.no_grad():
+        want = model(x)  # floats in [0, 1]: fine
+        for capture in (lambda: torch.export.export(model, (x,)).module(),
+                        lambda: torch.export.export(model, (x,), strict=True).module(), lambda: quiet_trace(model, x)):
+            captured = capture()
+            assert torch.equal(captured(x), want)
+            captured(x * 255)  # a captured graph cannot raise on values: it computes (predict checks them)
+    with pytest.raises(ValueError, match=r"the model's input: float images must lie in \[0, 1\].*divide them by 255"):
+        model(x * 255)
+    loaded = load_exported(save_exported(model, tmp_path / "f.pt2", example=x[:4]))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), want)
+    with pytest.raises(ValueError, match="divide them by 255"):
+        predict(loaded, data.x_test.float())
+    with pytest.raises(ValueError, match="look normalised"):  # an example batch is checked as an input is
+        save_exported(model, tmp_path / "g.pt2", example=x - 0.5)
 
 
 def test_predict_takes_what_data_takes():
@@ -160,6 +186,58 @@ def test_predict_mistakes_named(name):
     model = export(grown(1, 16, 4, (4, 8)), data)
     with pytest.raises(error, match=re.escape(message)):
         predict(model, make(data.x_test, data))
+
+
+@pytest.mark.parametrize("name", list(PREDICT_MISTAKES))
+def test_predict_mistakes_named_for_a_loaded_program_too(name, tmp_path):
+    "A program from load_exported gets the same messages, not its guards' (Guard failed: x.size()[1] == 1)."
+    make, error, message = PREDICT_MISTAKES[name]
+    data = data_for(1, 16, 4)
+    loaded = load_exported(save_exported(export(grown(1, 16, 4, (4, 8)), data), tmp_path / "net.pt2"))
+    with pytest.raises(error, match=re.escape(message)):
+        predict(loaded, make(data.x_test, data))
+
+
+def test_predict_refuses_a_single_image_and_checks_batch_size(tmp_path):
+    "One (C, H, W) image would be read as C one-channel images, one (H, W, C) array as H: refused with x[None]."
+    data = data_for(3, 8, 5)
+    model = export(grown(3, 8, 5, (4,)), data)
+    loaded = load_exported(save_exported(model, tmp_path / "net.pt2"))
+    x = data.x_test
+    for m in (model, loaded):
+        with pytest.raises(ValueError, match=re.escape("one image (C, H, W), but predict takes a batch; a single image? use x[None]")):
+            predict(m, x[0])
+        with pytest.raises(ValueError, match=re.escape("one channels-last image (H, W, C)") + ".*use x\\[None\\] with layout='NHWC'"):
+            predict(m, x[0].permute(1, 2, 0).numpy())
+        assert torch.equal(predict(m, x[0][None])[0], predict(m, x[:1])[0])  # the fix works
+        assert torch.equal(predict(m, x[0].permute(1, 2, 0).numpy()[None], layout="NHWC")[0], predict(m, x[:1])[0])
+        for bad, kind in ((0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)):
+            with pytest.raises(kind, match=r"predict\.batch_size must"):
+                predict(m, x, batch_size=bad)
+    grey = data_for(1, 16, 4)
+    grey_model = export(grown(1, 16, 4, (4, 8)), grey)
+    one = grey.x_test[:1]
+    assert torch.equal(predict(grey_model, one[0])[0], predict(grey_model, one)[0])  # (1, H, W): one grey image either way
+    with pytest.raises(ValueError, match="layout='NHWC'"):
+        predict(grey_model, one[0].permute(1, 2, 0))  # (H, W, 1)
+    assert len(predict(grey_model, grey.x_test[:3, 0])[0]) == 3  # (N, H, W): a batch of grey images, as documented
+
+
+def test_loaded_program_tolerates_eval(tmp_path):
+    "A loaded program is in inference mode: .eval() and .train(False) change nothing, .train() is refused with why."
+    data = data_for(1, 16, 4)
+    model = export(grown(1, 16, 4, (4, 8)), data)
+    path = save_exported(model, tmp_path / "net.pt2")
+    loaded = load_exported(path)
+    with torch.no_grad():
+        want = loaded(data.x_test)
+        assert loaded.eval() is loaded and loaded.train(False) is loaded
+        assert torch.equal(loaded(data.x_test), want)
+    with pytest.raises(NotImplementedError, match="inference mode only"):
+        loaded.train()
+    assert torch.equal(predict(loaded.eval(), data.x_test)[0], want.argmax(1))
+    with pytest.raises(NotImplementedError):  # torch alone: as load_exported's docstring says, even eval() is refused
+        torch.export.load(path).module().eval()
 
 
 def test_predict_needs_classes():

@@ -3,6 +3,7 @@ import json
 import random
 import signal
 import time
+from dataclasses import replace
 from importlib import import_module
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import nash_lit.runs as R
+import nash_lit.session as S
 from nash_lit.arch import Arch, seed_arch
 from nash_lit.executors import InProcess
 from nash_lit.runs import RunDamaged, load_checkpoint, read_log, read_records
@@ -133,25 +135,29 @@ def test_all_children_failing_is_a_clear_error(tmp_path, data, monkeypatch):
     assert [r["status"] for r in read_records(tmp_path)] == ["ok", "diverged", "diverged", "diverged"]
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(n_child=0), "n_child must be >= 1"),
-    (dict(n_op=0), "n_op must be >= 1"),
-    (dict(budget_seconds=-5), "budget_seconds must be >= 0"),
-    (dict(n_epochs=-1), "n_epochs must be >= 0"),
-    (dict(seed_epochs=-1), "seed_epochs must be >= 0"),
-    (dict(n_steps=-1), "n_steps must be >= 0"),
-    (dict(n_steps=None), "needs a budget"),
-    (dict(operators=("deeper", "narrower")), "unknown operator 'narrower'"),
-    (dict(operators=()), "operator set is empty"),
-    (dict(n_op=2.5), r"n_op must be an int, got 2\.5 \(float\)"),
-    (dict(n_steps=2.0), r"n_steps must be an int \(or None"),
-    (dict(budget_seconds="1h"), r"budget_seconds must be a number of seconds"),
-    *[(dict([(name, value)]), rf"{name} must be an int, got {value!r}")
+@pytest.mark.parametrize("changes, error, message", [
+    (dict(n_child=0), ValueError, r"^NashConfig\.n_child must be >= 1, got 0$"),
+    (dict(n_op=0), ValueError, r"^NashConfig\.n_op must be >= 1, got 0$"),
+    (dict(budget_seconds=-5), ValueError, r"^NashConfig\.budget_seconds must be >= 0, got -5\.0$"),
+    (dict(budget_seconds=float("inf")), ValueError, r"NashConfig\.budget_seconds must be finite"),
+    (dict(n_epochs=-1), ValueError, "NashConfig.n_epochs must be >= 0"),
+    (dict(seed_epochs=-1), ValueError, "NashConfig.seed_epochs must be >= 0"),
+    (dict(n_steps=-1), ValueError, "NashConfig.n_steps must be >= 0"),
+    (dict(seed=-1), ValueError, "NashConfig.seed must be >= 0"),
+    (dict(n_steps=None), ValueError, "NashConfig needs a budget"),
+    (dict(operators=("deeper", "narrower")), ValueError, "unknown operator 'narrower'"),
+    (dict(operators=()), ValueError, "operator set is empty"),
+    (dict(operators=(len,)), ValueError, "NashConfig.operators must be given by name"),
+    (dict(n_op=2.5), TypeError, r"^NashConfig\.n_op must be an int, got 2\.5 \(float\)$"),
+    (dict(n_steps=2.0), TypeError, r"^NashConfig\.n_steps must be an int or None, got 2\.0 \(float\)$"),
+    (dict(budget_seconds="1h"), TypeError, r"^NashConfig\.budget_seconds must be a real number or None, got '1h' \(str\)$"),
+    *[(dict([(name, value)]), TypeError, rf"^NashConfig\.{name} must be an int, got {value!r}")
       for name in N.INT_FIELDS if name != "n_steps" for value in (1.5, True, "3")],
 ])
-def test_invalid_config_fails_before_training(changes, message, monkeypatch):
+def test_invalid_config_fails_before_training(changes, error, message, monkeypatch):
+    "Checked by check_setting, as TrainConfig is: the message names NashConfig's field; a wrong type is a TypeError."
     monkeypatch.setattr(E, "train", lambda *a, **k: pytest.fail("trained before validating"))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         N.nash(seed_arch((4, 8, 8)), None, small_config(**changes))
 
 
@@ -369,7 +375,7 @@ def test_a_spent_time_budget_is_extended(tmp_path, data):
     more = N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=2, budget_seconds=None), run_dir=tmp_path,
                            resume=True, progress=False)
     assert more.paper_step == 2 and sorted(more.log.id) == list(range(6))
-    with pytest.raises(ValueError, match=r"config\.budget_seconds \(stored None, given 5\), which would shorten it"):
+    with pytest.raises(ValueError, match=r"config\.budget_seconds \(stored None, given 5\.0\), which would shorten it"):
         N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=2, budget_seconds=5), run_dir=tmp_path, resume=True)
 
 
@@ -385,19 +391,60 @@ def test_resume_of_a_folder_without_a_run_fails(tmp_path, data, monkeypatch, sea
     assert list(tmp_path.iterdir()) == ([run] if folder == "empty" else []) and not (folder == "empty" and any(run.iterdir()))
 
 
-def test_a_failed_temporary_run_keeps_its_folder(tmp_path, data, monkeypatch):
-    "Without run_dir: deleted on success; on failure kept, the files the message names exist, a note says where."
+NOTES = [pytest.param(True, marks=pytest.mark.skipif(not hasattr(BaseException, "add_note"), reason="Python 3.10: no notes")),
+         False]  # exceptions take notes (Python 3.11+); they do not (3.10, simulated where they do)
+
+
+def _kept(folder) -> list:
+    "The folders a search left in `folder`, torch's own cache aside (made on first use wherever tempfile points)."
+    return [p for p in Path(folder).iterdir() if not p.name.startswith("torchinductor")]
+
+
+def _told(error, capsys) -> str:
+    "All a failed search told: its message, its notes (Python 3.11+) and stderr."
+    return "\n".join([str(error), *getattr(error, "__notes__", []), capsys.readouterr().err])
+
+
+@pytest.mark.parametrize("notes", NOTES, ids=["add_note", "python3.10"])
+def test_a_failed_temporary_run_keeps_its_folder(tmp_path, data, monkeypatch, capsys, notes):
+    """Without run_dir: deleted on success; on failure kept, the files the message names exist, and the error says
+    where and that a resume would fail the same way. Python 3.10 (simulated) has no notes: a SearchFailed again, the
+    advice in its message, the original its cause."""
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(S, "_HAS_NOTES", notes)
     N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), progress=False)
-    assert list(tmp_path.iterdir()) == []
+    assert _kept(tmp_path) == []
     monkeypatch.setattr(E, "train", _failing_train({N.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)}))
     with pytest.raises(N.SearchFailed, match="all 3 children of step 1 failed") as failed:
         N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), progress=False)
-    (kept,) = tmp_path.iterdir()
+    (kept,) = _kept(tmp_path)
     assert kept.name.startswith("nash_") and str(kept / "log.jsonl") in str(failed.value) and (kept / "log.jsonl").exists()
-    assert any(f"kept in {kept}" in note and "resume=True" in note for note in failed.value.__notes__)
+    told = _told(failed.value, capsys)
+    assert f"kept in {kept}" in told and "fix the cause and start a new run" in told and "resume=True" not in told
+    assert not hasattr(failed.value, "__notes__") or notes
+    if not notes: assert f"kept in {kept}" in str(failed.value) and isinstance(failed.value.__cause__, N.SearchFailed)
     assert [r["status"] for r in read_records(kept)] == ["ok", "diverged", "diverged", "diverged"]
+
+
+@pytest.mark.parametrize("notes", NOTES, ids=["add_note", "python3.10"])
+def test_an_interrupted_temporary_run_says_how_to_resume(tmp_path, data, monkeypatch, capsys, notes):
+    """Ctrl-C after step 1 of a run without run_dir: the folder is kept, the error says to resume from it, and that
+    finishes the run. Python 3.10 (simulated): a KeyboardInterrupt cannot carry the advice, which goes to stderr."""
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(S, "_HAS_NOTES", notes)
+    real = R.RunStore.save_best
+    def interrupted(self, net, step, **meta):
+        real(self, net, step, **meta)
+        if step == 1: raise KeyboardInterrupt
+    monkeypatch.setattr(R.RunStore, "save_best", interrupted)
+    with pytest.raises(KeyboardInterrupt) as stopped: N.nash(seed_arch((4, 8, 8)), data, small_config(), progress=False)
+    (kept,) = _kept(tmp_path)
+    assert f"the run's files are kept in {kept}: pass run_dir={str(kept)!r} and resume=True" in _told(stopped.value, capsys)
+    monkeypatch.setattr(R.RunStore, "save_best", real)
+    resumed = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=kept, resume=True, progress=False)
+    assert sorted(resumed.log.id) == list(range(7)) and resumed.paper_step == 2
 
 
 @pytest.mark.parametrize("search", [N.nash, N.random_search])
@@ -427,6 +474,56 @@ def test_data_that_does_not_fit_the_seed_is_refused(tmp_path, monkeypatch, searc
     assert result.log.status.tolist() == ["ok"] * len(result.log)
 
 
+_MISTAKES = {  # what is wrong -> (config changes, data (None: the fixture's), the message, the fix: (data, config))
+    "no validation images": (dict(), synthetic(64, 0, 32, seed=0), r"^the data has no validation images.*val_size",
+                             lambda c, d: (synthetic(64, 16, 32, seed=0), c)),
+    "cutout": (dict(train=replace(TRAIN, cutout=40)), None,
+               r"^train: TrainConfig\.cutout=40 cannot apply to 32×32 images",
+               lambda c, d: (d, replace(c, train=replace(TRAIN, cutout=None)))),
+    "crop_pad": (dict(train=replace(TRAIN, crop_pad=32)), None, r"^train: TrainConfig\.crop_pad=32 cannot apply to 32×32",
+                 lambda c, d: (d, replace(c, train=replace(TRAIN, crop_pad=4)))),
+    "recovery's cutout": (dict(recovery=TrainConfig(cutout=33)), None, r"^recovery: TrainConfig\.cutout=33 cannot apply",
+                          lambda c, d: (d, replace(c, recovery=TrainConfig(cutout=16)))),
+}
+
+
+@pytest.mark.parametrize("search, mistake", [(N.nash, m) for m in _MISTAKES] +
+                         [(N.random_search, m) for m in _MISTAKES if m != "recovery's cutout"])
+def test_settings_and_data_a_search_cannot_use_are_refused(tmp_path, data, monkeypatch, search, mistake):
+    """Data without validation images, a crop or Cutout that cannot apply to the images: refused before anything trains
+    (with the message train would give) and before a folder is made, so the same call, fixed, starts the run."""
+    import tempfile
+    no_training(monkeypatch, N)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    changes, bad_data, message, fix = _MISTAKES[mistake]
+    config, given = small_config(**changes), bad_data if bad_data is not None else data
+    for run_dir in (tmp_path / "run", None):
+        with pytest.raises(ValueError, match=message): search(seed_arch((4, 8, 8)), given, config, run_dir=run_dir)
+    assert not (tmp_path / "run").exists() and _kept(tmp_path / "tmp") == []
+    with pytest.raises(pytest.fail.Exception, match="before the mistake was found"):  # fixed: past the checks, it trains
+        search(seed_arch((4, 8, 8)), *fix(config, given), run_dir=tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "config.json").exists()
+
+
+def test_random_search_does_not_check_a_recovery_it_never_runs(tmp_path, data, monkeypatch):
+    "Its children train from scratch: no recovery, so recovery's settings cannot stop it."
+    no_training(monkeypatch, N)
+    with pytest.raises(pytest.fail.Exception, match="before the mistake was found"):
+        N.random_search(seed_arch((4, 8, 8)), data, small_config(recovery=TrainConfig(cutout=33)), run_dir=tmp_path / "r")
+
+
+@pytest.mark.parametrize("search", [N.nash, N.random_search])
+def test_a_seed_that_is_no_arch_or_net_is_refused(tmp_path, data, monkeypatch, search):
+    "A plain nn.Module fits the data, but the search cannot change its architecture: a TypeError, before anything else."
+    no_training(monkeypatch, N)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    with pytest.raises(TypeError, match=rf"^{search.__name__} takes the seed network as an Arch or a Net, got Sequential: "
+                                        r".*seed_arch\(\.\.\.\), or Net\(arch\)"):
+        search(module, data, small_config(), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_an_absent_device_is_refused_before_anything_trains(tmp_path, data, monkeypatch):
     no_training(monkeypatch, N)
@@ -446,6 +543,10 @@ def test_one_progress_bar_per_search(tmp_path, data, capsys):
     assert frames and all(f.startswith("NASH") for f in frames), err[:500]  # no child's own training bar
     assert err.count("\n") == 1  # one bar, closed once
     assert "NASH step 2/2" in frames[-1] and "7/7 children" in frames[-1]
+    # n_steps known: the time left is estimated from step 1 (step 0, the seed, is unlike the others) and ends at ~0s
+    assert all(" left" not in f for f in frames if "step 2/2" not in f)
+    assert any("step 2/2" in f and "s left" in f.split("elapsed")[1] and ", ~" in f for f in frames[:-1])
+    assert frames[-1].endswith("~0s left") or frames[-1].rstrip().endswith("~0s left")
     assert f"best val error {result.log[result.log.status == 'ok'].val_error.min():.4f}" in frames[-1]
     N.nash(seed_arch((4, 8, 8)), data, loud, run_dir=tmp_path / "run", resume=True)  # the bar of a resumed run
     assert "7/7 children" in capsys.readouterr().err.replace("\n", "\r").split("\r")[1]

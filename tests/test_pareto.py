@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import nash_lit.pareto as P
 from nash_lit.front import front_history
@@ -71,27 +72,39 @@ def test_kill_and_resume(tmp_path):
     assert log_lines(run) == n and json.loads((tmp_path / "again.json").read_text()) == want
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(n_pc=4, n_ac=5), "n_ac (5) must be <= n_pc (4)"),
-    (dict(objectives=("log_params", "size")), "unknown ['size']"),
-    (dict(operators=("deeper", "grow")), "operators: unknown operator 'grow'"),
-    (dict(n_op=(3, 2)), "n_op must satisfy 1 <= fewest <= most"),
-    (dict(n_op=(0, 2)), "n_op must satisfy"),
-    (dict(n_op=3), "n_op must be (fewest, most)"),
-    (dict(sampling="inverse"), "sampling must be one of"),
-    (dict(reference=(1.0,)), "reference must have 2 values"),
-    (dict(reference=(0.0, 20.0)), "reference's error coordinate must be > 0"),
-    (dict(n_ac=0), "n_ac must be >= 1"),
-    (dict(n_gen=-1), "n_gen must be >= 0"),
-    (dict(n_gen=2.5), "n_gen must be an int"),
-    (dict(objectives=()), "objectives: at least one"),
-    (dict(max_failed_generations=0), "max_failed_generations must be >= 1"),
-    (dict(train="fast"), "train must be a TrainConfig"),
-    (dict(operators=(P.ParetoConfig,)), "operators must be given by name"),
+@pytest.mark.parametrize("changes, error, message", [
+    (dict(n_pc=4, n_ac=5), ValueError, "ParetoConfig.n_ac (5) must be <= n_pc (4)"),
+    (dict(objectives=("log_params", "size")), ValueError, "unknown ['size']"),
+    (dict(operators=("deeper", "grow")), ValueError, "ParetoConfig.operators: unknown operator 'grow'"),
+    (dict(n_op=(3, 2)), ValueError, "ParetoConfig.n_op must satisfy 1 <= fewest <= most"),
+    (dict(n_op=(0, 2)), ValueError, "ParetoConfig.n_op must satisfy"),
+    (dict(n_op=3), TypeError, "ParetoConfig.n_op must be (fewest, most)"),
+    (dict(n_op=(1, 2.5)), TypeError, "ParetoConfig.n_op[1] must be an int, got 2.5 (float)"),
+    (dict(sampling="inverse"), ValueError, "ParetoConfig.sampling must be one of"),
+    (dict(reference=(1.0,)), ValueError, "ParetoConfig.reference must have 2 values"),
+    (dict(reference=(0.0, 20.0)), ValueError, "ParetoConfig.reference's error coordinate must be > 0"),
+    (dict(reference=(1.0, float("nan"))), ValueError, "ParetoConfig.reference[1] must be finite"),
+    (dict(reference=(1.0, "20")), TypeError, "ParetoConfig.reference[1] must be a real number, got '20' (str)"),
+    (dict(n_ac=0), ValueError, "ParetoConfig.n_ac must be >= 1, got 0"),
+    (dict(n_gen=-1), ValueError, "ParetoConfig.n_gen must be >= 0, got -1"),
+    (dict(n_gen=2.5), TypeError, "ParetoConfig.n_gen must be an int, got 2.5 (float)"),
+    (dict(seed=True), TypeError, "ParetoConfig.seed must be an int, got True (bool)"),
+    (dict(seed=-1), ValueError, "ParetoConfig.seed must be >= 0"),
+    (dict(objectives=()), ValueError, "objectives: at least one"),
+    (dict(max_failed_generations=0), ValueError, "ParetoConfig.max_failed_generations must be >= 1"),
+    (dict(train="fast"), ValueError, "train must be a TrainConfig"),
+    (dict(operators=(P.ParetoConfig,)), ValueError, "ParetoConfig.operators must be given by name"),
 ])
-def test_invalid_configs(changes, message):
-    with pytest.raises(ValueError) as e: small_config(**changes)
+def test_invalid_configs(changes, error, message):
+    "Checked by check_setting, as TrainConfig is: the message names ParetoConfig's field; a wrong type is a TypeError."
+    with pytest.raises(error) as e: small_config(**changes)
     assert message in str(e.value)
+
+
+def test_counts_are_stored_as_ints():
+    config = small_config(n_gen=np.int64(2), n_op=(np.int32(1), 2), reference=(1, 20))
+    assert type(config.n_gen) is int and all(type(v) is int for v in config.n_op)
+    assert config.reference == (1.0, 20.0) and json.dumps(config.to_dict(), default=str)
 
 
 def test_reference_the_seeds_do_not_dominate_fails_before_training(tmp_path, data, monkeypatch):
@@ -249,14 +262,52 @@ def test_data_that_does_not_fit_p0_is_refused(tmp_path, monkeypatch):
 
 
 def test_a_failed_temporary_run_keeps_its_folder(tmp_path, data, monkeypatch):
+    "Kept, and named; a SearchFailed would be replayed by a resume, so the advice is a new run."
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(E, "train", _failing_train(lambda c: True))
     with pytest.raises(P.SearchFailed, match="every network of P0 failed") as failed:
         P.pareto_nash(P0, data, small_config(), progress=False)
-    (kept,) = tmp_path.iterdir()
+    (kept,) = [p for p in tmp_path.iterdir() if not p.name.startswith("torchinductor")]  # torch's cache aside
     assert kept.name.startswith("pareto_") and str(kept / "log.jsonl") in str(failed.value) and (kept / "log.jsonl").exists()
-    assert any(f"kept in {kept}" in note for note in failed.value.__notes__)
+    assert any(f"kept in {kept}" in note and "start a new run" in note and "resume=True" not in note
+               for note in failed.value.__notes__)
+
+
+_MISTAKES = {  # what is wrong -> (config changes, data (None: the fixture's), the message)
+    "no validation images": (dict(), synthetic(64, 0, 16, seed=0), r"^the data has no validation images.*val_size"),
+    "cutout": (dict(train=TrainConfig(cutout=40)), None, r"^train: TrainConfig\.cutout=40 cannot apply to 32×32 images"),
+    "crop_pad": (dict(train=TrainConfig(crop_pad=32)), None, r"^train: TrainConfig\.crop_pad=32 cannot apply to 32×32"),
+    "recovery's cutout": (dict(recovery=TrainConfig(cutout=33)), None, r"^recovery: TrainConfig\.cutout=33 cannot apply"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(_MISTAKES))
+def test_settings_and_data_it_cannot_use_are_refused(tmp_path, data, monkeypatch, mistake):
+    "Refused before anything trains (the message train would give) and before a folder is made; fixed, the same call runs."
+    import tempfile
+    no_training(monkeypatch, P)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    changes, bad_data, message = _MISTAKES[mistake]
+    given = bad_data if bad_data is not None else data
+    for run_dir in (tmp_path / "run", None):
+        with pytest.raises(ValueError, match=message): P.pareto_nash(P0, given, small_config(**changes), run_dir=run_dir)
+    assert not (tmp_path / "run").exists() and [p for p in (tmp_path / "tmp").iterdir() if "inductor" not in p.name] == []
+    with pytest.raises(pytest.fail.Exception, match="before the mistake was found"):  # fixed: past the checks, it trains
+        P.pareto_nash(P0, data, small_config(), run_dir=tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize("p0, message", [
+    (seed_arch((16, 16, 16)), r"^p0 is a list of networks; got one Arch: pass \[it\]"),
+    ([seed_arch((16, 16, 16)), "seed"], r"^p0\[1\] is a str, not an Arch or a Net"),
+    ([torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))], r"^p0\[0\] is a Sequential, not an Arch or a Net.*seed_arch"),
+])
+def test_p0_that_is_not_a_list_of_archs_or_nets_is_refused(tmp_path, data, monkeypatch, p0, message):
+    no_training(monkeypatch, P)
+    with pytest.raises(TypeError, match=message): P.pareto_nash(p0, data, small_config(), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_one_progress_bar_per_search(tmp_path, data, capsys):
@@ -271,6 +322,9 @@ def test_one_progress_bar_per_search(tmp_path, data, capsys):
     assert err.count("\n") == 1
     trained = len(P0) + loud.n_gen * loud.n_ac
     assert "Pareto-NASH generation 2/2" in frames[-1] and f"{trained}/{trained} children" in frames[-1]
+    # n_gen known: the time left is estimated once generation 1 (after P0, which is unlike it) has finished
+    assert all(" left" not in f for f in frames if "generation 2/2" not in f)
+    assert any("generation 2/2" in f and ", ~" in f and f.rstrip().endswith("s left") for f in frames)
     assert f"best val error {result.front[0].val_error:.4f}" in frames[-1]
     assert any(len(a) for a in result.log.affected.dropna()), "no approximate operator: recovery never ran"
     P.pareto_nash(P0, data, loud, run_dir=tmp_path / "quiet", progress=False)

@@ -93,7 +93,7 @@ def hashes(folder: Path) -> dict:
 def committed_looking_reports(folder: Path) -> dict:
     "A reports folder as a successful run leaves it (manifest, table, notebook, a search log); its hashes."
     (folder / "search_logs").mkdir(parents=True)
-    (folder / "manifest.json").write_text(json.dumps(dict(profile="tiny", status="ok")))
+    (folder / "manifest.json").write_text(json.dumps(dict(profile="tiny", git_commit="abc1234", status="ok", notebooks=[])))
     (folder / "table1.md").write_text("# Table 1\n| a | b |\n")
     (folder / "10_table1.ipynb").write_text("{}\n")
     (folder / "search_logs" / "nash_seed0.jsonl").write_text('{"id": 0}\n')
@@ -182,7 +182,10 @@ def test_reports_folder_that_must_not_be_replaced(tmp_path):
     with pytest.raises(SystemExit, match="name a folder of its own"): check_target(ROOT.parent)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("")
-    with pytest.raises(SystemExit, match="no manifest.json, so it is not a reports folder"): check_target(tmp_path / "mine")
+    with pytest.raises(SystemExit, match="no manifest.json written by this runner"): check_target(tmp_path / "mine")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "manifest.json").write_text('{"name": "my web app", "icons": []}')  # a manifest, not ours
+    with pytest.raises(SystemExit, match="no manifest.json written by this runner"): check_target(tmp_path / "app")
     check_target(tmp_path / "new")  # new, empty, or a reports folder: fine
     (tmp_path / "empty").mkdir()
     check_target(tmp_path / "empty")

@@ -190,6 +190,34 @@ def test_consistent_files_resume(tmp_path):
     assert again.seconds() >= store.records[-1]["search_seconds"]
 
 
+def test_a_damaged_run_keeps_its_budget(tmp_path):
+    """Resumed with a larger budget, a run whose files disagree is refused before config.json is rewritten, so that,
+    repaired, it resumes with the config it was made with (and can be extended then)."""
+    _run_files(tmp_path)
+    (tmp_path / SEED).rename(tmp_path / "seed.bak")
+    with pytest.raises(RunDamaged, match=r"seed\.pt is missing"):
+        RunStore(tmp_path, {"x": 2}, resume=True, extend=("x",))
+    assert json.loads((tmp_path / "config.json").read_text()) == {"x": 1}
+    (tmp_path / "seed.bak").rename(tmp_path / SEED)
+    assert RunStore(tmp_path, {"x": 1}, resume=True).best["step"] == 1  # repaired: as it was made
+    RunStore(tmp_path, {"x": 2}, resume=True, extend=("x",))
+    assert json.loads((tmp_path / "config.json").read_text()) == {"x": 2}
+
+
+def test_open_run_checks_before_it_writes(tmp_path):
+    "`check` runs before config.json is written, for a new run and for an extended one alike."
+    def refuse(run_dir): raise RunDamaged(f"{run_dir} refused")
+    with pytest.raises(RunDamaged, match="new refused"): open_run(tmp_path / "new", {"n": 1}, check=refuse)
+    assert not (tmp_path / "new" / "config.json").exists()
+    open_run(tmp_path / "old", {"n": 1})
+    with pytest.raises(RunDamaged, match="old refused"):
+        open_run(tmp_path / "old", {"n": 2}, resume=True, extend=("n",), check=refuse)
+    assert json.loads((tmp_path / "old" / "config.json").read_text()) == {"n": 1}
+    seen = []
+    open_run(tmp_path / "old", {"n": 2}, resume=True, extend=("n",), check=seen.append)
+    assert seen == [tmp_path / "old"] and json.loads((tmp_path / "old" / "config.json").read_text()) == {"n": 2}
+
+
 def test_deleted_best_is_named(tmp_path):
     _run_files(tmp_path)
     (tmp_path / BEST).unlink()

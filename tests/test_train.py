@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from nash_lit import cifar as C
 from nash_lit import data as D
 from nash_lit.arch import Net, seed_arch
 
@@ -179,7 +180,7 @@ def _fake_cifar(root, per_batch=20, as_tar=False):
     rng = np.random.default_rng(0)
     folder = root / D.FOLDER
     folder.mkdir(parents=True)
-    for name in D._BATCHES:
+    for name in C._BATCHES:
         d = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
              b"labels": rng.integers(0, 10, per_batch).tolist(), b"batch_label": name.encode()}
         with open(folder / name, "wb") as f: pickle.dump(d, f, protocol=2)
@@ -340,6 +341,23 @@ def test_final_train_accepts_every_kind_of_model():
     with pytest.raises(TypeError, match="got str"): T.final_train("resnet", data, epochs=1)
 
 
+def test_final_train_takes_a_search_result_by_its_net():
+    "A NashResult, a front member or a FinalResult stands for its .net: from scratch, its architecture; else its weights."
+    data = D.synthetic(128, 32, 32, seed=0)
+    cfg = T.TrainConfig(batch_size=32, amp=False, channels_last=False, device="cpu", progress=False)
+    arch = seed_arch((4, 8, 8))
+    class Found:  # duck-typed: train.py knows nothing of nash or pareto
+        def __init__(self, net): self.net = net
+    trained = T.final_train(arch, data, epochs=1, config=cfg, seed=2)
+    again = T.final_train(Found(trained.net), data, epochs=1, config=cfg, seed=2)  # from scratch: the arch's training
+    assert all(torch.equal(a, b) for a, b in zip(trained.net.state_dict().values(), again.net.state_dict().values()))
+    before = {k: v.clone() for k, v in trained.net.state_dict().items()}
+    cont = T.final_train(trained, data, epochs=1, from_scratch=False, config=cfg, seed=2)  # a FinalResult, continued
+    assert cont.net is not trained.net and all(torch.equal(v, before[k]) for k, v in trained.net.state_dict().items())
+    assert not all(torch.equal(v, before[k]) for k, v in cont.net.state_dict().items())
+    with pytest.raises(TypeError, match=r"a result with a \.net"): T.final_train(Found("resnet"), data, epochs=1)
+
+
 def test_checkpoint_refuses_another_teacher_or_other_data(tmp_path):
     data = D.synthetic(128, 32, 32, seed=0)
     cfg = T.TrainConfig(epochs=1, batch_size=32, amp=False, channels_last=False, device="cpu", progress=False)
@@ -394,6 +412,9 @@ def test_check_fit_runs_one_forward_for_any_other_module(gray16):
     with pytest.raises(ValueError, match=r"cannot take the data's images.*1 channels, 16×16.*RuntimeError"):
         T.check_fit(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), gray16)
     with pytest.raises(TypeError, match="check_fit takes a Data"): T.check_fit(fits, gray16.x_train)
+    one = D.Data(gray16.x_train[:1], gray16.y_train[:1], gray16.x_val, gray16.y_val, gray16.x_test, gray16.y_test)
+    with pytest.raises(ValueError, match=r"maps 1 image to \(1, 10\)"):  # the data has one training image, not 2
+        T.check_fit(nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)), one)
     with pytest.raises(TypeError, match="must be an Arch or an nn.Module"): T.check_fit("resnet", gray16)
 
 
@@ -435,8 +456,13 @@ def test_explicit_augmentation_that_cannot_apply_is_refused_before_training(gray
         T.train(net, gray16, T.TrainConfig(cutout=20, **CPU))
     with pytest.raises(ValueError, match=r"TrainConfig\.crop_pad=16 cannot apply to 16×16 images"):
         T.train(net, gray16, T.TrainConfig(crop_pad=16, **CPU))
+    with pytest.raises(ValueError, match=r"TrainConfig\.cutout=16 cannot apply to 16×16 images: the square must be "
+                                         r"smaller than the image's side \(16\).*cutout=None \(scaled: 8\)"):
+        T.train(net, gray16, T.TrainConfig(cutout=16, **CPU))  # the Cutout 16 on 16×16 images: whole images blank
+    with pytest.raises(ValueError, match=r"cutout=12 cannot apply to 12×20 images.*\(12\)"):
+        T.TrainConfig(cutout=12).for_size((12, 20))  # the shorter side counts
     assert _unchanged(net, before)
-    T.train(net, gray16, T.TrainConfig(epochs=1, cutout=16, crop_pad=15, batch_size=32, **CPU))  # the largest that apply
+    T.train(net, gray16, T.TrainConfig(epochs=1, cutout=15, crop_pad=15, batch_size=32, **CPU))  # the largest that apply
 
 
 def test_the_checkpoint_key_holds_the_resolved_sizes(gray16, data, tmp_path):

@@ -122,9 +122,16 @@ def check_target(target: Path):
         if target == protected.resolve() or target in protected.resolve().parents:
             raise SystemExit(f"[reproduce] the reports folder {target} holds {protected}, and a successful run "
                              f"replaces its reports folder; name a folder of its own (--reports DIR)")
-    if target.is_dir() and any(target.iterdir()) and not (target / "manifest.json").is_file():
-        raise SystemExit(f"[reproduce] {target} holds files but no manifest.json, so it is not a reports folder, and "
-                         f"a successful run would replace it; name a new or empty folder (--reports DIR)")
+    if target.is_dir() and any(target.iterdir()) and not is_reports_manifest(target / "manifest.json"):
+        raise SystemExit(f"[reproduce] {target} holds files but no manifest.json written by this runner, so it is not "
+                         f"a reports folder, and a successful run would replace it; name a new or empty folder (--reports DIR)")
+
+
+def is_reports_manifest(path: Path) -> bool:
+    "Whether `path` is a manifest this runner wrote (a JSON object with its keys), not any file of that name."
+    try: manifest = json.loads(path.read_text())
+    except (OSError, ValueError): return False
+    return isinstance(manifest, dict) and {"profile", "git_commit", "notebooks"} <= set(manifest)
 
 
 def fresh_run_dir(target: Path) -> Path:
