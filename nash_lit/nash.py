@@ -16,7 +16,7 @@ from .arch import Arch, Net
 from .checks import check_setting
 from .data import Data, DataSpec
 from .evaluate import ChildResult, ChildTask, child_seeds, evaluate_child, outcome
-from .executors import InProcess, collect
+from .executors import collect, open_executor
 from .operators import resolve_operators
 from .runs import BEST, BEST_EVER, SEED, RunStore, child_checkpoint
 from .session import PROGRESS_KEYS, SearchProgress, check_search_start, run_folder, warn_if_data_travels
@@ -259,10 +259,10 @@ def _run(walk: Walk, seed_net, data, config, run_dir, resume, executor, progress
                               dict(train=config.train, recovery=recovery))
     warn_if_data_travels(data, executor, stacklevel=3)  # names the caller of nash or random_search
     stored = dict(format=f"nash_lit.{walk.name}/3", config=config.to_dict(), seed_arch=json.loads(seed_net.arch.to_json()))
-    with run_folder(run_dir, prefix=f"{walk.name}_", replays=(SearchFailed,)) as where:
+    with run_folder(run_dir, prefix=f"{walk.name}_", replays=(SearchFailed,)) as where, open_executor(executor) as pool:
         store = RunStore(where, stored, resume, ignore=PROGRESS_KEYS, extend=EXTEND)
         with _progress_bar(walk, config, store, progress) as bar:
-            search(walk, seed_net, spec, config, store, executor if executor is not None else InProcess(), bar)
+            search(walk, seed_net, spec, config, store, pool, bar)
         return _result(walk, store, run_dir)
 
 # %% ../nbs/09_nash.ipynb #6d531bde
@@ -271,7 +271,7 @@ def nash(seed_net: Net | Arch,  # N0: a network (its weights are the start), or 
          config: NashConfig | None = None,  # Algorithm 1's settings; default NashConfig()
          run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
          resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
-         executor=None,  # anything with submit(fn, task) -> future; default: in this process; a process pool must spawn
+         executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', 'dask:tcp://host:8786'), made and closed here; or any executor (a pool must spawn)
          progress: bool = True,  # draw one progress bar for the search (never stored: a resume may change it)
          ) -> NashResult:
     "Algorithm 1: hill climbing on architectures with network morphisms, logged and resumable; the best-ever network."
@@ -282,7 +282,7 @@ def random_search(seed_net: Net | Arch,  # the seed: every chain starts from its
                   config: NashConfig | None = None,  # the same settings as NASH's (seed_epochs is unused)
                   run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
                   resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
-                  executor=None,  # anything with submit(fn, task) -> future; default: in this process; a process pool must spawn
+                  executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', 'dask:tcp://host:8786'), made and closed here; or any executor (a pool must spawn)
                   progress: bool = True,  # draw one progress bar for the search
                   ) -> NashResult:
     "Table 1's control: NASH's chains of operators on the seed, each child trained from scratch; the best child."

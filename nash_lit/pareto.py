@@ -21,7 +21,7 @@ from .data import Data, DataSpec, as_spec, default_device
 from .evaluate import ChildResult, ChildTask, build_parent, child_seeds, evaluate_child, fresh, make_child, outcome
 from .front import (OBJECTIVES, SAMPLINGS, Density, accept, cheap_objectives, hypervolume, pareto_front,
                             parent_probabilities, reads_weights, resolve_objectives)
-from .executors import InProcess, collect
+from .executors import collect, open_executor
 from .nash import SearchFailed
 from .operators import resolve_operators
 from .runs import BEST, SEED, RunStore, atomic_write_text, child_checkpoint
@@ -369,7 +369,7 @@ def pareto_nash(p0: list | None = None,  # P0: networks or architectures; None: 
                 config: ParetoConfig | None = None,  # Algorithm 2's settings; default ParetoConfig()
                 run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
                 resume: bool = False,  # continue (or, with a larger n_gen, extend) the run stored in `run_dir`
-                executor=None,  # anything with submit(fn, task) -> future; default: in this process; a process pool must spawn
+                executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', 'dask:tcp://host:8786'), made and closed here; or any executor (a pool must spawn)
                 progress: bool = True,  # draw one progress bar for the search (never stored: a resume may change it)
                 ) -> ParetoResult:
     "Algorithm 2: evolve a Pareto front of (validation error, cheap objectives) with inverse-density sampling."
@@ -389,10 +389,10 @@ def pareto_nash(p0: list | None = None,  # P0: networks or architectures; None: 
                               dict(train=config.train, recovery=config.recovery))
     warn_if_data_travels(data, executor, stacklevel=2)
     stored = dict(format="nash_lit.pareto/1", config=config.to_dict(), p0=[json.loads(n.arch.to_json()) for n in p0])
-    with run_folder(run_dir, prefix="pareto_", replays=(SearchFailed,)) as where:
+    with run_folder(run_dir, prefix="pareto_", replays=(SearchFailed,)) as where, open_executor(executor) as pool:
         store = RunStore(where, stored, resume, ignore=PROGRESS_KEYS, extend=("config.n_gen",))
         with SearchProgress("Pareto-NASH", len(p0) + config.n_gen * config.n_ac, store.records, store.seconds,
                             "generation", config.n_gen, enabled=progress) as bar:
-            front = search_pareto(p0, spec, config, store, executor if executor is not None else InProcess(), bar)
+            front = search_pareto(p0, spec, config, store, pool, bar)
         front = sorted(front, key=lambda m: (m.val_error, m.id))
         return ParetoResult(front, store.best["hypervolume"], store.log(), store.dir if run_dir else None)

@@ -57,8 +57,9 @@ def warn_if_data_travels(data,  # what the search was given
                          ):
     "Warn when every task sent to another process would carry an in-memory dataset, not a spec its worker loads."
     if in_process(executor) or not isinstance(data, Data): return
+    where = executor if isinstance(executor, str) else type(executor).__name__  # a name, or the executor's type
     mb = sum(t.numel() * t.element_size() for t in data.split("train") + data.split("val")) / 2**20
-    warnings.warn(f"data is an in-memory Data, so every task submitted to {type(executor).__name__} carries the whole "
+    warnings.warn(f"data is an in-memory Data, so every task submitted to {where} carries the whole "
                   f"dataset ({mb:.1f} MB of training and validation images); pass a DataSpec that each worker "
                   f"loads once instead, e.g. DataSpec.cifar10(...) or DataSpec.synthetic(...)", UserWarning,
                   stacklevel=stacklevel + 1)
