@@ -52,3 +52,14 @@ def no_training(monkeypatch, search_module):
     from importlib import import_module
     monkeypatch.setattr(import_module("nash_lit.evaluate"), "train", lambda *a, **k: pytest.fail("trained before the mistake was found"))
     monkeypatch.setattr(search_module, "evaluate_child", lambda task: pytest.fail("a child was evaluated before the mistake was found"))
+
+
+def crash_after_best(monkeypatch, step: int = 1):
+    "Make RunStore.save_best raise SystemExit right after it has written best.pt for `step` (a kill at that moment); returns the real one."
+    import nash_lit.runs as R
+    real = R.RunStore.save_best
+    def crash(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if args[1] == step: raise SystemExit("killed")
+    monkeypatch.setattr(R.RunStore, "save_best", crash)
+    return real

@@ -17,7 +17,7 @@ from nash_lit.executors import InProcess
 from nash_lit.runs import RunDamaged, load_checkpoint, read_log, read_records
 from nash_lit.data import synthetic
 from nash_lit.train import TrainConfig, TrainingDiverged
-from _helpers import finish, gray_data, log_lines, no_training, start_script
+from _helpers import crash_after_best, finish, gray_data, log_lines, no_training, start_script
 E = import_module("nash_lit.evaluate")  # not `import ... as`: the package's `evaluate` (train's function) hides the module
 N = import_module("nash_lit.nash")  # not `import ... as`: the package's `nash` (the function) hides the module
 
@@ -559,11 +559,7 @@ def test_one_progress_bar_per_search(tmp_path, data, capsys):
 
 def test_a_crash_after_best_is_written_leaves_no_checkpoints(tmp_path, data, monkeypatch):
     "Killed between best.pt and deleting the step's checkpoints: the resume deletes them, and the run ends as usual."
-    real = R.RunStore.save_best
-    def crash(self, *args, **kwargs):
-        real(self, *args, **kwargs)
-        if args[1] == 1: raise SystemExit("killed")
-    monkeypatch.setattr(R.RunStore, "save_best", crash)
+    real = crash_after_best(monkeypatch, step=1)
     with pytest.raises(SystemExit): N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, progress=False)
     assert len(list(tmp_path.glob("child_*.pt"))) == 3
     monkeypatch.setattr(R.RunStore, "save_best", real)

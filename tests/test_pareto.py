@@ -16,7 +16,7 @@ from nash_lit.arch import Arch, seed_arch
 from nash_lit.data import synthetic
 from nash_lit.runs import RunStore, checkpoint_meta, read_records
 from nash_lit.train import TrainConfig, TrainingDiverged
-from _helpers import finish, gray_data, log_lines, no_training, start_script
+from _helpers import crash_after_best, finish, gray_data, log_lines, no_training, start_script
 E = import_module("nash_lit.evaluate")  # not `import ... as`: the package's `evaluate` (train's function) hides the module
 
 SCRIPT = Path(__file__).with_name("_pareto_run.py")
@@ -333,15 +333,10 @@ def test_one_progress_bar_per_search(tmp_path, data, capsys):
 
 def test_a_crash_after_best_is_written_leaves_no_plan(tmp_path, data, monkeypatch):
     "Killed between best.pt and deleting the generation's plan: the resume deletes it, and the run ends as usual."
-    import nash_lit.runs as R
-    real = R.RunStore.save_best
-    def crash(self, *args, **kwargs):
-        real(self, *args, **kwargs)
-        if args[1] == 1: raise SystemExit("killed")
-    monkeypatch.setattr(R.RunStore, "save_best", crash)
+    real = crash_after_best(monkeypatch, step=1)
     with pytest.raises(SystemExit): P.pareto_nash(P0, data, small_config(), run_dir=tmp_path, progress=False)
     assert (tmp_path / "plan_1.json").exists()
-    monkeypatch.setattr(R.RunStore, "save_best", real)
+    monkeypatch.setattr(import_module("nash_lit.runs").RunStore, "save_best", real)
     resumed = P.pareto_nash(P0, data, small_config(), run_dir=tmp_path, resume=True, progress=False)
     reference = P.pareto_nash(P0, data, small_config(), run_dir=tmp_path / "ref", progress=False)
     assert not list(tmp_path.glob("plan_*.json")) and resumed.hypervolume == reference.hypervolume
