@@ -16,22 +16,35 @@ from reproduce import check_target, describe_failure, load_profile, publish, rec
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 
 
-def notebook_parameters(nb=ROOT / "nbs" / "10_table1.ipynb") -> set:
+REPRODUCTIONS = sorted((ROOT / "nbs").glob("1[0-9]_*.ipynb"))
+RUNNER_GIVES = {"profile", "reports_dir", "data_dir", "git_commit"}  # passed by tools/reproduce.py, not by a profile
+
+
+def notebook_parameters(nb: Path) -> set:
     "Names assigned in the notebook's cell tagged `parameters`."
     import ast
     cells = [c for c in json.loads(nb.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(cells) == 1, "10_table1 needs exactly one cell tagged 'parameters' (does nbdev-clean keep the tag?)"
+    assert len(cells) == 1, f"{nb.name} needs exactly one cell tagged 'parameters' (does nbdev-clean keep the tag?)"
     tree = ast.parse("".join(cells[0]["source"]))
     return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets}
 
 
 @pytest.mark.parametrize("name", PROFILES)
-def test_profiles_match_the_notebook(name):
+def test_profiles_match_the_notebooks(name):
+    "Every profile sets each reproduction notebook's parameters, and nothing that no notebook reads."
     params = load_profile(name)
-    missing = notebook_parameters() - set(params) - {"profile", "reports_dir", "data_dir", "git_commit"}
-    unknown = set(params) - notebook_parameters()
-    assert not missing and not unknown, f"[{name}]: missing {missing}, not parameters of 10_table1 {unknown}"
+    assert [nb.name for nb in REPRODUCTIONS] == ["10_table1.ipynb", "11_pareto_search.ipynb", "12_table2.ipynb"]
+    every = set()
+    for nb in REPRODUCTIONS:
+        wanted = notebook_parameters(nb)
+        every |= wanted
+        missing = wanted - set(params) - RUNNER_GIVES
+        assert not missing, f"[{name}] lacks {missing}, parameters of {nb.name}"
+    unknown = set(params) - every
+    assert not unknown, f"[{name}]: {unknown} is a parameter of no reproduction notebook"
     assert params["budgets"] == sorted(params["budgets"]) and params["budget_unit"] in ("steps", "seconds")
+    assert params["table2_runs"] <= params["pareto_runs"], "Table 2's run k trains the front of search seed k"
+    if name != "smoke": assert params["pareto_runs"] >= 3, "one pair of runs decides nothing (issue 14)"
 
 
 def test_paper_profile_is_the_papers():
@@ -53,11 +66,12 @@ def test_smoke_reproduction(tmp_path):
     r = reproduce("--profile", "smoke", "--reports", out)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["smoke"], "the run's folder was not moved into place"
-    for name in ("table1.md", "table1.csv", "table1_progress.png", "10_table1.ipynb", "manifest.json"):
+    for name in ("table1.md", "table1.csv", "table1_progress.png", "10_table1.ipynb", "manifest.json",
+                 "pareto_search.md", "11_pareto_search.ipynb", "table2.md", "12_table2.ipynb"):
         assert (out / name).is_file(), f"{name} was not written"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "ok" and manifest["profile"] == "smoke" and manifest["wall_seconds"] > 0
-    assert [n["status"] for n in manifest["notebooks"]] == ["ok"]
+    assert [n["status"] for n in manifest["notebooks"]] == ["ok"] * len(REPRODUCTIONS) and manifest["kept"] == []
     assert manifest["notebooks"][0]["executed"] == str(out / "10_table1.ipynb"), "the manifest names where it lives"
     rows = list(csv.DictReader((out / "table1.csv").open()))
     paper = {(r["budget"], r["params_m"], r["test_error_pct"]) for r in rows if r["source"].startswith("paper")}
@@ -140,7 +154,7 @@ def test_smoke_reproduction_leaves_git_status_clean():
     status = lambda: subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "reports"],
                                     cwd=ROOT, capture_output=True, text=True, check=True).stdout
     before = status()
-    r = reproduce("--profile", "smoke")
+    r = reproduce("--profile", "smoke", "--notebooks", ROOT / "nbs" / "10_table1.ipynb")  # all three: test_smoke_reproduction
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert json.loads((ROOT / "reports" / "smoke" / "manifest.json").read_text())["status"] == "ok"
     assert status() == before, "a smoke reproduction changed what git sees under reports/"

@@ -6,7 +6,9 @@
 Each profile of settings.ini is a set of papermill parameters (Python literals, read with
 ast.literal_eval, never eval). The profile's reports folder, reports/<profile>/ (or --reports DIR),
 always holds one complete, successful run: executed notebooks (never written into nbs/), what they
-write (tables, figures, search logs) and a run manifest, manifest.json.
+write (tables, figures, search logs) and a run manifest, manifest.json. A run of some notebooks
+(--notebooks) starts from a copy of the reports folder, so the other notebooks' reports stay; the
+manifest lists them under `kept`, each with the commit it ran at, beside this run's `notebooks`.
 
 A run writes into a fresh sibling folder, reports/.<profile>-run-<time>-<pid>/, which every notebook
 gets as its `reports_dir`. Only when every notebook succeeded does that folder replace the reports
@@ -216,16 +218,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def carry_over(target: Path,  # the reports folder a run of some notebooks will replace
+               run: Path,  # the fresh run folder
+               notebooks: list,  # the notebooks this run executes
+               ) -> list:
+    "Copy the other notebooks' reports into `run`; their manifest entries (each with the commit it ran at), to keep."
+    manifest = target / "manifest.json"
+    if not is_reports_manifest(manifest): return []
+    previous = json.loads(manifest.read_text())
+    rerun = {nb.name for nb in notebooks}
+    kept = [{**e, "git_commit": e.get("git_commit", previous["git_commit"])}
+            for e in previous.get("kept", []) + previous["notebooks"] if Path(e["notebook"]).name not in rerun]
+    shutil.copytree(target, run, dirs_exist_ok=True, ignore=lambda d, names: [n for n in names if
+                    Path(d) == target and n in ("manifest.json", "git.diff")])
+    return kept
+
+
 def run_notebooks(args, notebooks: list, params: dict, run: Path, manifest: dict) -> str:
     "Execute the notebooks into `run`, one after another, stopping at the first failure; the run's status."
     import papermill as pm
     path = run / "manifest.json"
     for nb in notebooks:
         out, t0 = run / nb.name, time.time()
-        entry = dict(notebook=shown(nb), executed=shown(out))
+        entry = dict(notebook=shown(nb), executed=shown(out), git_commit=manifest["git_commit"])
         print(f"[reproduce] {args.profile}: {nb.name} -> {out}", flush=True)
         try:
-            pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=args.kernel, cwd=str(nb.parent),
+            own = pm.inspect_notebook(str(nb))  # each notebook gets its own parameters: papermill warns of the others
+            pm.execute_notebook(str(nb), str(out), parameters={k: v for k, v in params.items() if k in own},
+                                kernel_name=args.kernel, cwd=str(nb.parent),
                                 progress_bar=False, log_output=True)
             entry["status"] = "ok"
         except KeyboardInterrupt:
@@ -263,17 +283,19 @@ def main(argv=None) -> int:
     # papermill writes parameters as Python source and knows no tuples: pass JSON types (lists)
     params = json.loads(json.dumps({**params, "profile": args.profile, "reports_dir": str(run), "git_commit": commit}))
 
+    # a run of some notebooks (--notebooks) keeps the others' reports and says at which commit each ran
+    kept = carry_over(target, run, notebooks) if args.notebooks else []
     manifest = dict(profile=args.profile, parameters=params, git_commit=commit,
                     git_diff="git.diff" if commit.endswith("-dirty") else None, device=device_info(),
                     torch=torch.__version__, python=sys.version.split()[0], data_root=os.environ["NASH_LIT_DATA"],
                     reports=shown(target), run_dir=shown(run), start=now(), end=None, wall_seconds=None,
-                    status="running", notebooks=[])
+                    status="running", notebooks=[], kept=kept)
     (run / "manifest.json").write_text(json.dumps(manifest, indent=1))
     start = time.time()
     status = run_notebooks(args, notebooks, params, run, manifest)
     manifest.update(end=now(), wall_seconds=round(time.time() - start, 1), status=status)
     if status == "ok":  # the manifest describes the folder it will live in
-        for entry in manifest["notebooks"]: entry["executed"] = shown(target / Path(entry["executed"]).name)
+        for entry in manifest["notebooks"] + kept: entry["executed"] = shown(target / Path(entry["executed"]).name)
     (run / "manifest.json").write_text(json.dumps(manifest, indent=1))
     if status != "ok":
         why = " (manifest.json there holds the full traceback)" if status == "failed" else ""
