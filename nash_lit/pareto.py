@@ -30,8 +30,9 @@ from .train import TrainConfig, as_train_config
 
 # %% auto #0
 __all__ = ['PARETO_OPERATORS', 'PARETO_INTS', 'ParetoConfig', 'Member', 'update_front', 'front_hypervolume', 'pareto_task',
-           'draw_n_op', 'propose', 'plan_name', 'Generation', 'make_plan', 'seed_plan', 'p0_name', 'run_generation',
-           'close_generation', 'search_pareto', 'ParetoResult', 'default_p0', 'check_reference', 'pareto_nash']
+           'draw_n_op', 'propose', 'plan_name', 'Generation', 'make_plan', 'seed_plan', 'p0_name', 'store_p0', 'sweep',
+           'run_generation', 'close_generation', 'search_pareto', 'ParetoResult', 'default_p0', 'check_reference',
+           'pareto_nash']
 
 # %% ../nbs/09_pareto.ipynb #c76c071e
 PARETO_OPERATORS = ("deeper", "wider", "skip", "remove", "prune", "to_separable")
@@ -58,6 +59,7 @@ class ParetoConfig:
     min_filters: int = MIN_FILTERS  # ... of at least this many filters, else it is not proposed
     max_attempts: int = 10  # draws of a proposal's operators before its slot is left empty
     max_failed_generations: int = 3  # consecutive generations without a trained child before the search stops
+    n_instances: int = 1  # asynchronous instances sharing one front (the paper: 8; chapter 09_pareto_async); 1: synchronous
 
     def __post_init__(self):
         self.train = as_train_config(self.train, "train")
@@ -69,10 +71,12 @@ class ParetoConfig:
         if self.reference is None: self.reference = (1.0,) + tuple(OBJECTIVES[n].reference for n in self.objectives)
         self.reference = _check_reference(self.reference, len(self.objectives))
 
-    def to_dict(self) -> dict: return asdict(self)
+    def to_dict(self) -> dict:  # n_instances = 1 is not stored: a synchronous run's config is as before, and older runs resume
+        return {k: v for k, v in asdict(self).items() if k != "n_instances" or v != 1}
 
 # %% ../nbs/09_pareto.ipynb #71a3cad6
-_RULES = {**{k: (int, dict(low=1)) for k in ("n_pc", "n_ac", "min_convs", "min_filters", "max_attempts", "max_failed_generations")},
+_RULES = {**{k: (int, dict(low=1)) for k in ("n_pc", "n_ac", "min_convs", "min_filters", "max_attempts",
+                                                 "max_failed_generations", "n_instances")},
           **{k: (int, dict(low=0)) for k in ("n_gen", "n_epochs", "recovery_epochs", "seed_epochs", "calib_size")},
           "seed": (int, dict(low=0, below=2**64))}  # field -> (kind, check_setting's bounds)
 PARETO_INTS = tuple(_RULES)
@@ -273,7 +277,7 @@ def _record(gen: Generation, j: int, **extra) -> dict:
 # %% ../nbs/09_pareto.ipynb #3ac0d5d9
 def p0_name(k: int) -> str: return SEED if k == 0 else f"seed_{k}.pt"
 
-def _store_p0(store: RunStore, p0: list) -> list:
+def store_p0(store: RunStore, p0: list) -> list:
     "P0 as stored in the run (saved on the first start; on resume, checked against the given networks)."
     if not store.exists(SEED):
         for k, net in enumerate(p0): store.save(p0_name(k), net, role="P0", index=k, n=len(p0))
@@ -291,7 +295,7 @@ def _front_of(store: RunStore) -> list:
         front.append(Member(i, net, by_id[i]["val_error"], tuple(by_id[i]["objectives"])))
     return front
 
-def _sweep(store: RunStore, keep: set):
+def sweep(store: RunStore, keep: set):
     "Delete the checkpoints of closed generations' networks that are not on the front."
     for path in store.dir.glob(child_checkpoint("*")):
         if int(path.stem.split("_")[1]) not in keep: path.unlink(missing_ok=True)
@@ -314,7 +318,7 @@ def close_generation(store: RunStore, config: ParetoConfig, gen: Generation, fro
     hv = meta["hypervolume"] + [front_hypervolume(front, config.reference)]
     best = min(front, key=lambda m: (m.val_error, m.id))
     store.save_best(best.net, gen.step, front=[m.id for m in front], hypervolume=hv, failed=failed, branch=gen.plan["branch"])
-    _sweep(store, {m.id for m in front})
+    sweep(store, {m.id for m in front})
     store.delete(plan_name(gen.step))
     if failed >= config.max_failed_generations:
         raise SearchFailed(f"{failed} consecutive generations (up to {gen.step}) trained no child "
@@ -323,14 +327,14 @@ def close_generation(store: RunStore, config: ParetoConfig, gen: Generation, fro
 # %% ../nbs/09_pareto.ipynb #32490f85
 def search_pareto(p0: list, data: DataSpec, config: ParetoConfig, store: RunStore, executor, bar: SearchProgress) -> list:
     "Algorithm 2 on a run store, new or resumed (or extended: a larger n_gen); returns the final front."
-    p0 = _store_p0(store, p0)
+    p0 = store_p0(store, p0)
     if store.best is None:
         bar.start(0)
         gen = Generation.start(store, config, data, [], 0, p0)
         front, n = run_generation(gen, executor, bar)
         close_generation(store, config, gen, front, n)
     front = _front_of(store)
-    _sweep(store, {m.id for m in front} | {r["id"] for r in store.records if r["step"] > store.best["step"]})
+    sweep(store, {m.id for m in front} | {r["id"] for r in store.records if r["step"] > store.best["step"]})
     store.delete(plan_name(store.best["step"]))  # killed between best.pt and this delete, a closed generation leaves it
     if store.best["failed"] >= config.max_failed_generations:
         raise SearchFailed(f"the run stopped after {store.best['failed']} consecutive failed generations")
@@ -346,7 +350,7 @@ def search_pareto(p0: list, data: DataSpec, config: ParetoConfig, store: RunStor
 class ParetoResult:
     "What Pareto-NASH found."
     front: list  # the final front: Members (id, net with weights, val_error, cheap objectives), by error
-    hypervolume: list  # the front's hypervolume after each generation (0: P0)
+    hypervolume: list  # the front's hypervolume after each generation (0: P0; asynchronous: each closed one, in order)
     log: object  # every proposal and trained network, as a pandas DataFrame
     run_dir: Path | None  # where the run is stored (None when it ran in a temporary folder)
 
@@ -390,6 +394,9 @@ def pareto_nash(p0: list | None = None,  # P0: networks or architectures; None: 
     warn_if_data_travels(data, executor, stacklevel=2)
     stored = dict(format="nash_lit.pareto/1", config=config.to_dict(), p0=[json.loads(n.arch.to_json()) for n in p0])
     with run_folder(run_dir, prefix="pareto_", replays=(SearchFailed,)) as where, open_executor(executor) as pool:
+        if config.n_instances > 1:  # asynchronous instances sharing one front: chapter 09_pareto_async
+            from .pareto_async import search_async
+            return search_async(p0, spec, config, where, stored, resume, pool, progress, named=run_dir is not None)
         store = RunStore(where, stored, resume, ignore=PROGRESS_KEYS, extend=("config.n_gen",))
         with SearchProgress("Pareto-NASH", len(p0) + config.n_gen * config.n_ac, store.records, store.seconds,
                             "generation", config.n_gen, enabled=progress) as bar:

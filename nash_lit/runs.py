@@ -329,13 +329,13 @@ class RunStore(Checkpoints):
                  ignore: tuple = (),  # flattened config keys allowed to differ on resume
                  extend: tuple = (),  # flattened config keys of budgets that may grow on resume
                  ):
-        super().__init__(open_run(run_dir, config, resume, ignore, extend, check=self._check))
+        super().__init__(open_run(run_dir, config, resume, ignore, extend, check=self.check_files))
         self.best_ever = checkpoint_meta(self.path(BEST_EVER)) if self.exists(BEST_EVER) else None
         read_records(self.dir, repair=True)  # only once the files agree: a torn last line is cut away
         spent = max((r.get("search_seconds", 0.0) for r in self.records), default=0.0)
         self._start = time.perf_counter() - spent
 
-    def _check(self, run_dir: Path):
+    def check_files(self, run_dir: Path):
         "Read the log and check the files against each other, before open_run writes an extended budget."
         self.records = read_records(run_dir, fields=RECORD)
         self.best = check_run_files(run_dir, self.records)  # best.pt's meta; None before a step completes

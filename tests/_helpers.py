@@ -1,6 +1,9 @@
 "Helpers shared by the test files and the subprocess scripts they run (not collected by pytest)."
 import hashlib
 import os
+import random
+import signal
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +66,35 @@ def crash_after_best(monkeypatch, step: int = 1):
         if args[1] == step: raise SystemExit("killed")
     monkeypatch.setattr(R.RunStore, "save_best", crash)
     return real
+
+
+def small_pareto_config(**changes):
+    "A Pareto-NASH config that trains in a second on tiny synthetic data (P0: `TINY_P0`)."
+    from nash_lit.pareto import ParetoConfig
+    from nash_lit.train import TrainConfig
+    train = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
+    base = dict(n_gen=2, n_pc=6, n_ac=2, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=16, train=train)
+    return ParetoConfig(**{**base, **changes})
+
+
+def tiny_p0() -> list:
+    "Three small seed architectures of different kinds, for the Pareto-NASH tests."
+    from nash_lit.arch import seed_arch
+    return [seed_arch((16, 16, 16)), seed_arch((16, 32, 32)), seed_arch((16, 32, 32), separable=True)]
+
+
+def kill_at_random(start, run_dir, upto: int, times: int = 4) -> int:
+    "Run `start()` `times` times, each SIGKILLed once the log has a random number (< upto) of lines, after a random delay; kills that landed."
+    from nash_lit.runs import read_records
+    rnd, kills = random.Random(), 0
+    for after in sorted(rnd.sample(range(1, upto), times)):
+        proc = start()
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and log_lines(run_dir) < after and time.monotonic() < deadline: time.sleep(0.01)
+        time.sleep(rnd.uniform(0, 0.3))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=60)
+        read_records(run_dir)  # the log parses after every kill
+    return kills

@@ -1,8 +1,5 @@
 "Pareto-NASH (nash_lit.pareto): kill-and-resume, invalid configs, failures as data, the generation unit, disk use."
 import json
-import random
-import signal
-import time
 from importlib import import_module
 from pathlib import Path
 
@@ -12,23 +9,20 @@ import torch
 
 import nash_lit.pareto as P
 from nash_lit.front import front_history
-from nash_lit.arch import Arch, seed_arch
+from nash_lit.arch import seed_arch
 from nash_lit.data import synthetic
 from nash_lit.runs import RunStore, checkpoint_meta, read_records
 from nash_lit.train import TrainConfig, TrainingDiverged
-from _helpers import crash_after_best, finish, gray_data, log_lines, no_training, start_script
+from _helpers import kill_at_random, small_pareto_config, tiny_p0, crash_after_best, finish, gray_data, log_lines, no_training, start_script
 E = import_module("nash_lit.evaluate")  # not `import ... as`: the package's `evaluate` (train's function) hides the module
 
 SCRIPT = Path(__file__).with_name("_pareto_run.py")
-TRAIN = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
-P0 = [seed_arch((16, 16, 16)), seed_arch((16, 32, 32)), seed_arch((16, 32, 32), separable=True)]
+P0 = tiny_p0()
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def small_config(**changes):
-    base = dict(n_gen=2, n_pc=6, n_ac=2, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=16, train=TRAIN)
-    return P.ParetoConfig(**{**base, **changes})
+def small_config(**changes): return small_pareto_config(**changes)
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +37,8 @@ def test_kill_and_resume(tmp_path):
     "SIGKILL at >= 3 random moments, resume each time: the final front equals an uninterrupted run's."
     seed = 1
     reference = start(tmp_path / "ref", seed, tmp_path / "ref.json")
-    rnd = random.Random()
-    run, kills = tmp_path / "killed", 0
-    for after in sorted(rnd.sample(range(1, 26), 4)):  # log lines to wait for (of 27), then a random delay
-        proc = start(run, seed, tmp_path / "killed.json")
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and log_lines(run) < after and time.monotonic() < deadline: time.sleep(0.01)
-        time.sleep(rnd.uniform(0, 0.3))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.communicate(timeout=60)
-        read_records(run)  # the log parses after every kill
+    run = tmp_path / "killed"
+    kills = kill_at_random(lambda: start(run, seed, tmp_path / "killed.json"), run, 26)  # of 27 log lines
     finish(start(run, seed, tmp_path / "killed.json"))
     finish(reference)
     assert kills >= 3
