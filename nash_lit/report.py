@@ -16,8 +16,8 @@ import scipy.stats
 import torch
 
 # %% auto #0
-__all__ = ['mean_std', 'PairedDifference', 'paired_difference', 'describe_difference', 'beside_paper', 'markdown_table',
-           'device_name', 'provenance']
+__all__ = ['mean_std', 'PairedDifference', 'paired_difference', 'paired_test_difference', 'describe_difference', 'beside_paper',
+           'markdown_table', 'device_name', 'provenance']
 
 # %% ../nbs/09_report.ipynb #91a71f0e
 def mean_std(values,  # one number per run
@@ -60,6 +60,26 @@ def paired_difference(a: dict,  # seed -> value of method a
     if len(d) < 2: return PairedDifference(float(d.mean()), math.nan, math.nan, len(d), confidence)
     half = scipy.stats.t.ppf((1 + confidence) / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
     return PairedDifference(float(d.mean()), float(d.mean() - half), float(d.mean() + half), len(d), confidence)
+
+# %% ../nbs/09_report.ipynb #be4b908f
+def paired_test_difference(a: dict,  # seed -> which test images method a got wrong (bools, one per image)
+                           b: dict,  # seed -> the same for method b, on the same test images
+                           confidence: float = 0.95,  # of the interval
+                           ) -> PairedDifference:
+    "Test error of a − b in points over the seeds both have: the runs' spread (t) and the shared test set's noise, both paired."
+    seeds = sorted(set(a) & set(b))
+    if not seeds: raise ValueError(f"no seed in common: a has {sorted(a)}, b has {sorted(b)}")
+    wa, wb = (np.array([np.asarray(x[s], dtype=float) for s in seeds]) for x in (a, b))
+    if wa.shape != wb.shape or wa.ndim != 2:
+        raise ValueError(f"a and b must mark the same test images for every seed, got shapes {wa.shape} and {wb.shape}")
+    per_run, per_image = 100 * (wa - wb).mean(1), 100 * (wa - wb).mean(0)
+    mean, n = float(per_run.mean()), len(seeds)
+    z = scipy.stats.norm.ppf((1 + confidence) / 2)
+    test_half = z * per_image.std(ddof=1) / math.sqrt(per_image.size) if per_image.size > 1 else 0.0
+    if n < 2: return PairedDifference(mean, mean - test_half, mean + test_half, n, confidence)
+    runs_half = scipy.stats.t.ppf((1 + confidence) / 2, n - 1) * per_run.std(ddof=1) / math.sqrt(n)
+    half = math.hypot(runs_half, test_half)
+    return PairedDifference(mean, mean - half, mean + half, n, confidence)
 
 # %% ../nbs/09_report.ipynb #456a62ee
 def describe_difference(p: PairedDifference,  # the comparison

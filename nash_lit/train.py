@@ -24,7 +24,7 @@ from .checks import check_device_name, check_fit, check_setting
 from .data import Data, default_device, train_plus_val
 
 # %% auto #0
-__all__ = ['crop_flip', 'cutout', 'mixup', 'normalize', 'augment', 'TrainConfig', 'as_train_config', 'evaluate',
+__all__ = ['crop_flip', 'cutout', 'mixup', 'normalize', 'augment', 'TrainConfig', 'as_train_config', 'mistakes', 'evaluate',
            'TrainingDiverged', 'train', 'FinalResult', 'final_train']
 
 # %% ../nbs/02_train.ipynb #efebe952
@@ -173,6 +173,25 @@ def as_train_config(value,  # a TrainConfig or a dict of its fields
     raise ValueError(f"{name} must be a TrainConfig or a dict of its fields, got {type(value).__name__}")
 
 # %% ../nbs/02_train.ipynb #ec5a0e99
+def mistakes(net: nn.Module,  # maps (N, C, H, W) normalised images to (N, classes) logits
+             data: Data,  # the dataset; its tensors are moved to the network's device if needed
+             split: str = "val",  # 'val', 'test' or 'train'
+             batch_size: int = 1024,  # images per forward pass
+             amp: bool = False,  # bf16 autocast
+             channels_last: bool = False,  # feed channels-last batches
+             ) -> torch.Tensor:
+    "Which images of a split `net` classifies wrongly: a bool tensor, one per image (on the network's device)."
+    x_all, y_all = data.split(split)
+    if len(y_all) == 0: raise ValueError(f"the data has no {split} images")
+    device = next(net.parameters(), x_all).device
+    wrong = []
+    with eval_mode(net), torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        for i in range(0, len(y_all), batch_size):
+            x = normalize(x_all[i:i + batch_size].to(device), data.mean.to(device), data.std.to(device))
+            if channels_last: x = x.contiguous(memory_format=torch.channels_last)
+            wrong.append(net(x).argmax(1) != y_all[i:i + batch_size].to(device))
+    return torch.cat(wrong)
+
 def evaluate(net: nn.Module,  # maps (N, C, H, W) normalised images to (N, classes) logits
              data: Data,  # the dataset; its tensors are moved to the network's device if needed
              split: str = "val",  # 'val', 'test' or 'train'
@@ -181,16 +200,8 @@ def evaluate(net: nn.Module,  # maps (N, C, H, W) normalised images to (N, class
              channels_last: bool = False,  # feed channels-last batches
              ) -> float:
     "Classification error (a fraction) of `net` on a split of `data`."
-    x_all, y_all = data.split(split)
-    if len(y_all) == 0: raise ValueError(f"the data has no {split} images")
-    device = next(net.parameters(), x_all).device
-    wrong = torch.zeros((), dtype=torch.long, device=device)
-    with eval_mode(net), torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        for i in range(0, len(y_all), batch_size):
-            x = normalize(x_all[i:i + batch_size].to(device), data.mean.to(device), data.std.to(device))
-            if channels_last: x = x.contiguous(memory_format=torch.channels_last)
-            wrong += (net(x).argmax(1) != y_all[i:i + batch_size].to(device)).sum()
-    return wrong.item() / len(y_all)
+    wrong = mistakes(net, data, split, batch_size, amp, channels_last)
+    return int(wrong.sum()) / len(wrong)
 
 # %% ../nbs/02_train.ipynb #48e00b0c
 class TrainingDiverged(RuntimeError):

@@ -22,9 +22,9 @@ SEEDS = [P["first_seed"] + k for k in range(P["pareto_runs"])]
 TABLE2_SEEDS = SEEDS[:P["table2_runs"]]
 
 
-def runner(settings: Path, reports: Path, *notebooks: Path) -> subprocess.CompletedProcess:
+def runner(settings: Path, reports: Path, *notebooks: Path, extra=()) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "tools" / "reproduce.py"), "--profile", "tiny", "--settings", str(settings),
-                           "--reports", str(reports), "--allow-dirty", "--notebooks", *map(str, notebooks)],
+                           "--reports", str(reports), "--allow-dirty", *extra, "--notebooks", *map(str, notebooks)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
@@ -123,20 +123,49 @@ def test_table2_rows_and_columns(reports):
     nash_rows = [r for r in runs if r["method"] == "NASH (Table 1)"]
     assert len(nash_rows) == len(TABLE2_SEEDS) and all(int(float(r["params"])) == n_params(reports["star"]) for r in nash_rows)
     md = (out / "table2.md").read_text()
-    for needle in ("## Verdict per size", "40K: Pareto-NASH", "190K: Pareto-NASH", "MobileNet (", "NASNet (",
-                   "| paper (full scale) |", "git commit:", "## Figure 5"):
+    for needle in ("## Verdict per size", "40K: Pareto-NASH", "190K: Pareto-NASH", "test error Pareto-NASH − MobileNet",
+                   "test error Pareto-NASH − NASNet", f"({len(TABLE2_SEEDS)} paired runs)", "95% interval",
+                   "| paper (full scale) |", "git commit:", "## Figure 5", "trained at commit"):
         assert needle in md, needle
+    assert md.count("95% interval") >= 4  # 2 sizes x 2 rivals
     assert (out / "figure5_test_error.png").stat().st_size > 10_000
 
 
-def test_a_rerun_reads_finished_trainings_from_the_cache(reports):
-    out = reports["out"]
+def test_continuing_a_failed_run_reads_finished_trainings_from_the_cache(reports):
+    "A run whose 12_table2 failed is continued (--continue): 11's outputs come from it, every training from the cache."
+    import shutil
+    out, failed = reports["out"], reports["tmp"] / ".tiny-run-failed"
+    shutil.copytree(out, failed)
+    manifest = json.loads((failed / "manifest.json").read_text())
+    manifest["notebooks"][-1]["status"], manifest["status"] = "failed", "failed"
+    (failed / "manifest.json").write_text(json.dumps(manifest))
+    (failed / "table2.md").unlink()
     n = len(read_csv(out / "table2_runs.csv"))
-    r = runner(reports["settings"], out, NB12)
+    again = reports["tmp"] / "continued"
+    r = runner(reports["settings"], again, NB12, extra=("--continue", str(failed)))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    rows = read_csv(out / "table2_runs.csv")
+    rows = read_csv(again / "table2_runs.csv")
     assert len(rows) == n and all(row["cached"] == "True" for row in rows)
-    assert f"{n} trainings, {n} read from the cache" in (out / "table2.md").read_text()
-    manifest = json.loads((out / "manifest.json").read_text())
+    assert f"{n} trainings, {n} read from the cache" in (again / "table2.md").read_text()
+    assert read_csv(again / "table2.csv") == read_csv(out / "table2.csv"), "the same trainings give the same table"
+    manifest = json.loads((again / "manifest.json").read_text())
     assert [Path(e["notebook"]).name for e in manifest["kept"]] == ["10_table1.ipynb", NB11.name]
-    assert (out / "pareto_search.md").is_file() and (out / "table1.md").is_file()
+    assert [Path(e["notebook"]).name for e in manifest["notebooks"]] == [NB12.name]
+    assert all("parameters" in e for e in manifest["kept"][1:] + manifest["notebooks"])
+    assert (again / "pareto_search.md").is_file() and (again / "table1.md").is_file()
+
+
+def test_a_partial_run_that_would_leave_later_reports_stale_is_refused(reports):
+    "Rerunning 11 alone would keep a 12_table2 computed from the old fronts: refused before anything runs."
+    before = (reports["out"] / "manifest.json").read_text()
+    r = runner(reports["settings"], reports["out"], NB11)
+    assert r.returncode != 0 and "stale" in r.stderr and "12_table2.ipynb" in r.stderr, r.stderr[-2000:]
+    assert (reports["out"] / "manifest.json").read_text() == before
+
+
+def test_a_partial_run_on_another_profiles_reports_is_refused(reports, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps(dict(profile="cpu", git_commit="abc1234", notebooks=[])))
+    r = runner(reports["settings"], other, NB12)
+    assert r.returncode != 0 and "holds the 'cpu' profile's reports, not 'tiny'" in r.stderr, r.stderr[-2000:]

@@ -154,7 +154,7 @@ def test_smoke_reproduction_leaves_git_status_clean():
     status = lambda: subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "reports"],
                                     cwd=ROOT, capture_output=True, text=True, check=True).stdout
     before = status()
-    r = reproduce("--profile", "smoke", "--notebooks", ROOT / "nbs" / "10_table1.ipynb")  # all three: test_smoke_reproduction
+    r = reproduce("--profile", "smoke")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert json.loads((ROOT / "reports" / "smoke" / "manifest.json").read_text())["status"] == "ok"
     assert status() == before, "a smoke reproduction changed what git sees under reports/"

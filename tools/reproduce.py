@@ -8,7 +8,11 @@ ast.literal_eval, never eval). The profile's reports folder, reports/<profile>/ 
 always holds one complete, successful run: executed notebooks (never written into nbs/), what they
 write (tables, figures, search logs) and a run manifest, manifest.json. A run of some notebooks
 (--notebooks) starts from a copy of the reports folder, so the other notebooks' reports stay; the
-manifest lists them under `kept`, each with the commit it ran at, beside this run's `notebooks`.
+manifest lists them under `kept`, each with the commit and parameters it ran with, beside this run's
+`notebooks`. A later notebook may read an earlier one's outputs (12_table2 reads 10's and 11's search
+logs), so rerunning a notebook whose later ones would stay is refused. With --continue RUN_DIR the
+copy starts from a kept run folder instead, so the notebooks that succeeded in a failed or interrupted
+run need not run again.
 
 A run writes into a fresh sibling folder, reports/.<profile>-run-<time>-<pid>/, which every notebook
 gets as its `reports_dir`. Only when every notebook succeeded does that folder replace the reports
@@ -212,25 +216,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--reports", default=None, help="reports folder, replaced by a successful run (default: reports/<profile>)")
     ap.add_argument("--settings", default=str(ROOT / "settings.ini"), help="the profiles file")
     ap.add_argument("--notebooks", nargs="*", default=None, help="notebooks to run (default: nbs/1[0-9]_*.ipynb)")
+    ap.add_argument("--continue", dest="continue_from", default=None, metavar="RUN_DIR",
+                    help="with --notebooks: start from a kept run folder (a failed or interrupted run) instead of the "
+                         "reports folder, keeping the notebooks that succeeded there")
     ap.add_argument("--kernel", default="python3", help="Jupyter kernel (default: python3)")
     ap.add_argument("--allow-dirty", action="store_true",
                     help="run a non-smoke profile on a tree with uncommitted changes (the diff goes to git.diff)")
     return ap.parse_args(argv)
 
 
-def carry_over(target: Path,  # the reports folder a run of some notebooks will replace
+def carry_over(source: Path,  # the reports folder (or a kept run folder, --continue) whose other notebooks stay
                run: Path,  # the fresh run folder
                notebooks: list,  # the notebooks this run executes
+               profile: str,  # this run's profile
                ) -> list:
-    "Copy the other notebooks' reports into `run`; their manifest entries (each with the commit it ran at), to keep."
-    manifest = target / "manifest.json"
+    "Copy the other notebooks' reports into `run`; their manifest entries (each with its commit and parameters), to keep."
+    manifest = source / "manifest.json"
     if not is_reports_manifest(manifest): return []
     previous = json.loads(manifest.read_text())
+    if previous["profile"] != profile:
+        raise SystemExit(f"[reproduce] {source} holds the {previous['profile']!r} profile's reports, not {profile!r}'s")
     rerun = {nb.name for nb in notebooks}
-    kept = [{**e, "git_commit": e.get("git_commit", previous["git_commit"])}
-            for e in previous.get("kept", []) + previous["notebooks"] if Path(e["notebook"]).name not in rerun]
-    shutil.copytree(target, run, dirs_exist_ok=True, ignore=lambda d, names: [n for n in names if
-                    Path(d) == target and n in ("manifest.json", "git.diff")])
+    done = [e for e in previous.get("kept", []) + previous["notebooks"] if e.get("status") == "ok"]
+    kept = [{**e, "git_commit": e.get("git_commit", previous["git_commit"]),
+             "parameters": e.get("parameters", previous.get("parameters"))}
+            for e in done if Path(e["notebook"]).name not in rerun]
+    later = sorted(Path(e["notebook"]).name for e in kept if Path(e["notebook"]).name > min(rerun))
+    if later:  # a later notebook may read what a rerun one writes (12_table2 reads 10's and 11's search logs)
+        raise SystemExit(f"[reproduce] rerunning {sorted(rerun)} would leave {later}, which may read their outputs, "
+                         f"stale in {source}: add them to --notebooks")
+    skip = {"manifest.json", "git.diff"} | rerun  # the rerun notebooks' executed copies are written afresh
+    shutil.copytree(source, run, dirs_exist_ok=True, ignore=lambda d, names: [n for n in names if Path(d) == source and n in skip])
     return kept
 
 
@@ -240,11 +256,12 @@ def run_notebooks(args, notebooks: list, params: dict, run: Path, manifest: dict
     path = run / "manifest.json"
     for nb in notebooks:
         out, t0 = run / nb.name, time.time()
-        entry = dict(notebook=shown(nb), executed=shown(out), git_commit=manifest["git_commit"])
+        own = pm.inspect_notebook(str(nb))  # each notebook gets its own parameters: papermill warns of the others
+        given = {k: v for k, v in params.items() if k in own}
+        entry = dict(notebook=shown(nb), executed=shown(out), git_commit=manifest["git_commit"], parameters=given)
         print(f"[reproduce] {args.profile}: {nb.name} -> {out}", flush=True)
         try:
-            own = pm.inspect_notebook(str(nb))  # each notebook gets its own parameters: papermill warns of the others
-            pm.execute_notebook(str(nb), str(out), parameters={k: v for k, v in params.items() if k in own},
+            pm.execute_notebook(str(nb), str(out), parameters=given,
                                 kernel_name=args.kernel, cwd=str(nb.parent),
                                 progress_bar=False, log_output=True)
             entry["status"] = "ok"
@@ -284,7 +301,8 @@ def main(argv=None) -> int:
     params = json.loads(json.dumps({**params, "profile": args.profile, "reports_dir": str(run), "git_commit": commit}))
 
     # a run of some notebooks (--notebooks) keeps the others' reports and says at which commit each ran
-    kept = carry_over(target, run, notebooks) if args.notebooks else []
+    source = Path(args.continue_from).resolve() if args.continue_from else target
+    kept = carry_over(source, run, notebooks, args.profile) if args.notebooks else []
     manifest = dict(profile=args.profile, parameters=params, git_commit=commit,
                     git_diff="git.diff" if commit.endswith("-dirty") else None, device=device_info(),
                     torch=torch.__version__, python=sys.version.split()[0], data_root=os.environ["NASH_LIT_DATA"],
