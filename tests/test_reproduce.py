@@ -60,19 +60,28 @@ def test_bad_profile(tmp_path):
     with pytest.raises(KeyError, match="no profile"): load_profile("nope", ini)
 
 
-def test_smoke_reproduction(tmp_path):
-    "make reproduce PROFILE=smoke, into a temporary reports folder: tables, figure, notebook, manifest."
-    out = tmp_path / "smoke"
-    r = reproduce("--profile", "smoke", "--reports", out)
+def test_smoke_reproduction():
+    "make reproduce PROFILE=smoke, into reports/smoke/ (CI's output, ignored by git): tables, figures, notebooks, manifest."
+    git = (ROOT / ".git").exists()
+    if git:
+        tracked = subprocess.run(["git", "ls-files", "--", "reports/smoke"], cwd=ROOT, capture_output=True, text=True)
+        assert tracked.stdout == "", "reports/smoke/ is still committed: git rm -r --cached reports/smoke"
+        ignored = subprocess.run(["git", "check-ignore", "-q", "reports/smoke/manifest.json"], cwd=ROOT)
+        assert ignored.returncode == 0, "reports/smoke/ must be in .gitignore"
+    status = lambda: subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "reports"],
+                                    cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    before = status() if git else None
+    out = ROOT / "reports" / "smoke"
+    r = reproduce("--profile", "smoke")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert [p.name for p in tmp_path.iterdir()] == ["smoke"], "the run's folder was not moved into place"
+    assert not list(out.parent.glob(".smoke-run-*")), "the run's folder was not moved into place"
     for name in ("table1.md", "table1.csv", "table1_progress.png", "10_table1.ipynb", "manifest.json",
                  "pareto_search.md", "11_pareto_search.ipynb", "table2.md", "12_table2.ipynb"):
         assert (out / name).is_file(), f"{name} was not written"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "ok" and manifest["profile"] == "smoke" and manifest["wall_seconds"] > 0
     assert [n["status"] for n in manifest["notebooks"]] == ["ok"] * len(REPRODUCTIONS) and manifest["kept"] == []
-    assert manifest["notebooks"][0]["executed"] == str(out / "10_table1.ipynb"), "the manifest names where it lives"
+    assert manifest["notebooks"][0]["executed"] == "reports/smoke/10_table1.ipynb", "the manifest names where it lives"
     rows = list(csv.DictReader((out / "table1.csv").open()))
     paper = {(r["budget"], r["params_m"], r["test_error_pct"]) for r in rows if r["source"].startswith("paper")}
     assert paper == {("0.5 GPU days", "4.9", "4.3"), ("1 GPU day", "7.9", "4.0"), ("3 GPU days", "21.2", "3.6")}
@@ -89,6 +98,7 @@ def test_smoke_reproduction(tmp_path):
     assert manifest["parameters"]["git_commit"] == manifest["git_commit"]
     assert manifest["git_commit"].endswith("-dirty") == (out / "git.diff").is_file()
     assert not any((ROOT / "nbs").glob("*_executed*")), "papermill must not write into nbs/"
+    if git: assert status() == before, "a smoke reproduction changed what git sees under reports/"
 
 
 def reproduce(*args, timeout=600) -> subprocess.CompletedProcess:
@@ -142,22 +152,6 @@ def test_missing_data_root_prints_why_and_keeps_the_reports(tmp_path):
     assert "CIFAR-10 not found under the data root" in entry["error"]["evalue"]
     tb = entry["error"]["traceback"]
     assert "Traceback" in tb and tb.splitlines()[-1].startswith("FileNotFoundError: CIFAR-10 not found"), tb[-2000:]
-
-
-def test_smoke_reproduction_leaves_git_status_clean():
-    "make reproduce PROFILE=smoke, into reports/smoke/ of this checkout: CI's output, ignored by git."
-    if not (ROOT / ".git").exists(): pytest.skip("not a git checkout")
-    tracked = subprocess.run(["git", "ls-files", "--", "reports/smoke"], cwd=ROOT, capture_output=True, text=True)
-    assert tracked.stdout == "", "reports/smoke/ is still committed: git rm -r --cached reports/smoke"
-    ignored = subprocess.run(["git", "check-ignore", "-q", "reports/smoke/manifest.json"], cwd=ROOT)
-    assert ignored.returncode == 0, "reports/smoke/ must be in .gitignore"
-    status = lambda: subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "reports"],
-                                    cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    before = status()
-    r = reproduce("--profile", "smoke")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert json.loads((ROOT / "reports" / "smoke" / "manifest.json").read_text())["status"] == "ok"
-    assert status() == before, "a smoke reproduction changed what git sees under reports/"
 
 
 def test_publish_replaces_the_reports_folder(tmp_path):
