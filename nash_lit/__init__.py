@@ -14,10 +14,11 @@ __version__ = "0.0.1"  # the package version; pyproject.toml reads it from here
 from .arch import PARETO_SEEDS, Arch, Net, seed_arch
 from .checks import check_fit
 from .data import Data, DataSpec, cifar10, image_folder, synthetic
-from .export import Exported, export, load_exported, predict, save_exported
-from .nash import NashConfig, NashResult, nash, random_search
-from .pareto import ParetoConfig, ParetoResult, pareto_nash
-from .train import FinalResult, TrainConfig, evaluate, final_train, train
+from .exporting import Exported, export, load_exported, predict, save_exported
+from .hill_climbing import NashConfig, NashResult, nash, random_search
+from .pareto import ParetoConfig, ParetoResult
+from .pareto_async import pareto_nash
+from .training import FinalResult, TrainConfig, evaluate, final_train, train
 
 _all_ = [  # nbdev writes these as nash_lit.__all__
     "Data", "DataSpec", "cifar10", "image_folder", "synthetic",  # data

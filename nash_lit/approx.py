@@ -15,7 +15,7 @@ from .arch import OPS, Arch, Net, block_id, conv_block_ids, eval_mode, filters_n
 from .data import Data
 from .surgery import (Child, as_rng, clone_state, he_normal, make_child, pick, propagate, rewire, site_node,
                               take_filters)
-from .train import TrainConfig, normalize, train
+from .training import TrainConfig, normalize, train
 
 # %% auto #0
 __all__ = ['MIN_CONVS', 'MIN_FILTERS', 'RECOVERY', 'conv_depth', 'satisfies_constraint', 'removable_ids', 'remove_block', 'prune',

@@ -36,7 +36,7 @@ def resume_key(net: nn.Module, config, trainable, teacher, data: Data) -> dict: 
 
 def save_training(path: Path, key: dict, net, opt, sched, gen, history: list):
     "Write the training's state after an epoch, atomically (temporary file, fsync, rename)."
-    blob = dict(format="nash_lit.train/1", key=key, history=history, net=net.state_dict(), opt=opt.state_dict(),
+    blob = dict(format="nash_lit.training/1", key=key, history=history, net=net.state_dict(), opt=opt.state_dict(),
                 sched=sched.state_dict(), gen=gen.get_state(), torch_rng=torch.get_rng_state())
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
@@ -49,7 +49,7 @@ def save_training(path: Path, key: dict, net, opt, sched, gen, history: list):
 def load_training(path: Path, key: dict, net, opt, sched, gen) -> list:
     "Restore a checkpoint written by `save_training` into the call's objects; returns the history so far."
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    if blob.get("format") != "nash_lit.train/1": raise ValueError(f"{path} is not a nash_lit training checkpoint")
+    if blob.get("format") != "nash_lit.training/1": raise ValueError(f"{path} is not a nash_lit training checkpoint")
     if blob["key"] != key:
         stored, given = blob["key"]["config"], key["config"]
         diff = [f"{k} (stored {stored.get(k)!r}, given {v!r})" for k, v in given.items() if stored.get(k) != v]

@@ -49,12 +49,12 @@ def gray_data(n: int = 32):
     return Data(*split(n), *split(n // 2), *split(n // 2), classes=("a", "b", "c", "d"))
 
 
-def no_training(monkeypatch, search_module):
-    "Make any training, or any child evaluated by `search_module`, fail the test."
+def no_training(monkeypatch, search_module=None):
+    "Make any training, or any child the search driver evaluates, fail the test (`search_module`: unused, every search runs through the driver)."
     import pytest
     from importlib import import_module
-    monkeypatch.setattr(import_module("nash_lit.evaluate"), "train", lambda *a, **k: pytest.fail("trained before the mistake was found"))
-    monkeypatch.setattr(search_module, "evaluate_child", lambda task: pytest.fail("a child was evaluated before the mistake was found"))
+    monkeypatch.setattr(import_module("nash_lit.evaluation"), "train", lambda *a, **k: pytest.fail("trained before the mistake was found"))
+    monkeypatch.setattr(import_module("nash_lit.driver"), "evaluate_child", lambda task: pytest.fail("a child was evaluated before the mistake was found"))
 
 
 def crash_after_best(monkeypatch, step: int = 1):

@@ -6,9 +6,9 @@ from pathlib import Path
 import torch
 
 from nash_lit.arch import seed_arch
-from nash_lit.nash import NashConfig, nash
+from nash_lit.hill_climbing import NashConfig, nash
 from nash_lit.data import synthetic
-from nash_lit.train import TrainConfig
+from nash_lit.training import TrainConfig
 from _helpers import fingerprint
 
 torch.set_num_threads(1)  # deterministic and light on a shared machine

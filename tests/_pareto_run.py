@@ -7,8 +7,8 @@ import torch
 
 from nash_lit.arch import seed_arch
 from nash_lit.data import synthetic
-from nash_lit.pareto import ParetoConfig, pareto_nash
-from nash_lit.train import TrainConfig
+from nash_lit import ParetoConfig, pareto_nash
+from nash_lit.training import TrainConfig
 from _helpers import fingerprint
 
 torch.set_num_threads(1)  # deterministic and light on a shared machine

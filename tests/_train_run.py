@@ -6,7 +6,7 @@ import torch
 
 from nash_lit.arch import Net, seed_arch
 from nash_lit.data import synthetic
-from nash_lit.train import TrainConfig, train
+from nash_lit.training import TrainConfig, train
 from _helpers import fingerprint
 
 torch.set_num_threads(1)

@@ -15,7 +15,7 @@ from nash_lit.morphisms import add_skip, concat_skip, deeper, morphism_error, sc
 from nash_lit.operators import OPERATORS, generate_child
 from nash_lit.surgery import NotApplicable
 from nash_lit.data import synthetic
-from nash_lit.train import TrainConfig, train
+from nash_lit.training import TrainConfig, train
 
 OPS = {"remove": remove_block, "prune": prune, "to_separable": to_separable}
 SHRINKING = {name: op.fn for name, op in OPERATORS.items() if op.shrinks}

@@ -10,7 +10,7 @@ from nash_lit.arch import flops, n_params
 from nash_lit.baselines import (BASELINES, NASNET_A_NORMAL, PUBLISHED_PARAMS, RESNET_DEPTHS, TABLE2_NASNET, BasicBlock,
                                 MobileNet, NASNet, NASNetCell, ResNet, baseline, baseline_params, nearest_baseline)
 from nash_lit.data import synthetic
-from nash_lit.train import TrainConfig, final_train, normalize
+from nash_lit.training import TrainConfig, final_train, normalize
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))

@@ -1,7 +1,6 @@
-"""One child's evaluation (nash_lit.evaluate): small picklable tasks, determinism in and out of process, fresh weights,
+"""One child's evaluation (nash_lit.evaluation): small picklable tasks, determinism in and out of process, fresh weights,
 recovery of approximate operators, failures as statuses."""
 import hashlib
-from importlib import import_module
 import json
 import pickle
 from dataclasses import replace
@@ -10,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from nash_lit.arch import Net, seed_arch
+from nash_lit.arch import Net, flops, seed_arch
 from nash_lit.data import DataSpec
-from nash_lit.evaluate import ChildResult, ChildTask, calibration_batch, evaluate_child, fresh, make_child
+from nash_lit.evaluation import ChildResult, ChildTask, calibration_batch, evaluate_child, fresh, make_child
 from nash_lit.operators import generate_child
-from nash_lit.train import TrainConfig, TrainingDiverged
-E = import_module("nash_lit.evaluate")  # not `import ... as`: the package's `evaluate` (train's function) hides the module
+from nash_lit.training import TrainConfig, TrainingDiverged
+import nash_lit.evaluation as E
 
 TRAIN = TrainConfig(epochs=1, batch_size=32, amp=False, channels_last=False, progress=False, seed=11)
 SPEC = DataSpec.synthetic(n_train=64, n_val=32, n_test=32, seed=0)
@@ -105,7 +104,7 @@ def test_fresh_weights_train_the_architecture_from_scratch():
     child = generate_child(parent, 4, t.operators, np.random.default_rng(t.rng), calibration_batch(SPEC.load("cpu"), 16, 0))
     assert out.arch == child.net.arch.to_json()
     net = fresh(child.net.arch, TRAIN.seed)
-    from nash_lit.train import train
+    from nash_lit.training import train
     train(net, SPEC.load("cpu"), TRAIN)
     assert fingerprint({k: v.cpu() for k, v in net.state_dict().items()}) == fingerprint(out.state)
 
@@ -118,11 +117,14 @@ def test_approximate_operators_are_recovered():
     parent, child = make_child(t, data)
     assert child.affected, child.ops
     before = {k: v.clone() for k, v in child.net.state_dict().items()}
-    assert E.recover_child(t, parent, child, data) > 0
+    seconds, images = E.recover_child(t, parent, child, data)
+    assert seconds > 0 and images == t.recovery_epochs * len(data.y_train)  # RECOVERY's batch of 128 holds all 64
     moved = {k for k, v in child.net.state_dict().items() if not torch.equal(v, before[k])}
     assert moved and moved <= set(child.affected)
     out = evaluate_child(t)
     assert out.status == "ok" and out.recovery_seconds > 0 and out.affected == list(child.affected)
+    assert (out.recovery_images, out.train_images, out.train_flops) == (images, 0, 0.0)  # trained 0 epochs: nothing
+    assert out.recovery_flops == 6.0 * out.flops * images + 2.0 * flops(parent.arch) * images
 
 
 def test_exact_chain_skips_recovery(monkeypatch):
@@ -154,4 +156,5 @@ def test_unknown_operator_is_a_failed_child():
 
 def test_result_record_fields():
     assert list(ChildResult().record()) == ["status", "ops", "arch", "params", "flops", "val_error", "affected",
-                                            "recovery_seconds", "train_seconds", "error"]
+                                            "recovery_seconds", "train_seconds", "recovery_images", "train_images",
+                                            "recovery_flops", "train_flops", "error"]

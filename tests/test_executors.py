@@ -3,7 +3,6 @@ import math
 import os
 import signal
 import sys
-from importlib import import_module
 from pathlib import Path
 
 import cloudpickle
@@ -11,10 +10,10 @@ import pytest
 
 from nash_lit.arch import seed_arch
 from nash_lit.data import DataSpec
-from nash_lit.executors import Dask, InProcess, Pool, WorkerDied, collect, make_executor, open_executor
-from nash_lit.train import TrainConfig
-N = import_module("nash_lit.nash")  # not `import ... as`: the package's `nash` (the function) hides the module
-P = import_module("nash_lit.pareto")
+from nash_lit.executors import Dask, InProcess, Pool, collect, make_executor, open_executor
+from nash_lit.training import TrainConfig
+import nash_lit.hill_climbing as N
+import nash_lit.pareto_async as P  # where pareto_nash, which runs either strategy, lives
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Dask workers do not have tests/ on their path
 

@@ -1,4 +1,4 @@
-"""nash_lit.export (issue 11, point 4): exported models compute the trained network's logits, capture with torch.export
+"""nash_lit.exporting (issue 11, point 4): exported models compute the trained network's logits, capture with torch.export
 and torch.jit.trace, save and reload with their class names, and refuse inputs they were not made for, clearly."""
 import copy
 import json
@@ -12,9 +12,9 @@ import torch
 from nash_lit.arch import Net, seed_arch
 from nash_lit.baselines import MobileNet
 from nash_lit.data import Data
-from nash_lit.export import META, Exported, export, load_exported, predict, save_exported
+from nash_lit.exporting import META, Exported, export, load_exported, predict, save_exported
 from nash_lit.morphisms import add_skip, concat_skip, deeper, scramble, wider
-from nash_lit.train import normalize
+from nash_lit.training import normalize
 from _helpers import fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -1,10 +1,9 @@
-"NASH (nash_lit.nash): kill-and-resume, failures as data, invalid configs, refused resumes of damaged runs, ids."
+"NASH (nash_lit.hill_climbing): kill-and-resume, failures as data, invalid configs, refused resumes of damaged runs, ids."
 import json
 import random
 import signal
 import time
 from dataclasses import replace
-from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,11 @@ from nash_lit.arch import Arch, seed_arch
 from nash_lit.executors import InProcess
 from nash_lit.runs import RunDamaged, load_checkpoint, read_log, read_records
 from nash_lit.data import synthetic
-from nash_lit.train import TrainConfig, TrainingDiverged
+from nash_lit.training import TrainConfig, TrainingDiverged
 from _helpers import crash_after_best, finish, gray_data, log_lines, no_training, start_script
-E = import_module("nash_lit.evaluate")  # not `import ... as`: the package's `evaluate` (train's function) hides the module
-N = import_module("nash_lit.nash")  # not `import ... as`: the package's `nash` (the function) hides the module
+import nash_lit.evaluation as E
+import nash_lit.hill_climbing as N
+import nash_lit.driver as D  # the loop every search runs: it submits evaluate_child
 
 SCRIPT = Path(__file__).with_name("_nash_run.py")
 TRAIN = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
@@ -114,7 +114,7 @@ def _failing_train(failures):
 
 def test_failed_child_is_data(tmp_path, data, monkeypatch):
     "A diverged, an out-of-memory and a crashing child are logged; the search continues with the others."
-    seed = lambda step, j: N.child_seeds(0, step, j)[1]
+    seed = lambda step, j: D.child_seeds(0, step, j)[1]
     monkeypatch.setattr(E, "train", _failing_train({
         seed(1, 0): TrainingDiverged("loss became nan"), seed(1, 1): RuntimeError("CUDA out of memory. Tried"),
         seed(2, 2): KeyError("boom")}))
@@ -129,7 +129,7 @@ def test_failed_child_is_data(tmp_path, data, monkeypatch):
 
 
 def test_all_children_failing_is_a_clear_error(tmp_path, data, monkeypatch):
-    monkeypatch.setattr(E, "train", _failing_train({N.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)}))
+    monkeypatch.setattr(E, "train", _failing_train({D.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)}))
     with pytest.raises(N.SearchFailed, match="all 3 children of step 1 failed"):
         N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
     assert [r["status"] for r in read_records(tmp_path)] == ["ok", "diverged", "diverged", "diverged"]
@@ -152,7 +152,7 @@ def test_all_children_failing_is_a_clear_error(tmp_path, data, monkeypatch):
     (dict(n_steps=2.0), TypeError, r"^NashConfig\.n_steps must be an int or None, got 2\.0 \(float\)$"),
     (dict(budget_seconds="1h"), TypeError, r"^NashConfig\.budget_seconds must be a real number or None, got '1h' \(str\)$"),
     *[(dict([(name, value)]), TypeError, rf"^NashConfig\.{name} must be an int, got {value!r}")
-      for name in N.INT_FIELDS if name != "n_steps" for value in (1.5, True, "3")],
+      for name, (kind, _) in {**D.SearchConfig.RULES, **N.NashConfig.RULES}.items() if kind is int and name not in ("n_steps", "budget_images") for value in (1.5, True, "3")],
 ])
 def test_invalid_config_fails_before_training(changes, error, message, monkeypatch):
     "Checked by check_setting, as TrainConfig is: the message names NashConfig's field; a wrong type is a TypeError."
@@ -184,12 +184,12 @@ def test_budget_in_seconds_stops_the_search(data):
 
 def test_argmin_over_children_even_if_worse_than_parent(tmp_path, data, monkeypatch):
     "Line 8 of Algorithm 1: N* is the best child, even when the parent was better."
-    real = N.evaluate_child
+    real = D.evaluate_child
     def worse_children(task):
         out = real(task)
         out.val_error = 0.9 + task.rng[2] / 100 if task.n_op else 0.1  # child j gets 0.9 + j/100
         return out
-    monkeypatch.setattr(N, "evaluate_child", worse_children)
+    monkeypatch.setattr(D, "evaluate_child", worse_children)
     result = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path)
     assert (result.paper_id, result.paper_step, result.paper_val_error) == (1, 1, 0.9)  # the paper's N*
     assert (result.id, result.step, result.val_error) == (0, 0, 0.1)  # the seed was better: it is the best ever
@@ -227,7 +227,7 @@ def test_data_that_would_travel_warns(data, tmp_path):
                   (DataSpec.synthetic(), Cluster())]:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            N.warn_if_data_travels(*quiet)
+            D.warn_if_data_travels(*quiet)
     with pytest.warns(UserWarning, match="submitted to Cluster carries the whole dataset") as caught:
         with pytest.raises(RuntimeError, match="not reached"):
             N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=1), executor=Cluster(), run_dir=tmp_path)
@@ -250,11 +250,11 @@ def test_data_spec_gives_the_same_search(tmp_path, data):
 def test_ids_do_not_depend_on_completion_order(tmp_path, data, monkeypatch):
     "Children that come back in reverse order keep the ids of their positions."
     from concurrent.futures import ThreadPoolExecutor
-    real = N.evaluate_child
+    real = D.evaluate_child
     def slow_first(task):
         time.sleep(0.4 * (2 - task.rng[2]))  # child 0 finishes last
         return real(task)
-    monkeypatch.setattr(N, "evaluate_child", slow_first)
+    monkeypatch.setattr(D, "evaluate_child", slow_first)
     with ThreadPoolExecutor(3) as pool:
         N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path, executor=pool)
     records = read_records(tmp_path)
@@ -318,7 +318,7 @@ def test_resume_after_a_crash_in_a_step_continues(tmp_path, data, monkeypatch):
 
 
 def test_no_final_train_here():
-    "final_train and train_plus_val live in nash_lit.train and nash_lit.data now."
+    "final_train and train_plus_val live in nash_lit.training and nash_lit.data now."
     assert not hasattr(N, "final_train") and not hasattr(N, "train_plus_val")
 
 
@@ -329,15 +329,15 @@ def test_no_final_train_here():
 def test_a_later_worse_step_keeps_the_best_ever(tmp_path, data, monkeypatch):
     "Acceptance 3: step 2's children are all worse than step 1's best; the result holds step 1's, the paper's N* step 2's."
     from _helpers import fingerprint
-    real = N.evaluate_child
+    real = D.evaluate_child
     def step_two_worse(task):
         out = real(task)
         step, j = task.rng[1], task.rng[2]
         out.val_error = {0: 0.9, 1: 0.5 + j / 100, 2: 0.95 + j / 100}[step]
         return out
-    monkeypatch.setattr(N, "evaluate_child", step_two_worse)
+    monkeypatch.setattr(D, "evaluate_child", step_two_worse)
     result = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path / "two", progress=False)
-    assert (result.id, result.step, result.val_error) == (1, 1, 0.5) and result.holds == "best-ever"
+    assert (result.id, result.step, result.val_error) == (1, 1, 0.5)
     assert (result.paper_id, result.paper_step, result.paper_val_error) == (4, 2, 0.95)
     one = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path / "one", progress=False)
     assert one.paper_id == 1 and fingerprint(result.net) == fingerprint(one.paper_net)  # step 1's trained weights
@@ -415,7 +415,7 @@ def test_a_failed_temporary_run_keeps_its_folder(tmp_path, data, monkeypatch, ca
     monkeypatch.setattr(S, "_HAS_NOTES", notes)
     N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), progress=False)
     assert _kept(tmp_path) == []
-    monkeypatch.setattr(E, "train", _failing_train({N.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)}))
+    monkeypatch.setattr(E, "train", _failing_train({D.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)}))
     with pytest.raises(N.SearchFailed, match="all 3 children of step 1 failed") as failed:
         N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), progress=False)
     (kept,) = _kept(tmp_path)

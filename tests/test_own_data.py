@@ -14,7 +14,7 @@ import nash_lit
 from nash_lit import (Data, DataSpec, NashConfig, Net, ParetoConfig, TrainConfig,  # every name issue 11 asks for
                       check_fit, evaluate, export, final_train, load_exported, nash, pareto_nash, predict,
                       random_search, save_exported, seed_arch, train)
-from nash_lit.train import normalize
+from nash_lit.training import normalize
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

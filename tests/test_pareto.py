@@ -8,13 +8,15 @@ import pytest
 import torch
 
 import nash_lit.pareto as P
+from nash_lit import pareto_nash
 from nash_lit.front import front_history
 from nash_lit.arch import seed_arch
-from nash_lit.data import synthetic
+from nash_lit.data import as_spec, synthetic
 from nash_lit.runs import RunStore, checkpoint_meta, read_records
-from nash_lit.train import TrainConfig, TrainingDiverged
+from nash_lit.training import TrainConfig, TrainingDiverged
 from _helpers import kill_at_random, small_pareto_config, tiny_p0, crash_after_best, finish, gray_data, log_lines, no_training, start_script
-E = import_module("nash_lit.evaluate")  # not `import ... as`: the package's `evaluate` (train's function) hides the module
+import nash_lit.evaluation as E
+import nash_lit.driver as D
 
 SCRIPT = Path(__file__).with_name("_pareto_run.py")
 P0 = tiny_p0()
@@ -92,18 +94,18 @@ def test_counts_are_stored_as_ints():
 
 
 def test_reference_the_seeds_do_not_dominate_fails_before_training(tmp_path, data, monkeypatch):
-    monkeypatch.setattr(P, "evaluate_child", lambda task: pytest.fail("trained before the config was checked"))
+    monkeypatch.setattr(D, "evaluate_child", lambda task: pytest.fail("trained before the config was checked"))
     with pytest.raises(ValueError, match=r"reference: P0 network \d does not dominate it in \['log_params'\]"):
-        P.pareto_nash(P0, data, small_config(reference=(1.0, 8.0)), run_dir=tmp_path)
+        pareto_nash(P0, data, small_config(reference=(1.0, 8.0)), run_dir=tmp_path)
     assert not (tmp_path / "log.jsonl").exists()
 
 
 def test_proposals_are_cheap_and_logged(tmp_path, data, monkeypatch):
     "Only P0 and the accepted children are evaluated; every proposal is logged with what Figures 3-4 need."
-    calls, real = [], P.evaluate_child
-    monkeypatch.setattr(P, "evaluate_child", lambda task: calls.append(task.n_op) or real(task))
+    calls, real = [], D.evaluate_child
+    monkeypatch.setattr(D, "evaluate_child", lambda task: calls.append(task.n_op) or real(task))
     config = small_config()
-    result = P.pareto_nash(P0, data, config, run_dir=tmp_path)
+    result = pareto_nash(P0, data, config, run_dir=tmp_path)
     assert len(calls) == len(P0) + config.n_gen * config.n_ac
     log = result.log
     assert len(log) == len(P0) + config.n_gen * config.n_pc
@@ -124,11 +126,13 @@ def test_generation_fed_in_any_order(tmp_path, data):
     config = small_config(n_gen=0)
     fronts = []
     for name, order in (("fwd", 1), ("rev", -1)):
-        P.pareto_nash(P0, data, config, run_dir=tmp_path / name)
+        pareto_nash(P0, data, config, run_dir=tmp_path / name)
         store = RunStore(tmp_path / name, json.loads((tmp_path / name / "config.json").read_text()), resume=True)
-        front = P._front_of(store)
-        gen = P.Generation.start(store, small_config(n_pc=6, n_ac=4), P.as_spec(data), front, 1)
-        for j, task in list(gen.tasks().items())[::order]: gen.feed(j, E.evaluate_child(task))
+        front, more, spec = P.front_of(store), small_config(n_pc=6, n_ac=4), as_spec(data)
+        plan = P.make_plan(more, spec, front, 1)
+        gen = P.Generation(store, more, spec, front, 1, plan, store.ids(1, len(plan["proposals"])))
+        todo, run = gen.as_plan(), D.Run(store, more, spec, len(data.y_train), None, None)
+        for j, task in list(todo.tasks.items())[::order]: run.log_child(todo, j, E.evaluate_child(task))
         new, n = gen.close()
         assert n == 4
         fronts.append([(m.id, m.val_error, m.objectives) for m in new])
@@ -149,23 +153,23 @@ def test_failed_children_are_data(tmp_path, data, monkeypatch):
     monkeypatch.setattr(E, "train", _failing_train(lambda c: c.seed not in p0_seeds and c.epochs == 1))
     config = small_config(n_gen=5, max_failed_generations=2)
     with pytest.raises(P.SearchFailed, match="2 consecutive generations \\(up to 2\\) trained no child"):
-        P.pareto_nash(P0, data, config, run_dir=tmp_path)
+        pareto_nash(P0, data, config, run_dir=tmp_path)
     records = read_records(tmp_path)
     assert {r["status"] for r in records if r["step"] > 0 and r["accepted"]} == {"diverged"}
     best = checkpoint_meta(tmp_path / "best.pt")
     assert best["failed"] == 2 and len(set(best["hypervolume"])) == 1  # the front did not move
     with pytest.raises(P.SearchFailed, match="consecutive failed generations"):  # and resuming says so again
-        P.pareto_nash(P0, data, config, run_dir=tmp_path, resume=True)
+        pareto_nash(P0, data, config, run_dir=tmp_path, resume=True)
 
 
 def test_every_seed_failing_is_a_clear_error(tmp_path, data, monkeypatch):
     monkeypatch.setattr(E, "train", _failing_train(lambda c: True))
     with pytest.raises(P.SearchFailed, match="every network of P0 failed"):
-        P.pareto_nash(P0, data, small_config(), run_dir=tmp_path)
+        pareto_nash(P0, data, small_config(), run_dir=tmp_path)
 
 
 def test_uniform_sampling_and_default_p0(tmp_path, data):
-    result = P.pareto_nash(P0[:2], data, small_config(n_gen=1, sampling="uniform"), run_dir=tmp_path)
+    result = pareto_nash(P0[:2], data, small_config(n_gen=1, sampling="uniform"), run_dir=tmp_path)
     assert len(result.front) >= 1
     p0 = P.default_p0()
     assert [round(E.n_params(n.arch), -3) for n in p0] == [13000, 46000, 95000, 374000]
@@ -176,7 +180,7 @@ def test_a_non_finite_objective_is_no_proposal(tmp_path):
     import math
     from nash_lit.arch import n_params
     from nash_lit.front import OBJECTIVES, register_objective
-    from nash_lit.pareto import ParetoConfig, pareto_nash
+    from nash_lit import ParetoConfig, pareto_nash
     register_objective("nan_when_big", lambda net: math.nan if n_params(net.arch) > 6000 else math.log(n_params(net.arch)),
                        reference=100.0, weights=False, overwrite=True)
     data = synthetic(64, 32, 16, seed=0, size=8)  # the networks below take 8x8 images
@@ -200,24 +204,24 @@ def test_a_non_finite_objective_is_no_proposal(tmp_path):
 def test_a_finished_run_is_extended(tmp_path, data):
     "Resumed with a larger n_gen, a finished run trains the missing generations: as if it had run that long."
     from _helpers import fingerprint
-    P.pareto_nash(P0, data, small_config(n_gen=1), run_dir=tmp_path / "run", progress=False)
+    pareto_nash(P0, data, small_config(n_gen=1), run_dir=tmp_path / "run", progress=False)
     before = read_records(tmp_path / "run")
-    longer = P.pareto_nash(P0, data, small_config(n_gen=2), run_dir=tmp_path / "run", resume=True, progress=False)
+    longer = pareto_nash(P0, data, small_config(n_gen=2), run_dir=tmp_path / "run", resume=True, progress=False)
     assert read_records(tmp_path / "run")[:len(before)] == before
-    direct = P.pareto_nash(P0, data, small_config(n_gen=2), run_dir=tmp_path / "direct", progress=False)
+    direct = pareto_nash(P0, data, small_config(n_gen=2), run_dir=tmp_path / "direct", progress=False)
     key = lambda log: log.sort_values("id")[["id", "arch", "status", "val_error"]].astype(str).values.tolist()
     assert key(longer.log) == key(direct.log) and longer.hypervolume == direct.hypervolume
     assert [(m.id, fingerprint(m.net)) for m in longer.front] == [(m.id, fingerprint(m.net)) for m in direct.front]
     with pytest.raises(ValueError, match=r"config\.n_gen \(stored 2, given 1\), which would shorten it"):
-        P.pareto_nash(P0, data, small_config(n_gen=1), run_dir=tmp_path / "run", resume=True)
+        pareto_nash(P0, data, small_config(n_gen=1), run_dir=tmp_path / "run", resume=True)
     with pytest.raises(ValueError, match=r"config\.n_pc \(stored 6, given 8\)"):
-        P.pareto_nash(P0, data, small_config(n_gen=3, n_pc=8), run_dir=tmp_path / "run", resume=True)
+        pareto_nash(P0, data, small_config(n_gen=3, n_pc=8), run_dir=tmp_path / "run", resume=True)
 
 
 def test_resume_of_a_folder_without_a_run_fails(tmp_path, data, monkeypatch):
     no_training(monkeypatch, P)
     with pytest.raises(FileNotFoundError, match=r"pareto_rn: the folder does not exist.*pass resume=False"):
-        P.pareto_nash(P0, data, small_config(), run_dir=tmp_path / "pareto_rn", resume=True)
+        pareto_nash(P0, data, small_config(), run_dir=tmp_path / "pareto_rn", resume=True)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -229,7 +233,7 @@ def test_a_fork_pool_is_refused_before_anything_trains(tmp_path, data, monkeypat
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
     try:
         with pytest.raises(ValueError, match=r"executor: .*fork.*mp_context=multiprocessing\.get_context\(\"spawn\"\)"):
-            P.pareto_nash(P0, DataSpec.synthetic(n_train=64), small_config(), run_dir=tmp_path / "run", executor=pool)
+            pareto_nash(P0, DataSpec.synthetic(n_train=64), small_config(), run_dir=tmp_path / "run", executor=pool)
     finally: pool.shutdown()
     assert not (tmp_path / "run").exists()
 
@@ -238,9 +242,9 @@ def test_data_that_does_not_fit_p0_is_refused(tmp_path, monkeypatch):
     "A 1-channel 16x16 dataset of 4 classes and the paper's P0: the mismatch is named, nothing is written."
     no_training(monkeypatch, P)
     with pytest.raises(ValueError, match=r"P0 network 0 .*(channel|in_channels).*seed_arch\("):
-        P.pareto_nash(None, gray_data(), small_config(), run_dir=tmp_path / "run")
+        pareto_nash(None, gray_data(), small_config(), run_dir=tmp_path / "run")
     with pytest.raises(ValueError, match=r"P0 network 1 "):  # every network of P0 is checked
-        P.pareto_nash([seed_arch((16, 16, 16), in_channels=1, size=16, classes=4), seed_arch((16, 16, 16))], gray_data(),
+        pareto_nash([seed_arch((16, 16, 16), in_channels=1, size=16, classes=4), seed_arch((16, 16, 16))], gray_data(),
                       small_config(), run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
@@ -251,7 +255,7 @@ def test_a_failed_temporary_run_keeps_its_folder(tmp_path, data, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(E, "train", _failing_train(lambda c: True))
     with pytest.raises(P.SearchFailed, match="every network of P0 failed") as failed:
-        P.pareto_nash(P0, data, small_config(), progress=False)
+        pareto_nash(P0, data, small_config(), progress=False)
     (kept,) = [p for p in tmp_path.iterdir() if not p.name.startswith("torchinductor")]  # torch's cache aside
     assert kept.name.startswith("pareto_") and str(kept / "log.jsonl") in str(failed.value) and (kept / "log.jsonl").exists()
     assert any(f"kept in {kept}" in note and "start a new run" in note and "resume=True" not in note
@@ -276,10 +280,10 @@ def test_settings_and_data_it_cannot_use_are_refused(tmp_path, data, monkeypatch
     changes, bad_data, message = _MISTAKES[mistake]
     given = bad_data if bad_data is not None else data
     for run_dir in (tmp_path / "run", None):
-        with pytest.raises(ValueError, match=message): P.pareto_nash(P0, given, small_config(**changes), run_dir=run_dir)
+        with pytest.raises(ValueError, match=message): pareto_nash(P0, given, small_config(**changes), run_dir=run_dir)
     assert not (tmp_path / "run").exists() and [p for p in (tmp_path / "tmp").iterdir() if "inductor" not in p.name] == []
     with pytest.raises(pytest.fail.Exception, match="before the mistake was found"):  # fixed: past the checks, it trains
-        P.pareto_nash(P0, data, small_config(), run_dir=tmp_path / "run", progress=False)
+        pareto_nash(P0, data, small_config(), run_dir=tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "config.json").exists()
 
 
@@ -290,7 +294,7 @@ def test_settings_and_data_it_cannot_use_are_refused(tmp_path, data, monkeypatch
 ])
 def test_p0_that_is_not_a_list_of_archs_or_nets_is_refused(tmp_path, data, monkeypatch, p0, message):
     no_training(monkeypatch, P)
-    with pytest.raises(TypeError, match=message): P.pareto_nash(p0, data, small_config(), run_dir=tmp_path / "run")
+    with pytest.raises(TypeError, match=message): pareto_nash(p0, data, small_config(), run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
@@ -299,7 +303,7 @@ def test_one_progress_bar_per_search(tmp_path, data, capsys):
     loud = small_config(train=TrainConfig(batch_size=32, amp=False, channels_last=False, progress=True),
                         recovery=TrainConfig(progress=True))
     capsys.readouterr()
-    result = P.pareto_nash(P0, data, loud, run_dir=tmp_path / "run")
+    result = pareto_nash(P0, data, loud, run_dir=tmp_path / "run")
     err = capsys.readouterr().err
     frames = [f for f in err.replace("\n", "\r").split("\r") if f.strip()]
     assert frames and all(f.startswith("Pareto-NASH") for f in frames), err[:500]
@@ -311,16 +315,16 @@ def test_one_progress_bar_per_search(tmp_path, data, capsys):
     assert any("generation 2/2" in f and ", ~" in f and f.rstrip().endswith("s left") for f in frames)
     assert f"best val error {result.front[0].val_error:.4f}" in frames[-1]
     assert any(len(a) for a in result.log.affected.dropna()), "no approximate operator: recovery never ran"
-    P.pareto_nash(P0, data, loud, run_dir=tmp_path / "quiet", progress=False)
+    pareto_nash(P0, data, loud, run_dir=tmp_path / "quiet", progress=False)
     assert capsys.readouterr().err == ""
 
 
 def test_a_crash_after_best_is_written_leaves_no_plan(tmp_path, data, monkeypatch):
     "Killed between best.pt and deleting the generation's plan: the resume deletes it, and the run ends as usual."
     real = crash_after_best(monkeypatch, step=1)
-    with pytest.raises(SystemExit): P.pareto_nash(P0, data, small_config(), run_dir=tmp_path, progress=False)
+    with pytest.raises(SystemExit): pareto_nash(P0, data, small_config(), run_dir=tmp_path, progress=False)
     assert (tmp_path / "plan_1.json").exists()
     monkeypatch.setattr(import_module("nash_lit.runs").RunStore, "save_best", real)
-    resumed = P.pareto_nash(P0, data, small_config(), run_dir=tmp_path, resume=True, progress=False)
-    reference = P.pareto_nash(P0, data, small_config(), run_dir=tmp_path / "ref", progress=False)
+    resumed = pareto_nash(P0, data, small_config(), run_dir=tmp_path, resume=True, progress=False)
+    reference = pareto_nash(P0, data, small_config(), run_dir=tmp_path / "ref", progress=False)
     assert not list(tmp_path.glob("plan_*.json")) and resumed.hypervolume == reference.hypervolume

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 import nash_lit.pareto as P
+from nash_lit import pareto_nash
 import nash_lit.pareto_async as PA
-from nash_lit.data import DataSpec, as_spec, synthetic
-from nash_lit.evaluate import fresh
-from nash_lit.executors import InProcess, Pool
+from nash_lit.driver import search
+from nash_lit.data import DataSpec, synthetic
+from nash_lit.evaluation import fresh
+from nash_lit.executors import Pool
 from nash_lit.front import hypervolume
 from nash_lit.runs import read_records
 from _helpers import kill_at_random, small_pareto_config, tiny_p0, finish, fingerprint, log_lines, no_training, start_script
@@ -84,10 +86,10 @@ def check_invariants(run_dir, result, config, n_p0=len(P0)):
 def test_one_instance_is_the_synchronous_search(tmp_path, data):
     "The asynchronous machinery run with one instance (pareto_nash never does) gives the synchronous log, fronts and weights."
     config = small_config()
-    sync = P.pareto_nash(P0, data, config, run_dir=tmp_path / "sync", progress=False)
+    sync = pareto_nash(P0, data, config, run_dir=tmp_path / "sync", progress=False)
     nets = [fresh(a, config.seed + k) for k, a in enumerate(P0)]
-    alone = PA.search_async(nets, as_spec(data), config, tmp_path / "alone", {"config": config.to_dict()}, False,
-                            InProcess(), progress=False)
+    alone = search(PA.AsyncPareto(nets, config), {}, data, config, {"config": config.to_dict()}, tmp_path / "alone",
+                   progress=False, store_type=PA.AsyncStore)
     assert untimed(tmp_path / "alone", drop=("instance",)) == untimed(tmp_path / "sync")
     assert alone.hypervolume == sync.hypervolume
     assert [(m.id, fingerprint(m.net)) for m in alone.front] == [(m.id, fingerprint(m.net)) for m in sync.front]
@@ -99,15 +101,15 @@ def test_one_instance_is_the_synchronous_search(tmp_path, data):
 def test_invariants_in_process_and_extended(tmp_path, data):
     "Three instances in this process (children finish in submission order); then extended by one generation each."
     config = small_config(n_instances=3, n_gen=1)
-    result = P.pareto_nash(P0, data, config, run_dir=tmp_path / "run", progress=False)
+    result = pareto_nash(P0, data, config, run_dir=tmp_path / "run", progress=False)
     before = check_invariants(tmp_path / "run", result, config)
     assert result.run_dir == tmp_path / "run" and str(result.log.instance.dtype) == "Int64"
     assert "n_instances" in json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     longer = small_config(n_instances=3, n_gen=2)
-    result = P.pareto_nash(P0, data, longer, run_dir=tmp_path / "run", resume=True, progress=False)
+    result = pareto_nash(P0, data, longer, run_dir=tmp_path / "run", resume=True, progress=False)
     assert check_invariants(tmp_path / "run", result, longer)[:len(before)] == before
     with pytest.raises(ValueError, match=r"config\.n_instances \(stored 3, given 2\)"):
-        P.pareto_nash(P0, data, small_config(n_instances=2, n_gen=2), run_dir=tmp_path / "run", resume=True)
+        pareto_nash(P0, data, small_config(n_instances=2, n_gen=2), run_dir=tmp_path / "run", resume=True)
     instance_seeds = {PA.instance_seed(config.seed, i) for i in range(3)}
     assert len(instance_seeds) == 3 and config.seed in instance_seeds
 
@@ -140,7 +142,7 @@ def test_invariants_in_a_pool_whose_worker_dies(tmp_path):
     config = small_config(n_instances=2)
     spec = DataSpec.synthetic(n_train=64, n_val=32, n_test=16, seed=0)
     with Pool(2) as pool:
-        result = P.pareto_nash(P0, spec, config, run_dir=tmp_path / "run", executor=Killing(pool, tmp_path / "kills", 2),
+        result = pareto_nash(P0, spec, config, run_dir=tmp_path / "run", executor=Killing(pool, tmp_path / "kills", 2),
                                progress=False)
     records = check_invariants(tmp_path / "run", result, config)
     assert len(list((tmp_path / "kills").glob("try_*"))) == 2
@@ -156,7 +158,7 @@ def test_invariants_on_a_dask_cluster(tmp_path):
     "Two instances on a Dask LocalCluster of 2 worker processes: Dask's futures as they complete, the same invariants."
     config = small_config(n_instances=2)
     spec = DataSpec.synthetic(n_train=64, n_val=32, n_test=16, seed=0)
-    result = P.pareto_nash(P0, spec, config, run_dir=tmp_path / "run", executor="dask:local:2", progress=False)
+    result = pareto_nash(P0, spec, config, run_dir=tmp_path / "run", executor="dask:local:2", progress=False)
     records = check_invariants(tmp_path / "run", result, config)
     assert sum(r["status"] == "ok" for r in records if r["accepted"]) == len(P0) + 2 * 2 * 2
 
@@ -167,8 +169,8 @@ import torch
 torch.set_num_threads(1)
 from nash_lit.arch import seed_arch
 from nash_lit.data import synthetic
-from nash_lit.pareto import ParetoConfig, pareto_nash
-from nash_lit.train import TrainConfig
+from nash_lit import ParetoConfig, pareto_nash
+from nash_lit.training import TrainConfig
 P0 = [seed_arch((16, 16, 16)), seed_arch((16, 32, 32)), seed_arch((16, 32, 32), separable=True)]
 config = ParetoConfig(n_gen=3, n_pc=4, n_ac=2, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=16, n_instances=3,
                       train=TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False))
@@ -188,7 +190,7 @@ def test_kill_and_resume(tmp_path, data):
     assert kills >= 3
     n = log_lines(run)
     config = small_config(n_gen=3, n_pc=4, n_instances=3)
-    result = P.pareto_nash(P0, data, config, run_dir=run, resume=True, progress=False)  # finished: trains nothing
+    result = pareto_nash(P0, data, config, run_dir=run, resume=True, progress=False)  # finished: trains nothing
     assert log_lines(run) == n == total
     check_invariants(run, result, config)
 
@@ -202,7 +204,7 @@ def test_bad_n_instances_is_refused(tmp_path, data, monkeypatch, value, error, m
     no_training(monkeypatch, P)
     no_training(monkeypatch, PA)
     with pytest.raises(error, match=re.escape(message)):
-        P.pareto_nash(P0, data, small_config(n_instances=value), run_dir=tmp_path / "run")
+        pareto_nash(P0, data, small_config(n_instances=value), run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
@@ -216,9 +218,9 @@ def test_killed_before_each_close(tmp_path, data, monkeypatch, kill_at):
         if len(calls) == kill_at: raise SystemExit("killed")
         real(search, inst)
     monkeypatch.setattr(PA, "close_instance", killed)
-    with pytest.raises(SystemExit): P.pareto_nash(P0, data, config, run_dir=tmp_path, progress=False)
+    with pytest.raises(SystemExit): pareto_nash(P0, data, config, run_dir=tmp_path, progress=False)
     monkeypatch.setattr(PA, "close_instance", real)
-    check_invariants(tmp_path, P.pareto_nash(P0, data, config, run_dir=tmp_path, resume=True, progress=False), config)
+    check_invariants(tmp_path, pareto_nash(P0, data, config, run_dir=tmp_path, resume=True, progress=False), config)
 
 
 @pytest.mark.parametrize("kill_at", [2, 4, 7])
@@ -231,8 +233,8 @@ def test_killed_after_the_state_is_saved(tmp_path, data, monkeypatch, kill_at):
         calls.append(1)
         if len(calls) == kill_at: raise SystemExit("killed")
     monkeypatch.setattr(PA.AsyncStore, "save_state", killed)
-    with pytest.raises(SystemExit): P.pareto_nash(P0, data, config, run_dir=tmp_path, progress=False)
+    with pytest.raises(SystemExit): pareto_nash(P0, data, config, run_dir=tmp_path, progress=False)
     instance, generation = json.loads((tmp_path / PA.STATE).read_text())["closed"][-1]
     assert (tmp_path / PA.plan_file(instance, generation)).exists()  # the closed generation's plan is still there
     monkeypatch.setattr(PA.AsyncStore, "save_state", real)
-    check_invariants(tmp_path, P.pareto_nash(P0, data, config, run_dir=tmp_path, resume=True, progress=False), config)
+    check_invariants(tmp_path, pareto_nash(P0, data, config, run_dir=tmp_path, resume=True, progress=False), config)

@@ -1,5 +1,4 @@
-"Training pipeline (nash_lit.train): augmentation, frozen layers, divergence, data loading, determinism, bad input."
-import importlib
+"Training pipeline (nash_lit.training): augmentation, frozen layers, divergence, data loading, determinism, bad input."
 import json
 import math
 import os
@@ -22,7 +21,7 @@ from nash_lit import cifar as C
 from nash_lit import data as D
 from nash_lit.arch import Net, seed_arch
 
-T = importlib.import_module("nash_lit.train")  # the module: at the top level, nash_lit.train is the function
+import nash_lit.training as T
 
 CPU = dict(device="cpu", progress=False)
 

@@ -24,9 +24,9 @@ import torch
 from nash_lit.arch import n_params, seed_arch
 from nash_lit.data import DataSpec
 from nash_lit.executors import Pool
-from nash_lit.pareto import ParetoConfig, pareto_nash
+from nash_lit import ParetoConfig, pareto_nash
 from nash_lit.runs import read_records
-from nash_lit.train import TrainConfig
+from nash_lit.training import TrainConfig
 
 P0 = [seed_arch((16, 16, 16)), seed_arch((128, 256, 256))]
 

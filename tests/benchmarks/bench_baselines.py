@@ -1,6 +1,6 @@
 """Training throughput of the Table 2 baselines (MobileNet V1, NASNet-A) on this machine.
 
-Each network of Table 2's sizes trains for one epoch through `nash_lit.train.train` (batch 128, the default
+Each network of Table 2's sizes trains for one epoch through `nash_lit.training.train` (batch 128, the default
 augmentation, bf16 autocast and channels-last where the device supports them) on synthetic 32x32 images, after a
 one-batch warm-up. Prints images/s and what one epoch of CIFAR-10's 50,000 training images would take.
 
@@ -17,7 +17,7 @@ import torch
 from nash_lit.arch import n_params
 from nash_lit.baselines import baseline
 from nash_lit.data import default_device, synthetic
-from nash_lit.train import TrainConfig, train
+from nash_lit.training import TrainConfig, train
 
 TABLE2 = ("mobilenet-0.1", "mobilenet-0.25", "mobilenet-0.5", "mobilenet-1",
           "nasnet-2@96", "nasnet-4@192", "nasnet-6@384", "nasnet-6@768")  # the N@F nearest each Table 2 NASNet row

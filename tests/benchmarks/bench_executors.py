@@ -22,9 +22,9 @@ import torch
 from nash_lit.arch import seed_arch
 from nash_lit.data import DataSpec
 from nash_lit.executors import InProcess, Pool
-from nash_lit.train import TrainConfig
+from nash_lit.training import TrainConfig
 
-N = import_module("nash_lit.nash")  # the module, not the package's `nash` function
+N = import_module("nash_lit.hill_climbing")  # the module, not the package's `nash` function
 
 
 def warm(pool: Pool, spec: DataSpec, workers: int):

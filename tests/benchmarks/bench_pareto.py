@@ -17,9 +17,9 @@ import torch
 
 from nash_lit.arch import PARETO_SEEDS, Net, n_params, seed_arch
 from nash_lit.data import DataSpec, synthetic
-from nash_lit.evaluate import fresh
+from nash_lit.evaluation import fresh
 from nash_lit.pareto import Member, ParetoConfig, make_plan
-from nash_lit.train import TrainConfig, train
+from nash_lit.training import TrainConfig, train
 
 PROFILES = {  # name -> (n_ac, n_epochs, training images)
     "cpu": (8, 2, 10_000),  # the cpu profile's sizes (settings.ini [cpu]: train_size, n_epochs), 8 accepted children

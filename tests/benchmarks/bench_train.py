@@ -1,4 +1,4 @@
-"""Throughput of nash_lit.train against a plain DataLoader + torchvision pipeline.
+"""Throughput of nash_lit.training against a plain DataLoader + torchvision pipeline.
 
 Both pipelines train the same network (one initialisation, copied) at the same batch size with the
 same optimiser, on the same images, alternating within this one process so that load from other
@@ -26,7 +26,7 @@ from torchvision import transforms
 
 from nash_lit.arch import Net, seed_arch
 from nash_lit.data import cifar10, synthetic
-from nash_lit.train import TrainConfig, train
+from nash_lit.training import TrainConfig, train
 
 
 class PlainCIFAR(Dataset):

@@ -16,11 +16,11 @@ from .approx import RECOVERY, recover
 from .arch import Arch, Net, flops, n_params
 from .data import Data, DataSpec, default_device
 from .operators import Child, generate_child
-from .train import TrainConfig, TrainingDiverged, evaluate, normalize, train
+from .training import TrainConfig, TrainingDiverged, epoch_images, evaluate, normalize, train
 
 # %% auto #0
 __all__ = ['STATUSES', 'child_seeds', 'calibration_batch', 'ChildTask', 'ChildResult', 'is_oom', 'build_parent', 'make_child',
-           'recover_child', 'train_child', 'fresh', 'evaluate_child', 'outcome']
+           'recover_child', 'train_child', 'training_flops', 'fresh', 'evaluate_child', 'outcome']
 
 # %% ../nbs/08_evaluate.ipynb #ea5518dc
 def child_seeds(seed: int,  # the run's seed
@@ -73,6 +73,10 @@ class ChildResult:
     affected: list = field(default_factory=list)  # parameters trained in recovery (empty: exact operators only)
     recovery_seconds: float = 0.0  # time spent recovering the affected layers
     train_seconds: float = 0.0  # time spent training
+    recovery_images: int = 0  # images the recovery trained on: its epochs × `train.epoch_images`
+    train_images: int = 0  # images its training was given (epochs × `train.epoch_images`), charged once training starts
+    recovery_flops: float = 0.0  # recovery_images × (3 × the child's forward FLOPs + the teacher's forward FLOPs)
+    train_flops: float = 0.0  # train_images × 3 × the child's forward FLOPs (`training_flops`)
     error: str | None = None  # why it is not ok
     state: dict | None = field(default=None, repr=False)  # the trained weights (CPU); kept out of `record()`
 
@@ -110,15 +114,15 @@ def recover_child(task: ChildTask,  # the task (recovery settings, training devi
                   parent: Net,  # the teacher
                   child: Child,  # the child and the parameters it affected
                   data: Data,  # the loaded data
-                  ) -> float:
-    "Train the affected parameters to match the parent (Eq. 8); returns the seconds spent (0 when none)."
-    if not child.affected or task.fresh_weights: return 0.0
+                  ) -> tuple[float, int]:
+    "Train the affected parameters to match the parent (Eq. 8); returns (seconds, images trained), (0, 0) when none."
+    if not child.affected or task.fresh_weights: return 0.0, 0
     base = task.recovery if task.recovery is not None else RECOVERY
     t = task.train
     config = replace(base, device=t.device, seed=t.seed, amp=t.amp, channels_last=t.channels_last, progress=t.progress)
     start = time.perf_counter()
-    recover(parent, child.net, child.affected, data, task.recovery_epochs, config)
-    return time.perf_counter() - start
+    history = recover(parent, child.net, child.affected, data, task.recovery_epochs, config)
+    return time.perf_counter() - start, len(history) * epoch_images(len(data.y_train), config.batch_size)
 
 # %% ../nbs/08_evaluate.ipynb #9008451a
 def train_child(task: ChildTask,  # the task (its training settings)
@@ -133,6 +137,12 @@ def train_child(task: ChildTask,  # the task (its training settings)
     if not math.isfinite(error):
         raise ValueError(f"validation error is {error}: the data has no validation images?")
     return error, seconds
+
+def training_flops(macs: int,  # the network's multiply-adds per image (`arch.flops`)
+                   images: int,  # images trained
+                   ) -> float:
+    "The usual estimate of training FLOPs: images × 3 × forward FLOPs (a backward pass costs twice the forward), 2 per multiply-add."
+    return 6.0 * macs * images
 
 def fresh(arch: Arch,  # the architecture
           seed: int,  # torch's seed for the new weights
@@ -159,7 +169,11 @@ def evaluate_child(task: ChildTask,  # the child to make and train
         parent, child = make_child(task, data)
         net = fresh(child.net.arch, task.train.seed) if task.fresh_weights else child.net
         _describe(result, net, child, task.fresh_weights)
-        result.recovery_seconds = recover_child(task, parent, child, data)
+        result.recovery_seconds, result.recovery_images = recover_child(task, parent, child, data)
+        teacher = 2.0 * flops(parent.arch) * result.recovery_images  # the parent runs forward once per recovery image
+        result.recovery_flops = training_flops(result.flops, result.recovery_images) + teacher
+        result.train_images = task.train.epochs * epoch_images(len(data.y_train), task.train.batch_size)
+        result.train_flops = training_flops(result.flops, result.train_images)
         result.val_error, result.train_seconds = train_child(task, net, data)
         result.state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     except TrainingDiverged as e:

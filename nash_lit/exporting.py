@@ -22,7 +22,7 @@ from .arch import Arch, eval_mode
 from .data import Data
 from .checks import check_setting
 from .images import as_images, check_unit_range
-from .train import normalize
+from .training import normalize
 
 # %% ../nbs/09_export.ipynb #723fc269
 def _shape_text(shape) -> str:

@@ -25,7 +25,7 @@ from .data import Data, default_device, train_plus_val
 
 # %% auto #0
 __all__ = ['crop_flip', 'cutout', 'mixup', 'normalize', 'augment', 'TrainConfig', 'as_train_config', 'mistakes', 'evaluate',
-           'TrainingDiverged', 'train', 'FinalResult', 'final_train']
+           'TrainingDiverged', 'epoch_images', 'train', 'FinalResult', 'final_train']
 
 # %% ../nbs/02_train.ipynb #efebe952
 def crop_flip(x: torch.Tensor,  # images (N, C, H, W), any dtype
@@ -254,6 +254,13 @@ def _prepare(net, data, config, teacher) -> tuple[TrainConfig, torch.device]:
     check_fit(net, data)
     if teacher is not None: check_fit(teacher, data, "the teacher")
     return config, device
+
+# %% ../nbs/02_train.ipynb #9d3dce69
+def epoch_images(n: int,  # training images
+                 batch_size: int,  # images per SGD step
+                 ) -> int:
+    "Images one epoch of `train` trains on: its full batches, or all `n` when they are fewer than one batch."
+    return min(n, max(1, n // batch_size) * batch_size)
 
 # %% ../nbs/02_train.ipynb #23013207
 def train(net: nn.Module,  # maps (N, C, H, W) images to (N, classes) logits; trained in place, moved to the device
