@@ -71,7 +71,7 @@ def crash_after_best(monkeypatch, step: int = 1):
 def small_pareto_config(**changes):
     "A Pareto-NASH config that trains in a second on tiny synthetic data (P0: `TINY_P0`)."
     from nash_lit.pareto import ParetoConfig
-    from nash_lit.train import TrainConfig
+    from nash_lit.training import TrainConfig
     train = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
     base = dict(n_gen=2, n_pc=6, n_ac=2, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=16, train=train)
     return ParetoConfig(**{**base, **changes})
