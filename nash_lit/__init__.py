@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['Data', 'DataSpec', 'cifar10', 'image_folder', 'synthetic', 'Arch', 'Net', 'seed_arch', 'PARETO_SEEDS', 'check_fit',
            'TrainConfig', 'train', 'evaluate', 'final_train', 'FinalResult', 'NashConfig', 'NashResult', 'nash',
-           'random_search', 'ParetoConfig', 'ParetoResult', 'pareto_nash', 'Exported', 'export', 'save_exported',
-           'load_exported', 'predict']
+           'random_search', 'ParetoConfig', 'ParetoResult', 'pareto_nash', 'PeerConfig', 'nsga2', 'tpe', 'Exported',
+           'export', 'save_exported', 'load_exported', 'predict']
 
 # %% ../nbs/09_your_data.ipynb #4107a7ed
 __version__ = "0.0.1"  # the package version; pyproject.toml reads it from here
@@ -18,6 +18,7 @@ from .exporting import Exported, export, load_exported, predict, save_exported
 from .hill_climbing import NashConfig, NashResult, nash, random_search
 from .pareto import ParetoConfig, ParetoResult
 from .pareto_async import pareto_nash
+from .peers import PeerConfig, nsga2, tpe
 from .training import FinalResult, TrainConfig, evaluate, final_train, train
 
 _all_ = [  # nbdev writes these as nash_lit.__all__
@@ -26,5 +27,6 @@ _all_ = [  # nbdev writes these as nash_lit.__all__
     "TrainConfig", "train", "evaluate", "final_train", "FinalResult",  # training
     "NashConfig", "NashResult", "nash", "random_search",  # NASH and its control (Algorithm 1)
     "ParetoConfig", "ParetoResult", "pareto_nash",  # Pareto-NASH (Algorithm 2)
+    "PeerConfig", "nsga2", "tpe",  # their peers trained from scratch (Optuna)
     "Exported", "export", "save_exported", "load_exported", "predict",  # the network you ship
 ]

@@ -38,6 +38,7 @@ class SearchConfig:
     budget_seconds: float | None = None  # no new step or generation starts once this much search time is spent; None: no limit
     budget_images: int | None = None  # no step or generation starts that could take the images trained past this; None: no limit
 
+    needs_operators: ClassVar[bool] = True  # False: a search that makes new networks, not children by operators (the peers)
     RULES: ClassVar[dict] = dict(  # field -> (kind, check_setting's bounds); numpy integers are stored as plain ints
         n_epochs=(int, dict(low=0)), seed_epochs=(int, dict(low=0)), recovery_epochs=(int, dict(low=0)),
         calib_size=(int, dict(low=0)), seed=(int, dict(low=0, below=2**64)),
@@ -52,6 +53,7 @@ class SearchConfig:
             setattr(self, key, check_setting(name, key, getattr(self, key), kind, **bounds))
         if not all(isinstance(op, str) for op in self.operators):
             raise ValueError(f"{name}.operators must be given by name (so the run's config can be stored), got {self.operators}")
+        if not self.operators and not type(self).needs_operators: return  # a search that draws networks, not operators
         try:
             resolve_operators(self.operators)  # unknown names fail here
         except ValueError as e:

@@ -110,7 +110,7 @@ def run_folder(run_dir,  # the run's folder; None: a temporary one
     shutil.rmtree(folder, ignore_errors=True)
 
 # %% ../nbs/08_session.ipynb #f5cbb989
-UNTRAINED = ("rejected", "invalid")  # statuses of logged proposals that were never trained (Pareto-NASH)
+UNTRAINED = ("rejected", "invalid", "duplicate")  # logged proposals never trained (Pareto-NASH; a peer's repeated trial)
 PROGRESS_KEYS = ("config.train.progress", "config.recovery.progress")  # bars are no part of a run: a resume may change them
 BAR = "{desc} |{bar:12}| {n_fmt}/{total_fmt} children{postfix}"
 
