@@ -20,7 +20,7 @@ from .training import TrainConfig, TrainingDiverged, epoch_images, evaluate, nor
 
 # %% auto #0
 __all__ = ['STATUSES', 'child_seeds', 'calibration_batch', 'ChildTask', 'ChildResult', 'is_oom', 'build_parent', 'make_child',
-           'recover_child', 'train_child', 'training_flops', 'fresh', 'evaluate_child', 'outcome']
+           'recover_child', 'recovery_images', 'train_child', 'training_flops', 'fresh', 'evaluate_child', 'outcome']
 
 # %% ../nbs/08_evaluate.ipynb #ea5518dc
 def child_seeds(seed: int,  # the run's seed
@@ -58,7 +58,7 @@ class ChildTask:
     recovery: TrainConfig | None = None  # their settings; None: `approx.RECOVERY`
     fresh_weights: bool = False  # re-initialise the child with the training seed (random search): no inheritance, no recovery
 
-# %% ../nbs/08_evaluate.ipynb #e32dd07d
+# %% ../nbs/08_evaluate.ipynb #77497502
 STATUSES = ("ok", "diverged", "oom", "failed")
 
 @dataclass
@@ -68,12 +68,12 @@ class ChildResult:
     ops: list = field(default_factory=list)  # names of the operators applied, in order
     arch: str | None = None  # the child's architecture JSON (None when it could not be made)
     params: int | None = None  # its parameters
-    flops: int | None = None  # its multiply-adds per 32x32 image
+    flops: int | None = None  # FLOPs of its forward pass on one image of its input size (a multiply-add counts 2)
     val_error: float | None = None  # validation error after training
     affected: list = field(default_factory=list)  # parameters trained in recovery (empty: exact operators only)
     recovery_seconds: float = 0.0  # time spent recovering the affected layers
     train_seconds: float = 0.0  # time spent training
-    recovery_images: int = 0  # images the recovery trained on: its epochs × `train.epoch_images`
+    recovery_images: int = 0  # images its recovery was given (epochs × `train.epoch_images`), charged once recovery starts
     train_images: int = 0  # images its training was given (epochs × `train.epoch_images`), charged once training starts
     recovery_flops: float = 0.0  # recovery_images × (3 × the child's forward FLOPs + the teacher's forward FLOPs)
     train_flops: float = 0.0  # train_images × 3 × the child's forward FLOPs (`training_flops`)
@@ -109,22 +109,31 @@ def make_child(task: ChildTask,  # the child to make
     rng = np.random.default_rng(task.rng)
     return parent, generate_child(parent, task.n_op, task.operators, rng, calib)
 
-# %% ../nbs/08_evaluate.ipynb #d77bd650
+# %% ../nbs/08_evaluate.ipynb #cd9eb64b
 def recover_child(task: ChildTask,  # the task (recovery settings, training device and seed)
                   parent: Net,  # the teacher
                   child: Child,  # the child and the parameters it affected
                   data: Data,  # the loaded data
-                  ) -> tuple[float, int]:
-    "Train the affected parameters to match the parent (Eq. 8); returns (seconds, images trained), (0, 0) when none."
-    if not child.affected or task.fresh_weights: return 0.0, 0
+                  ) -> float:
+    "Train the affected parameters to match the parent (Eq. 8); returns the seconds spent (0 when none)."
+    if not child.affected or task.fresh_weights: return 0.0
     base = task.recovery if task.recovery is not None else RECOVERY
     t = task.train
     config = replace(base, device=t.device, seed=t.seed, amp=t.amp, channels_last=t.channels_last, progress=t.progress)
     start = time.perf_counter()
-    history = recover(parent, child.net, child.affected, data, task.recovery_epochs, config)
-    return time.perf_counter() - start, len(history) * epoch_images(len(data.y_train), config.batch_size)
+    recover(parent, child.net, child.affected, data, task.recovery_epochs, config)
+    return time.perf_counter() - start
 
-# %% ../nbs/08_evaluate.ipynb #9008451a
+def recovery_images(task: ChildTask,  # the task (recovery epochs and settings)
+                    child: Child,  # the child and the parameters it affected
+                    n_train: int,  # training images of the data
+                    ) -> int:
+    "Images `recover_child` trains on: its epochs × the images of one epoch at the recovery's batch size (0: nothing to recover)."
+    if not child.affected or task.fresh_weights: return 0
+    config = task.recovery if task.recovery is not None else RECOVERY
+    return task.recovery_epochs * epoch_images(n_train, config.batch_size)
+
+# %% ../nbs/08_evaluate.ipynb #3fd23920
 def train_child(task: ChildTask,  # the task (its training settings)
                 net: Net,  # the child, trained in place
                 data: Data,  # the loaded data
@@ -138,11 +147,11 @@ def train_child(task: ChildTask,  # the task (its training settings)
         raise ValueError(f"validation error is {error}: the data has no validation images?")
     return error, seconds
 
-def training_flops(macs: int,  # the network's multiply-adds per image (`arch.flops`)
+def training_flops(forward: int,  # FLOPs of one forward pass on one image (`arch.flops`: a multiply-add counts 2)
                    images: int,  # images trained
                    ) -> float:
-    "The usual estimate of training FLOPs: images × 3 × forward FLOPs (a backward pass costs twice the forward), 2 per multiply-add."
-    return 6.0 * macs * images
+    "The usual estimate of training FLOPs: images × 3 × forward FLOPs (a backward pass costs about twice the forward)."
+    return 3.0 * forward * images
 
 def fresh(arch: Arch,  # the architecture
           seed: int,  # torch's seed for the new weights
@@ -151,7 +160,7 @@ def fresh(arch: Arch,  # the architecture
     torch.manual_seed(seed)
     return Net(arch)
 
-# %% ../nbs/08_evaluate.ipynb #0793318c
+# %% ../nbs/08_evaluate.ipynb #7c245984
 def _describe(result: ChildResult, net: Net, child: Child, fresh_weights: bool):
     "Fill in what is known about the child before it trains."
     result.ops = list(child.ops)
@@ -169,9 +178,11 @@ def evaluate_child(task: ChildTask,  # the child to make and train
         parent, child = make_child(task, data)
         net = fresh(child.net.arch, task.train.seed) if task.fresh_weights else child.net
         _describe(result, net, child, task.fresh_weights)
-        result.recovery_seconds, result.recovery_images = recover_child(task, parent, child, data)
-        teacher = 2.0 * flops(parent.arch) * result.recovery_images  # the parent runs forward once per recovery image
+        # charged once each starts: a child that diverges or runs out of memory half way is charged all it was given
+        result.recovery_images = recovery_images(task, child, len(data.y_train))
+        teacher = flops(parent.arch) * result.recovery_images  # the parent runs forward once per recovery image
         result.recovery_flops = training_flops(result.flops, result.recovery_images) + teacher
+        result.recovery_seconds = recover_child(task, parent, child, data)
         result.train_images = task.train.epochs * epoch_images(len(data.y_train), task.train.batch_size)
         result.train_flops = training_flops(result.flops, result.train_images)
         result.val_error, result.train_seconds = train_child(task, net, data)

@@ -23,10 +23,10 @@ from .runs import BEST, BEST_EVER, SEED, RunStore, child_checkpoint
 __all__ = ['PAPER_OPERATORS', 'NASH', 'RANDOM', 'NashConfig', 'Walk', 'best_child', 'finish_step', 'HillClimb', 'NashResult',
            'nash', 'random_search']
 
-# %% ../nbs/09_nash.ipynb #8364fd66
+# %% ../nbs/09_nash.ipynb #ab25316d
 PAPER_OPERATORS = ("deeper", "wider", "skip")
 
-@dataclass
+@dataclass(kw_only=True)
 class NashConfig(SearchConfig):
     "Settings of one NASH run (Algorithm 1); the defaults are the paper's (Section 5.1); the shared ones are `SearchConfig`'s."
     n_steps: int | None = 10  # hill-climbing steps; None: as many as the budget in seconds or images allows

@@ -28,10 +28,10 @@ __all__ = ['PARETO_OPERATORS', 'ParetoConfig', 'Member', 'update_front', 'front_
            'Generation', 'make_plan', 'seed_plan', 'p0_name', 'store_p0', 'front_of', 'sweep', 'close_generation',
            'ParetoSearch', 'ParetoResult', 'default_p0', 'check_reference']
 
-# %% ../nbs/09_pareto.ipynb #eab4d27c
+# %% ../nbs/09_pareto.ipynb #8f5c1c9c
 PARETO_OPERATORS = ("deeper", "wider", "skip", "remove", "prune", "to_separable")
 
-@dataclass
+@dataclass(kw_only=True)
 class ParetoConfig(SearchConfig):
     "Settings of one Pareto-NASH run (Algorithm 2); the defaults are the paper's (Section 5.2); the shared ones are `SearchConfig`'s."
     n_gen: int = 32  # generations

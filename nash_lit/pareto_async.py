@@ -122,7 +122,7 @@ def next_id(store: AsyncStore) -> int:
     for path in store.dir.glob("plan_*_*.json"): ids += json.loads(path.read_text())["ids"]
     return max(ids) + 1
 
-# %% ../nbs/09_pareto_async.ipynb #bbbe7dab
+# %% ../nbs/09_pareto_async.ipynb #99582f9f
 class AsyncPareto(Strategy):
     "n_instances instances of Algorithm 2 sharing one front, as a strategy of the driver: one open plan per instance."
     name, prefix, unit = "Pareto-NASH", "pareto", "generation"
@@ -191,6 +191,10 @@ class AsyncPareto(Strategy):
             self.next += len(plan.ids)
 
     def feed(self, run: Run, plan: Plan, j: int, record: dict): pass  # an instance's line 10 needs all its children
+
+    def progress_step(self, plan: Plan) -> int:
+        "The bar shows the generation the slowest instance is on."
+        return min(inst.step for inst in self.instances) + 1 if self.instances else 0
 
     def close(self, run: Run, plan: Plan):
         "P0: every instance starts from its front. Else line 10 for the plan's instance."
