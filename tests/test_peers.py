@@ -68,16 +68,22 @@ def test_a_repeated_network_is_not_trained_again(data):
     assert trained_archs.is_unique or log[log.status == "ok"].groupby("arch").step.nunique().max() == 1
 
 
-def test_budget_images_stops_a_peer(data, tmp_path):
+def test_budget_images_cuts_a_peers_last_step(data, tmp_path):
+    "The last step keeps the trials that still fit in the budget; resumed with more budget, the cut step is replayed as it ran."
     c = config(n_steps=4)
     full = nsga2(data, c, progress=False)
-    per_step = full.log.train_images.fillna(0).groupby(full.log.step).sum()
-    budget = int(per_step.loc[[1, 2]].sum() + per_step.loc[3] - 1)
+    each = c.n_epochs * N_TRAIN  # a trial from scratch
+    spent12 = int(full.log[full.log.step <= 2].train_images.fillna(0).sum())
+    budget = spent12 + 3 * each - 1  # room for two more trials, not three
     cut = nsga2(data, replace(c, budget_images=budget), run_dir=tmp_path / "cut", progress=False)
-    assert cut.log.step.max() == 2 and cut.cost.images <= budget
-    more = nsga2(data, c, run_dir=tmp_path / "cut", resume=True, progress=False)  # extended: the uninterrupted run's log
+    assert cut.log.step.max() == 3 and (cut.log.step == 3).sum() == 2 and cut.cost.images <= budget
     keep = ["id", "step", "child", "trial", "arch", "status", "val_error"]
-    assert more.log.sort_values("id")[keep].to_dict("records") == full.log.sort_values("id")[keep].to_dict("records")
+    first = lambda log: log[log.step <= 2].sort_values("id")[keep].to_dict("records")
+    assert first(cut.log) == first(full.log)  # the same search up to the cut
+    more = nsga2(data, c, run_dir=tmp_path / "cut", resume=True, progress=False)  # no image budget: on to n_steps
+    assert more.log[more.log.step <= 3].sort_values("id")[keep].to_dict("records") == \
+        cut.log.sort_values("id")[keep].to_dict("records")  # the cut step replayed, not re-planned
+    assert (more.log.step == 4).sum() == c.population
 
 
 def test_kill_and_resume(tmp_path):
