@@ -10,3 +10,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+SLOWEST = ("test_reproduce.py", "test_pareto_reports.py")  # the reproduction notebooks at smoke: minutes each
+
+
+def pytest_collection_modifyitems(items):
+    "The slowest files first: on two workers (make test) they run side by side at the start, not alone at the end."
+    items.sort(key=lambda item: item.path.name not in SLOWEST)  # stable: every other test keeps its order
