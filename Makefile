@@ -34,7 +34,7 @@ test: install
 	@if [ -n "$$(git status --porcelain -- nash_lit)" ]; then \
 	  echo "nash_lit/ differs from what nbs/ exports; run nbdev-export and commit:"; \
 	  git status --short -- nash_lit; exit 1; fi
-	$(BIN)/nbdev-test --n-workers 1 --skip-file-re '^([_.]|1[0-9]_)'
+	$(BIN)/nbdev-test --n-workers 2 --skip-file-re '^([_.]|1[0-9]_)'
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # Runs every reproduction notebook (nbs/1[0-9]_*.ipynb) of one settings.ini profile with papermill

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from reproduce import load_profile  # noqa: E402
 
-P = load_profile("smoke")
+P = {**load_profile("smoke"), "peer_epochs": []}  # the peer arm is checked by test_reproduce's full smoke run
 NB11, NB12 = ROOT / "nbs" / "11_pareto_search.ipynb", ROOT / "nbs" / "12_table2.ipynb"
 SEEDS = [P["first_seed"] + k for k in range(P["pareto_runs"])]
 TABLE2_SEEDS = SEEDS[:P["table2_runs"]]
