@@ -12,7 +12,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-SLOWEST = ("test_reproduce.py", "test_pareto_reports.py")  # the reproduction notebooks at smoke: minutes each
+SLOWEST = ("test_reproduce.py",)  # every reproduction notebook at smoke: minutes
 
 
 def pytest_collection_modifyitems(items):

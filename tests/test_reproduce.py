@@ -2,6 +2,7 @@
 import csv
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def notebook_parameters(nb: Path) -> set:
 def test_profiles_match_the_notebooks(name):
     "Every profile sets each reproduction notebook's parameters, and nothing that no notebook reads."
     params = load_profile(name)
-    assert [nb.name for nb in REPRODUCTIONS] == ["10_table1.ipynb", "11_pareto_search.ipynb", "12_table2.ipynb"]
+    assert [nb.name for nb in REPRODUCTIONS] == ["10_table1.ipynb", "11_pareto_search.ipynb", "12_table2.ipynb", "13_inheritance.ipynb"]
     every = set()
     for nb in REPRODUCTIONS:
         wanted = notebook_parameters(nb)
@@ -60,23 +61,36 @@ def test_bad_profile(tmp_path):
     with pytest.raises(KeyError, match="no profile"): load_profile("nope", ini)
 
 
-def test_smoke_reproduction():
-    "make reproduce PROFILE=smoke, into reports/smoke/ (CI's output, ignored by git): tables, figures, notebooks, manifest."
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """make reproduce PROFILE=smoke once for the module, into reports/smoke/ (CI's output, ignored by git), with
+    12_table2's cache in a temporary folder (the profile keeps none); every test of the reports below reads it."""
     git = (ROOT / ".git").exists()
-    if git:
+    status = lambda: subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "reports"],
+                                    cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    before = status() if git else None
+    tmp = tmp_path_factory.mktemp("smoke")
+    settings = tmp / "settings.ini"
+    params = {**load_profile("smoke"), "table2_cache": str(tmp / "cache")}
+    settings.write_text("[smoke]\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items()))
+    r = reproduce("--profile", "smoke", "--settings", settings, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return dict(out=ROOT / "reports" / "smoke", settings=settings, tmp=tmp, params=params, git=git,
+                git_status_unchanged=(status() == before) if git else True)
+
+
+def test_smoke_reproduction(smoke):
+    "Every reproduction notebook ran at the smoke profile: tables, figures, executed notebooks, manifest."
+    out = smoke["out"]
+    if smoke["git"]:
         tracked = subprocess.run(["git", "ls-files", "--", "reports/smoke"], cwd=ROOT, capture_output=True, text=True)
         assert tracked.stdout == "", "reports/smoke/ is still committed: git rm -r --cached reports/smoke"
         ignored = subprocess.run(["git", "check-ignore", "-q", "reports/smoke/manifest.json"], cwd=ROOT)
         assert ignored.returncode == 0, "reports/smoke/ must be in .gitignore"
-    status = lambda: subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "reports"],
-                                    cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    before = status() if git else None
-    out = ROOT / "reports" / "smoke"
-    r = reproduce("--profile", "smoke")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert not list(out.parent.glob(".smoke-run-*")), "the run's folder was not moved into place"
     for name in ("table1.md", "table1.csv", "table1_progress.png", "10_table1.ipynb", "manifest.json",
-                 "pareto_search.md", "11_pareto_search.ipynb", "table2.md", "12_table2.ipynb"):
+                 "pareto_search.md", "11_pareto_search.ipynb", "table2.md", "12_table2.ipynb",
+                 "inheritance.md", "13_inheritance.ipynb"):
         assert (out / name).is_file(), f"{name} was not written"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "ok" and manifest["profile"] == "smoke" and manifest["wall_seconds"] > 0
@@ -98,7 +112,7 @@ def test_smoke_reproduction():
     assert manifest["parameters"]["git_commit"] == manifest["git_commit"]
     assert manifest["git_commit"].endswith("-dirty") == (out / "git.diff").is_file()
     assert not any((ROOT / "nbs").glob("*_executed*")), "papermill must not write into nbs/"
-    if git: assert status() == before, "a smoke reproduction changed what git sees under reports/"
+    assert smoke["git_status_unchanged"], "a smoke reproduction changed what git sees under reports/"
 
 
 def reproduce(*args, timeout=600) -> subprocess.CompletedProcess:
@@ -281,3 +295,143 @@ def test_untracked_code_makes_the_tree_dirty(tmp_path):
     with pytest.raises(SystemExit, match=r"nbs/11_new\.ipynb"): record_commit("cpu", reports, root=repo)
     assert record_commit("cpu", reports, allow_dirty=True, root=repo) == f"{sha}-dirty"
     assert "+{}" in (reports / "git.diff").read_text() and "11_new.ipynb" in (reports / "git.diff").read_text()
+
+
+# The reports of 11_pareto_search, 12_table2 and 13_inheritance, from the module's smoke reproduction (issues 14, 20).
+
+def read_csv(path): return list(csv.DictReader(path.open()))
+
+
+def smoke_seeds(smoke, runs: str = "pareto_runs") -> list:
+    p = smoke["params"]
+    return [p["first_seed"] + k for k in range(p[runs])]
+
+
+def test_search_logs_and_hypervolume(smoke):
+    out, p, seeds = smoke["out"], smoke["params"], smoke_seeds(smoke)
+    for sampling in ("kde", "uniform", *(f"nsga2_e{e}" for e in p["peer_epochs"])):
+        for s in seeds: assert (out / "search_logs" / f"pareto_{sampling}_seed{s}.jsonl").is_file(), (sampling, s)
+    rows = read_csv(out / "pareto_hypervolume.csv")
+    assert set(rows[0]) == {"sampling", "seed", "generation", "hypervolume"}
+    assert len(rows) == 2 * len(seeds) * (p["n_gen"] + 1)
+    for sampling in ("kde", "uniform"):
+        for s in seeds:
+            hv = [float(r["hypervolume"]) for r in rows if r["sampling"] == sampling and int(r["seed"]) == s]
+            assert len(hv) == p["n_gen"] + 1 and all(b >= a - 1e-12 for a, b in zip(hv, hv[1:])), (sampling, s, hv)
+            assert hv[0] > 0
+
+
+def test_figures_3_and_4_and_the_tables(smoke):
+    out, seeds = smoke["out"], smoke_seeds(smoke)
+    for name in ("figure3_front_progress.png", "figure4_fronts.png", "pareto_hypervolume.png", "pareto_vs_nsga2.png"):
+        assert (out / name).stat().st_size > 10_000, f"{name} is missing or empty"
+    runs = read_csv(out / "pareto_runs.csv")
+    assert len(runs) == 2 * len(seeds) and {"sampling", "seed", "final hypervolume"} <= set(runs[0])
+    decades = read_csv(out / "pareto_decades.csv")
+    assert decades and set(decades[0]) == {"parameters", "kde", "uniform"}
+    front = read_csv(out / "pareto_front.csv")
+    assert set(front[0]) == {"id", "generation", "params", "mflops", "val_error_pct", "arch"}
+    points = [(float(r["val_error_pct"]), math.log(float(r["params"]))) for r in front]
+    for a in points:  # the front is non-dominated
+        assert not any(b != a and b[0] <= a[0] and b[1] <= a[1] for b in points), a
+    md = (out / "pareto_search.md").read_text()
+    for needle in ("profile: `smoke`", "git commit:", f"seeds: {seeds}", "## Figure 3", "## Figure 4",
+                   "final hypervolume:", "std of log10(params)", "largest trained child", "95% interval",
+                   "Pareto-NASH (kde) against NSGA-II"):
+        assert needle in md, needle
+
+
+def test_table2_rows_and_columns(smoke):
+    from nash_lit.arch import Arch, n_params
+    from nash_lit.hill_climbing import best_child
+    out, seeds = smoke["out"], smoke_seeds(smoke, "table2_runs")
+    table = read_csv(out / "table2.csv")
+    assert set(table[0]) == {"source", "target", "method", "params", "test_error_pct", "runs", "networks"}
+    ours = [r for r in table if r["source"].startswith("ours")]
+    paper = [r for r in table if r["source"].startswith("paper")]
+    assert len(paper) == 12 and {r["target"] for r in paper} == {"40K", "190K", "880K", "3.40M"}
+    assert [(r["target"], r["method"]) for r in ours] == [(t, m) for t in ("40K", "190K")
+                                                          for m in ("MobileNet", "NASNet", "Pareto-NASH")]
+    assert all(int(r["runs"]) == len(seeds) and "±" in r["test_error_pct"] for r in ours)
+    runs = read_csv(out / "table2_runs.csv")
+    assert {r["method"] for r in runs} == {"Pareto-NASH", "MobileNet", "NASNet", "Pareto-NASH seed", "NASH (Table 1)"}
+    for r in runs: assert 0 <= float(r["test_error"]) <= 1 and int(float(r["params"])) > 0
+    nash_rows = {int(r["seed"]): int(float(r["params"])) for r in runs if r["method"] == "NASH (Table 1)"}
+    for s in seeds:  # N* of Table 1's run: the best child of its last step, read from 10_table1's log
+        records = [json.loads(line) for line in (out / "search_logs" / f"nash_seed{s}.jsonl").read_text().splitlines()]
+        last = max(r["step"] for r in records)
+        assert nash_rows[s] == n_params(Arch.from_json(best_child([r for r in records if r["step"] == last])["arch"]))
+    md = (out / "table2.md").read_text()
+    for needle in ("## Verdict per size", "40K: Pareto-NASH", "190K: Pareto-NASH", "test error Pareto-NASH − MobileNet",
+                   "test error Pareto-NASH − NASNet", f"({len(seeds)} paired runs)", "95% interval",
+                   "| paper (full scale) |", "git commit:", "## Figure 5", "trained at commit"):
+        assert needle in md, needle
+    assert md.count("95% interval") >= 4  # 2 sizes x 2 rivals
+    assert (out / "figure5_test_error.png").stat().st_size > 10_000
+
+
+def test_inheritance_report(smoke):
+    "13_inheritance: every arm and seed searched within the same images trained; a verdict per arm against its peer."
+    out, p, seeds = smoke["out"], smoke["params"], smoke_seeds(smoke)
+    runs = read_csv(out / "inheritance_runs.csv")
+    arms = p["inheritance_arms"]
+    assert sorted((r["arm"], int(r["seed"])) for r in runs) == sorted((a, s) for a in arms for s in seeds)
+    for r in runs:
+        assert 0.5 * p["inheritance_images"] < float(r["images"]) <= p["inheritance_images"], r
+        log = out / "search_logs" / f"inheritance_{r['arm'].replace(' ', '_')}_seed{r['seed']}.jsonl"
+        assert len(log.read_text().splitlines()) >= int(float(r["trained"])), log
+        assert int(float(r["trained"])) >= 1
+    table = {r["arm"]: r for r in read_csv(out / "inheritance.csv")}
+    assert set(table) == set(arms)
+    assert table["defaults"]["against the peer"].endswith("vs nsga2_e1") and table["nash"]["against the peer"].endswith("vs tpe_e1")
+    assert table["nsga2_e1"]["against the peer"] == "" and "vs" not in table["tpe_e1"]["against the control"]
+    for name in ("inheritance.png",): assert (out / name).stat().st_size > 10_000
+    md = (out / "inheritance.md").read_text()
+    assert "profile: `smoke`" in md and f"seeds: {seeds}" in md and f"{p['inheritance_images']:,} images" in md
+
+
+def tiny_runner(smoke, reports: Path, *notebooks: str, extra=()) -> subprocess.CompletedProcess:
+    return reproduce("--profile", "smoke", "--settings", smoke["settings"], "--reports", reports, "--allow-dirty", *extra,
+                     "--notebooks", *(ROOT / "nbs" / nb for nb in notebooks), timeout=900)
+
+
+def test_continuing_a_failed_run_reads_finished_trainings_from_the_cache(smoke):
+    "A run whose 12_table2 (and what follows) failed is continued: 10 and 11 stay, every training comes from the cache."
+    import shutil
+    out, failed = smoke["out"], smoke["tmp"] / ".smoke-run-failed"
+    shutil.copytree(out, failed)
+    manifest = json.loads((failed / "manifest.json").read_text())
+    for entry in manifest["notebooks"][2:]: entry["status"] = "failed"
+    manifest["status"] = "failed"
+    (failed / "manifest.json").write_text(json.dumps(manifest))
+    (failed / "table2.md").unlink()
+    n = len(read_csv(out / "table2_runs.csv"))
+    again = smoke["tmp"] / "continued"
+    r = tiny_runner(smoke, again, "12_table2.ipynb", extra=("--continue", failed))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = read_csv(again / "table2_runs.csv")
+    assert len(rows) == n and all(row["cached"] == "True" for row in rows)
+    assert f"{n} trainings, {n} read from the cache" in (again / "table2.md").read_text()
+    assert read_csv(again / "table2.csv") == read_csv(out / "table2.csv"), "the same trainings give the same table"
+    manifest = json.loads((again / "manifest.json").read_text())
+    assert [Path(e["notebook"]).name for e in manifest["kept"]] == ["10_table1.ipynb", "11_pareto_search.ipynb"]
+    assert [Path(e["notebook"]).name for e in manifest["notebooks"]] == ["12_table2.ipynb"]
+    assert all("parameters" in e and "git_commit" in e for e in manifest["kept"] + manifest["notebooks"])
+    assert (again / "pareto_search.md").read_text() == (out / "pareto_search.md").read_text()
+    assert (again / "table1.md").read_text() == (out / "table1.md").read_text()
+
+
+def test_a_partial_run_that_would_leave_later_reports_stale_is_refused(smoke):
+    "Rerunning 11 alone would keep a 12_table2 computed from the old fronts (and 13): refused before anything runs."
+    before = (smoke["out"] / "manifest.json").read_text()
+    r = tiny_runner(smoke, smoke["out"], "11_pareto_search.ipynb")
+    assert r.returncode != 0 and "stale" in r.stderr and "12_table2.ipynb" in r.stderr, r.stderr[-2000:]
+    assert (smoke["out"] / "manifest.json").read_text() == before
+
+
+def test_a_partial_run_on_another_profiles_reports_is_refused(smoke, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps(dict(profile="cpu", git_commit="abc1234", notebooks=[])))
+    r = tiny_runner(smoke, other, "12_table2.ipynb")
+    assert r.returncode != 0 and "holds the 'cpu' profile's reports, not 'smoke'" in r.stderr, r.stderr[-2000:]
