@@ -24,16 +24,23 @@ from .front import (OBJECTIVES, SAMPLINGS, accept, cheap_objectives, hypervolume
 from .runs import SEED, RunStore, atomic_write_text, child_checkpoint
 
 # %% auto #0
-__all__ = ['PARETO_OPERATORS', 'ParetoConfig', 'Member', 'update_front', 'front_hypervolume', 'draw_n_op', 'propose', 'plan_name',
-           'Generation', 'make_plan', 'seed_plan', 'p0_name', 'store_p0', 'front_of', 'sweep', 'close_generation',
-           'ParetoSearch', 'ParetoResult', 'default_p0', 'check_reference']
+__all__ = ['PARETO_OPERATORS', 'SMALL_BUDGET', 'ParetoConfig', 'Member', 'update_front', 'front_hypervolume', 'draw_n_op',
+           'propose', 'plan_name', 'Generation', 'make_plan', 'seed_plan', 'p0_name', 'store_p0', 'front_of', 'sweep',
+           'close_generation', 'ParetoSearch', 'ParetoResult', 'default_p0', 'check_reference']
 
 # %% ../nbs/09_pareto.ipynb #8f5c1c9c
 PARETO_OPERATORS = ("deeper", "wider", "skip", "remove", "prune", "to_separable")
 
+SMALL_BUDGET = dict(  # ParetoConfig.small_budget(): what won at equal images trained in 13_inheritance (cpu profile)
+    n_gen=10,  # generations, or fewer: pass budget_images (or budget_seconds) and the budget decides
+    n_pc=24, n_ac=4, n_op=(1, 3),  # a generation: 24 cheap proposals, 4 of them trained
+    n_epochs=4,  # epochs per child: 4 beat 1 and 2 (and NSGA-II's best arm) at 200,000 images trained
+    seed_epochs=2, recovery_epochs=1,  # each network of P0, and each recovery of an approximate operator
+)
+
 @dataclass(kw_only=True)
 class ParetoConfig(SearchConfig):
-    "Settings of one Pareto-NASH run (Algorithm 2); the defaults are the paper's (Section 5.2); the shared ones are `SearchConfig`'s."
+    "Settings of one Pareto-NASH run (Algorithm 2); the defaults are the paper's (Section 5.2), `small_budget()` ours for small budgets; the shared ones are `SearchConfig`'s."
     n_gen: int = 32  # generations
     n_pc: int = 200  # proposed children per generation (cheap: never trained)
     n_ac: int = 40  # accepted children per generation: re-made with weights, recovered, trained
@@ -60,6 +67,11 @@ class ParetoConfig(SearchConfig):
         _check_choices(self)
         if self.reference is None: self.reference = (1.0,) + tuple(OBJECTIVES[n].reference for n in self.objectives)
         self.reference = _check_reference(self.reference, len(self.objectives))
+
+    @classmethod
+    def small_budget(cls, **changes) -> ParetoConfig:
+        "Settings for a search of a few hundred thousand images trained (`SMALL_BUDGET`, measured in 13_inheritance); `changes` override them."
+        return cls(**{**SMALL_BUDGET, **changes})
 
     def to_dict(self) -> dict:  # n_instances = 1 is not stored: a synchronous run's config is as before, and older runs resume
         return {k: v for k, v in asdict(self).items() if k != "n_instances" or v != 1}

@@ -328,3 +328,14 @@ def test_a_crash_after_best_is_written_leaves_no_plan(tmp_path, data, monkeypatc
     resumed = pareto_nash(P0, data, small_config(), run_dir=tmp_path, resume=True, progress=False)
     reference = pareto_nash(P0, data, small_config(), run_dir=tmp_path / "ref", progress=False)
     assert not list(tmp_path.glob("plan_*.json")) and resumed.hypervolume == reference.hypervolume
+
+
+def test_small_budget_preset():
+    "P.ParetoConfig.small_budget(): the settings 13_inheritance measured, any field changed by keyword, checked alike."
+    small = P.ParetoConfig.small_budget(budget_images=123_456)
+    assert {k: getattr(small, k) for k in P.SMALL_BUDGET} == {**P.SMALL_BUDGET, "n_op": tuple(P.SMALL_BUDGET["n_op"])}
+    assert small.budget_images == 123_456 and small.n_epochs == 4 and small.n_gen == 10
+    assert P.ParetoConfig().n_epochs == 20 and P.ParetoConfig().n_pc == 200, "the defaults stay the paper's"
+    assert P.ParetoConfig.small_budget(n_epochs=1, sampling="uniform").n_epochs == 1
+    with pytest.raises(ValueError, match=r"n_ac \(30\) must be <= n_pc \(24\)"): P.ParetoConfig.small_budget(n_ac=30)
+    with pytest.raises(TypeError): P.ParetoConfig.small_budget(n_children=3)
