@@ -102,12 +102,16 @@ def test_smoke_reproduction(smoke):
     ours = {(r["method"], r["budget"]) for r in rows if r["source"].startswith("ours")}
     assert ours == {("NASH", "1 step"), ("NASH", "2 steps"), ("NASH, continued", "2 steps"),
                     ("seed, same final training", "2 steps"), ("seed, trained as long", "2 steps"),
-                    ("random search", "2 steps"), ("resnet-8, same final training", "2 steps"),
+                    ("random search", "2 steps"), ("TPE", "2 steps"), ("resnet-8, same final training", "2 steps"),
                     ("resnet-8, trained as long", "2 steps")}
     md = (out / "table1.md").read_text()
     for needle in ("profile: `smoke`", "git commit:", "seeds: [0, 1]", "wall time:", "device:", "| paper (full scale) |",
-                   "95% interval"):
+                   "95% interval", "from 'TPE'", "- TPE (2 runs): "):
         assert needle in md, f"table1.md lacks {needle!r}"
+    for seed in (0, 1):  # TPE trained at most the images NASH's search trained, and most of them
+        spent = {name: sum((r.get("train_images") or 0) + (r.get("recovery_images") or 0) for r in map(json.loads,
+                 (out / "search_logs" / f"{name}_seed{seed}.jsonl").read_text().splitlines())) for name in ("nash", "tpe")}
+        assert 0.5 * spent["nash"] < spent["tpe"] <= spent["nash"], spent
     assert f"- git commit: {manifest['git_commit']}\n" in md, "the table and the manifest disagree on the commit"
     assert manifest["parameters"]["git_commit"] == manifest["git_commit"]
     assert manifest["git_commit"].endswith("-dirty") == (out / "git.diff").is_file()
@@ -351,10 +355,20 @@ def test_table2_rows_and_columns(smoke):
     paper = [r for r in table if r["source"].startswith("paper")]
     assert len(paper) == 12 and {r["target"] for r in paper} == {"40K", "190K", "880K", "3.40M"}
     assert [(r["target"], r["method"]) for r in ours] == [(t, m) for t in ("40K", "190K")
-                                                          for m in ("MobileNet", "NASNet", "Pareto-NASH")]
+                                                          for m in ("MobileNet", "NASNet", "NSGA-II", "Pareto-NASH")]
     assert all(int(r["runs"]) == len(seeds) and "±" in r["test_error_pct"] for r in ours)
     runs = read_csv(out / "table2_runs.csv")
-    assert {r["method"] for r in runs} == {"Pareto-NASH", "MobileNet", "NASNet", "Pareto-NASH seed", "NASH (Table 1)"}
+    assert {r["method"] for r in runs} == {"Pareto-NASH", "MobileNet", "NASNet", "NSGA-II", "Pareto-NASH seed", "NASH (Table 1)"}
+    peer = f"nsga2_e{smoke['params']['peer_epochs'][-1]}"
+    for s in seeds:  # NSGA-II's rows: the member of its final front (brute force here) nearest each target, by ratio
+        log = [json.loads(line) for line in (out / "search_logs" / f"pareto_{peer}_seed{s}.jsonl").read_text().splitlines()]
+        ok = [r for r in log if r["status"] == "ok"]
+        points = [(r["val_error"], *r["objectives"]) for r in ok]
+        front = [r for r, p in zip(ok, points)
+                 if not any(all(a <= b for a, b in zip(q, p)) and q != p for q in points)]
+        trained = sorted(int(float(r["params"])) for r in runs if r["method"] == "NSGA-II" and int(r["seed"]) == s)
+        wanted = sorted(min((r["params"] for r in front), key=lambda n: abs(math.log(n / t))) for t in (40_000, 190_000))
+        assert trained == wanted, (s, trained, wanted)
     for r in runs: assert 0 <= float(r["test_error"]) <= 1 and int(float(r["params"])) > 0
     nash_rows = {int(r["seed"]): int(float(r["params"])) for r in runs if r["method"] == "NASH (Table 1)"}
     for s in seeds:  # N* of Table 1's run: the best child of its last step, read from 10_table1's log
@@ -363,10 +377,11 @@ def test_table2_rows_and_columns(smoke):
         assert nash_rows[s] == n_params(Arch.from_json(best_child([r for r in records if r["step"] == last])["arch"]))
     md = (out / "table2.md").read_text()
     for needle in ("## Verdict per size", "40K: Pareto-NASH", "190K: Pareto-NASH", "test error Pareto-NASH − MobileNet",
-                   "test error Pareto-NASH − NASNet", f"({len(seeds)} paired runs)", "95% interval",
+                   "test error Pareto-NASH − NASNet", "test error Pareto-NASH − NSGA-II", f"({len(seeds)} paired runs)",
+                   "95% interval", "Against the peer trained from scratch",
                    "| paper (full scale) |", "git commit:", "## Figure 5", "trained at commit"):
         assert needle in md, needle
-    assert md.count("95% interval") >= 4  # 2 sizes x 2 rivals
+    assert md.count("95% interval") >= 6  # 2 sizes x 3 rivals
     assert (out / "figure5_test_error.png").stat().st_size > 10_000
 
 
