@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .arch import Arch, Net, eval_mode
 from .checkpoint import load_training, resume_key, save_training
 from .checks import check_device_name, check_fit, check_setting
-from .data import Data, default_device, train_plus_val
+from .data import Data, DataSpec, default_device, train_plus_val
 
 # %% auto #0
 __all__ = ['crop_flip', 'cutout', 'mixup', 'normalize', 'augment', 'TrainConfig', 'as_train_config', 'mistakes', 'evaluate',
@@ -364,7 +364,7 @@ def _final_net(model, from_scratch: bool, seed: int) -> nn.Module:
 
 # %% ../nbs/02_train.ipynb #9d8d198a
 def final_train(model,  # an Arch, a Net, any nn.Module, a result with a `.net` (NashResult, a front member), or a factory
-                data: Data,  # the data; its validation images join the training set
+                data: Data | DataSpec,  # the data (its validation images join the training set), or a spec this process loads
                 epochs: int = 600,  # the paper's final training
                 from_scratch: bool = True,  # re-initialise (the paper); False: continue from the network's weights
                 config: TrainConfig | None = None,  # training settings (`epochs` and `seed` are overridden)
@@ -375,9 +375,10 @@ def final_train(model,  # an Arch, a Net, any nn.Module, a result with a `.net` 
     epochs = check_setting("final_train", "epochs", epochs, int, low=0)
     from_scratch = check_setting("final_train", "from_scratch", from_scratch, bool)
     seed = check_setting("final_train", "seed", seed, int, low=0, below=2**64)
-    if not isinstance(data, Data): raise TypeError(f"final_train takes a Data, got {type(data).__name__}")
-    if len(data.y_test) == 0: raise ValueError("final_train: the data has no test images to report the error on")
     config = replace(as_train_config(TrainConfig() if config is None else config, "final_train.config"), epochs=epochs, seed=seed)
+    if isinstance(data, DataSpec): data = data.load(config.device)  # e.g. in a pool's worker: it loads the data once
+    if not isinstance(data, Data): raise TypeError(f"final_train takes a Data or a DataSpec, got {type(data).__name__}")
+    if len(data.y_test) == 0: raise ValueError("final_train: the data has no test images to report the error on")
     net = _final_net(model, from_scratch, seed)
     history = train(net, train_plus_val(data), config, checkpoint=checkpoint)
     return FinalResult(net, evaluate(net, data, "test"), history)
