@@ -88,7 +88,8 @@ def test_smoke_reproduction(smoke):
         ignored = subprocess.run(["git", "check-ignore", "-q", "reports/smoke/manifest.json"], cwd=ROOT)
         assert ignored.returncode == 0, "reports/smoke/ must be in .gitignore"
     assert not list(out.parent.glob(".smoke-run-*")), "the run's folder was not moved into place"
-    for name in ("table1.md", "table1.csv", "table1_progress.png", "10_table1.ipynb", "manifest.json",
+    for name in ("table1.md", "table1.csv", "table1_progress.png", "table1_networks.png", "table2_networks.png",
+                 "10_table1.ipynb", "manifest.json",
                  "pareto_search.md", "11_pareto_search.ipynb", "table2.md", "12_table2.ipynb",
                  "inheritance.md", "13_inheritance.ipynb"):
         assert (out / name).is_file(), f"{name} was not written"
@@ -106,7 +107,7 @@ def test_smoke_reproduction(smoke):
                     ("resnet-8, trained as long", "2 steps")}
     md = (out / "table1.md").read_text()
     for needle in ("profile: `smoke`", "git commit:", "seeds: [0, 1]", "wall time:", "device:", "| paper (full scale) |",
-                   "95% interval", "from 'TPE'", "- TPE (2 runs): "):
+                   "95% interval", "from 'TPE'", "- TPE (2 runs): ", "![The seed, N*, random search's and TPE's picks]"):
         assert needle in md, f"table1.md lacks {needle!r}"
     for seed in (0, 1):  # TPE trained at most the images NASH's search trained, and most of them
         spent = {name: sum((r.get("train_images") or 0) + (r.get("recovery_images") or 0) for r in map(json.loads,
@@ -378,7 +379,7 @@ def test_table2_rows_and_columns(smoke):
     md = (out / "table2.md").read_text()
     for needle in ("## Verdict per size", "40K: Pareto-NASH", "190K: Pareto-NASH", "test error Pareto-NASH − MobileNet",
                    "test error Pareto-NASH − NASNet", "test error Pareto-NASH − NSGA-II", f"({len(seeds)} paired runs)",
-                   "95% interval", "Against the peer trained from scratch",
+                   "95% interval", "Against the peer trained from scratch", "(table2_networks.png)",
                    "| paper (full scale) |", "git commit:", "## Figure 5", "trained at commit"):
         assert needle in md, needle
     assert md.count("95% interval") >= 6  # 2 sizes x 3 rivals
