@@ -12,7 +12,7 @@ from matplotlib.path import Path as CurvePath
 from .arch import OPS, Arch, n_params
 
 # %% auto #0
-__all__ = ['FILL', 'OUTLINE', 'changes', 'draw_arch']
+__all__ = ['FILL', 'OUTLINE', 'changes', 'draw_arch', 'draw_change']
 
 # %% ../nbs/00c_drawing.ipynb #a6555b7a
 def changes(before: Arch,  # the parent
@@ -68,3 +68,17 @@ def draw_arch(arch: Arch,  # the architecture to draw
             title += " — " + ("; ".join(parts) if parts else "unchanged")
     ax.set_title(title, fontsize=9)
     return ax
+
+# %% ../nbs/00c_drawing.ipynb #fcde112f
+def draw_change(parent: Arch,  # the network before the operator
+                child: Arch,  # the network it made
+                name: str = "the child",  # what made the child, for the title
+                ):
+    "One figure: `parent` above `child`, with what changed outlined in the child."
+    width = min(18, max(6, 0.8 * max(len(parent.nodes), len(child.nodes))))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(width, 4.2))
+    draw_arch(parent, top, title=f"parent: {parent}")
+    draw_arch(child, bottom, before=parent)
+    bottom.set_title(f"{name}: " + bottom.get_title(), fontsize=9)
+    fig.tight_layout()
+    return fig
