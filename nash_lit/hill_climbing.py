@@ -6,22 +6,48 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from .arch import Arch, Net
 from .data import Data, DataSpec
 from .driver import Cost, Plan, Run, SearchConfig, SearchFailed, Strategy, child_task, search
-from .evaluation import ChildTask
+from .evaluation import ChildTask, calibration_batch, child_seeds
+from .operators import generate_child
 from .runs import BEST, BEST_EVER, SEED, RunStore, child_checkpoint
+from .training import TrainConfig, train
 
 # %% auto #0
-__all__ = ['PAPER_OPERATORS', 'NASH', 'RANDOM', 'NashConfig', 'Walk', 'best_child', 'finish_step', 'HillClimb', 'NashResult',
-           'nash', 'random_search']
+__all__ = ['PAPER_OPERATORS', 'NASH', 'RANDOM', 'nash_reference', 'NashConfig', 'Walk', 'best_child', 'finish_step', 'HillClimb',
+           'NashResult', 'nash', 'random_search']
+
+# %% ../nbs/09_nash.ipynb #4c057aa3
+def nash_reference(N0: Net,  # the seed network N0, already trained
+                   T: tuple,  # names of the operators T (chapter 06)
+                   n_steps: int, n_child: int, n_op: int, n_epochs: int,  # Algorithm 1's numbers
+                   data: Data,  # training and validation images, in memory
+                   train_config: TrainConfig,  # SGDR's settings; the epochs and the seed are set per child
+                   seed: int = 0,  # the run's seed: fixes every draw and every training, as in `nash`
+                   calib_size: int = 256,  # images of the batch that calibrates a new block's BatchNorm
+                   ) -> tuple[Net, float]:
+    "Algorithm 1 line by line, in memory: N* after n_steps steps, and its validation error."
+    calib = calibration_batch(data, calib_size, seed)
+    N_star, error = N0.to(memory_format=torch.contiguous_format), math.nan  # line 2 (the layout: see above)
+    for i in range(1, n_steps + 1):  # line 3
+        children = []
+        for j in range(n_child):  # line 4
+            draws, train_seed = child_seeds(seed, i, j)
+            N_j = generate_child(N_star, n_op, T, np.random.default_rng(draws), calib).net  # line 5
+            history = train(N_j, data, replace(train_config, epochs=n_epochs, seed=train_seed))  # line 6
+            children.append((history[-1]["val_error"], j, N_j.to(memory_format=torch.contiguous_format)))
+        error, _, N_star = min(children, key=lambda c: c[:2])  # line 8: the lowest error (ties: the first child)
+    return N_star, error
 
 # %% ../nbs/09_nash.ipynb #ab25316d
 PAPER_OPERATORS = ("deeper", "wider", "skip")

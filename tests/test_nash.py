@@ -566,3 +566,22 @@ def test_a_crash_after_best_is_written_leaves_no_checkpoints(tmp_path, data, mon
     resumed = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True, progress=False)
     reference = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path / "ref", progress=False)
     assert not list(tmp_path.glob("child_*.pt")) and (resumed.id, resumed.paper_id) == (reference.id, reference.paper_id)
+
+
+@pytest.mark.parametrize("seed,n_steps,n_child", [(0, 2, 3), (1, 3, 2), (7, 1, 4)])
+def test_the_dozen_line_reference_finds_the_same_networks(seed, n_steps, n_child):
+    "nash_reference (Algorithm 1 in memory) and nash give the same N*: architecture, validation error and weights."
+    from nash_lit.arch import Net
+    from nash_lit.training import train
+    data = synthetic(96, 48, 16, seed=seed)
+    sgdr = TrainConfig(batch_size=32, amp=False, progress=False)
+    config = N.NashConfig(n_steps=n_steps, n_child=n_child, n_op=2, n_epochs=1, seed_epochs=1, calib_size=16, train=sgdr,
+                          seed=seed)
+    found = N.nash(seed_arch((4, 8, 8)), data, config, progress=False)
+    torch.manual_seed(seed)  # as nash initialises a seed given as an architecture
+    n0 = Net(seed_arch((4, 8, 8)))
+    train(n0, data, replace(sgdr, epochs=1, seed=E.child_seeds(seed, 0, 0)[1]))
+    n_star, error = N.nash_reference(n0, config.operators, n_steps, n_child, 2, 1, data, sgdr, seed=seed, calib_size=16)
+    assert found.paper_arch == n_star.arch and found.paper_val_error == error
+    mine, theirs = n_star.state_dict(), found.paper_net.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
