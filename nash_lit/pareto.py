@@ -12,21 +12,66 @@ from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import numpy as np
+import torch
 
-from .approx import MIN_CONVS, MIN_FILTERS, satisfies_constraint
+from .approx import MIN_CONVS, MIN_FILTERS, RECOVERY, recover, satisfies_constraint
 from .arch import PARETO_SEEDS, Net, n_params, seed_arch
 from .checks import check_setting
 from .data import Data, DataSpec, default_device
 from .driver import Cost, Plan, Run, SearchConfig, SearchFailed, Strategy, child_task
-from .evaluation import build_parent, fresh, make_child
+from .evaluation import build_parent, calibration_batch, child_seeds, fresh, make_child
 from .front import (OBJECTIVES, SAMPLINGS, accept, cheap_objectives, hypervolume, pareto_front,
-                            parent_probabilities, reads_weights, resolve_objectives)
+                            log_params, parent_probabilities, reads_weights, resolve_objectives)
+from .operators import generate_child
 from .runs import SEED, RunStore, atomic_write_text, child_checkpoint
+from .training import TrainConfig, train
 
 # %% auto #0
-__all__ = ['PARETO_OPERATORS', 'SMALL_BUDGET', 'ParetoConfig', 'Member', 'update_front', 'front_hypervolume', 'draw_n_op',
-           'propose', 'plan_name', 'Generation', 'make_plan', 'seed_plan', 'p0_name', 'store_p0', 'front_of', 'sweep',
-           'close_generation', 'ParetoSearch', 'ParetoResult', 'default_p0', 'check_reference']
+__all__ = ['PARETO_OPERATORS', 'SMALL_BUDGET', 'pareto_reference', 'ParetoConfig', 'Member', 'update_front', 'front_hypervolume',
+           'draw_n_op', 'propose', 'plan_name', 'Generation', 'make_plan', 'seed_plan', 'p0_name', 'store_p0',
+           'front_of', 'sweep', 'close_generation', 'ParetoSearch', 'ParetoResult', 'default_p0', 'check_reference']
+
+# %% ../nbs/09_pareto.ipynb #247c0403
+def _proposal(parent: Net, T: tuple, n_op: int, draws: list, calib, min_convs: int, min_filters: int, attempts: int):
+    "GenerateChild, drawn again until the child is new and keeps footnote 1's bound: (the Child, its attempt) or (None, None)."
+    for attempt in range(attempts):
+        child = generate_child(parent, n_op, T, np.random.default_rng(draws + [attempt]), calib)
+        if child.ops and satisfies_constraint(child.net.arch, min_convs, min_filters): return child, attempt
+    return None, None
+
+def pareto_reference(P0: list,  # [(network, validation error)]: P0, trained
+                     T: tuple, n_gen: int, n_pc: int, n_ac: int, n_op: tuple, n_epochs: int,  # Algorithm 2's numbers
+                     data: Data,  # training and validation images, in memory
+                     train_config: TrainConfig,  # SGDR's settings; the epochs and the seed are set per child
+                     seed: int = 0, sampling: str = "kde",  # the run's seed; "kde" (Eq. 9-10) or "uniform"
+                     recovery_epochs: int = 1, calib_size: int = 256,  # Eq. 8's epochs; a new BatchNorm's batch
+                     min_convs: int = MIN_CONVS, min_filters: int = MIN_FILTERS, attempts: int = 10,  # footnote 1
+                     ) -> list:
+    "Algorithm 2 line by line, in memory: the front P after n_gen generations, as (network, validation error) pairs."
+    calib, f = calibration_batch(data, calib_size, seed), lambda N: (log_params(N),)
+    front = lambda nets: [nets[k] for k in pareto_front([(e, *f(N)) for N, e in nets])]  # the non-dominated, in f
+    recovery = replace(RECOVERY, device=train_config.device, amp=train_config.amp, channels_last=train_config.channels_last)
+    P = front([(N.to(memory_format=torch.contiguous_format), e) for N, e in P0])  # line 2: P0's front
+    for i in range(1, n_gen + 1):  # line 3
+        rng = np.random.default_rng([seed, i, 3])
+        p_P, p_KDE = parent_probabilities(np.array([f(N) for N, _ in P]), sampling)  # lines 4-5: the KDE, Eq. 9
+        parents = [P[k][0] for k in rng.choice(len(P), size=n_pc, p=p_P)]
+        n_ops = [int(np.random.default_rng([seed, i, j, 2]).integers(n_op[0], n_op[1] + 1)) for j in range(n_pc)]
+        proposals = [_proposal(N, T, n_ops[j], child_seeds(seed, i, j)[0], None, min_convs, min_filters, attempts)
+                     for j, N in enumerate(parents)]  # line 6: architectures only, nothing trained
+        valid = [c is not None for c, _ in proposals]
+        points = np.array([f(c.net) if c is not None else f(P[0][0]) for c, _ in proposals])
+        accepted = accept(p_KDE, points, n_ac, rng, sampling, allowed=valid)  # lines 7-8: Eq. 10
+        trained = []
+        for j in sorted(accepted):  # line 9: the same draws again, now with weights; recover (Eq. 8), train
+            draws, train_seed = child_seeds(seed, i, j)
+            child = generate_child(parents[j], n_ops[j], T, np.random.default_rng(draws + [proposals[j][1]]), calib)
+            if child.affected:
+                recover(parents[j], child.net, child.affected, data, recovery_epochs, replace(recovery, seed=train_seed))
+            history = train(child.net, data, replace(train_config, epochs=n_epochs, seed=train_seed))
+            trained.append((child.net.to(memory_format=torch.contiguous_format), history[-1]["val_error"]))
+        P = front(P + trained)  # line 10
+    return P
 
 # %% ../nbs/09_pareto.ipynb #8f5c1c9c
 PARETO_OPERATORS = ("deeper", "wider", "skip", "remove", "prune", "to_separable")

@@ -339,3 +339,28 @@ def test_small_budget_preset():
     assert P.ParetoConfig.small_budget(n_epochs=1, sampling="uniform").n_epochs == 1
     with pytest.raises(ValueError, match=r"n_ac \(30\) must be <= n_pc \(24\)"): P.ParetoConfig.small_budget(n_ac=30)
     with pytest.raises(TypeError): P.ParetoConfig.small_budget(n_children=3)
+
+
+@pytest.mark.parametrize("seed,sampling", [(0, "kde"), (5, "uniform")])
+def test_the_reference_loop_finds_the_same_front(seed, sampling):
+    "pareto_reference (Algorithm 2 in memory) and pareto_nash end with the same front: architectures, errors, weights."
+    from dataclasses import replace
+    from nash_lit.training import train
+    data = synthetic(192, 96, 16, seed=seed)
+    sgdr = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
+    p0 = [seed_arch((16, 16, 16)), seed_arch((16, 32, 32), separable=True), seed_arch((32, 48, 64))]
+    config = P.ParetoConfig(n_gen=2, n_pc=8, n_ac=3, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=16,
+                            sampling=sampling, seed=seed, train=sgdr)
+    found = pareto_nash(p0, data, config, progress=False)
+    trained = []
+    for k, arch in enumerate(p0):  # P0 as pareto_nash initialises and trains it
+        net = E.fresh(arch, seed + k)
+        trained.append((net, train(net, data, replace(sgdr, epochs=1, seed=E.child_seeds(seed, 0, k)[1]))[-1]["val_error"]))
+    front = P.pareto_reference(trained, config.operators, 2, 8, 3, (1, 3), 1, data, sgdr, seed=seed, sampling=sampling,
+                             recovery_epochs=1, calib_size=16)
+    key = lambda pair: (pair[1], pair[0].arch.to_json())
+    mine = sorted(front, key=key)
+    theirs = sorted(((m.net, m.val_error) for m in found.front), key=key)
+    assert [(n.arch, e) for n, e in mine] == [(n.arch, e) for n, e in theirs]
+    for (a, _), (b, _) in zip(mine, theirs):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
