@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -451,3 +452,84 @@ def test_a_partial_run_on_another_profiles_reports_is_refused(smoke, tmp_path):
     (other / "manifest.json").write_text(json.dumps(dict(profile="cpu", git_commit="abc1234", notebooks=[])))
     r = tiny_runner(smoke, other, "12_table2.ipynb")
     assert r.returncode != 0 and "holds the 'cpu' profile's reports, not 'smoke'" in r.stderr, r.stderr[-2000:]
+
+
+SMOKE = load_profile("smoke")  # Table 1's tests (issue 12): every arm, its epochs, both claims, the sizing, the header
+LAST = f"{SMOKE['budgets'][-1]} steps"
+REF = SMOKE["reference"]
+CLAIM1 = ["seed, same final training", "random search", "TPE", f"{REF}, same final training"]
+CLAIM2 = ["seed, trained as long", f"{REF}, trained as long"]
+ARMS = {("NASH", f"{b} step{'s' if b != 1 else ''}") for b in SMOKE["budgets"]} | \
+       {(m, LAST) for m in ["NASH, continued", *CLAIM1, *CLAIM2]}
+
+
+@pytest.fixture(scope="module")
+def report(smoke):
+    "Table 1's reports from the module's one smoke reproduction."
+    return smoke["out"]
+
+
+def test_smoke_profile_is_what_this_test_expects():
+    assert SMOKE["budget_unit"] == "steps" and SMOKE["controls"] and SMOKE["reference"] in ("resnet-8", "resnet-20")
+    assert SMOKE["final_epochs"] in SMOKE["sizing_epochs"]  # the sizing reuses the table's rows at final_epochs
+
+
+def test_every_arm_has_its_row(report):
+    rows = read_csv(report / "table1.csv")
+    ours = [(r["method"], r["budget"]) for r in rows if r["source"].startswith("ours")]
+    assert sorted(ours) == sorted(ARMS), set(ours) ^ ARMS
+    assert all(r["runs"] == str(SMOKE["n_runs"]) for r in rows if r["source"].startswith("ours"))
+    runs = Counter((r["method"], r["budget"]) for r in read_csv(report / "table1_runs.csv"))
+    assert runs == {arm: SMOKE["n_runs"] for arm in ARMS}
+
+
+def test_epochs_of_each_arm(report):
+    "Same-final arms train final_epochs from scratch; the 'as long' arms get every epoch of the NASH pipeline."
+    runs = read_csv(report / "table1_runs.csv")
+    by = {(r["method"], r["budget"], int(r["seed"])): r for r in runs}
+    seeds = range(SMOKE["first_seed"], SMOKE["first_seed"] + SMOKE["n_runs"])
+    for seed in seeds:
+        pipeline = SMOKE["seed_epochs"] + SMOKE["n_child"] * SMOKE["budgets"][-1] * SMOKE["n_epochs"] + SMOKE["final_epochs"]
+        for method in ("NASH", "NASH, continued", *CLAIM2):
+            assert int(by[(method, LAST, seed)]["total_epochs"]) == pipeline, (method, seed)
+        for method in ("NASH", "NASH, continued", *CLAIM1):
+            assert int(by[(method, LAST, seed)]["epochs"]) == SMOKE["final_epochs"], (method, seed)
+        for method in CLAIM2:
+            assert int(by[(method, LAST, seed)]["epochs"]) == pipeline, (method, seed)
+        assert by[("NASH", LAST, seed)]["params"] == by[("NASH, continued", LAST, seed)]["params"]  # the same N*
+
+
+def test_both_claims_have_paired_intervals(report):
+    md = (report / "table1.md").read_text()
+    claim1 = md.split("## Claim 1")[1].split("## Claim 2")[0]
+    claim2 = md.split("## Claim 2")[1].split("## The length of the final training")[0]
+    for section, controls in ((claim1, CLAIM1), (claim2, CLAIM2)):
+        for control in controls:
+            lines = [line for line in section.splitlines() if f"'{control}'" in line and "95% interval [" in line]
+            assert len(lines) == 1, (control, section)
+            assert f"over {SMOKE['n_runs']} paired runs" in lines[0]
+        assert "**Interpretation** (assembled from the verdicts above)" in section
+    assert any("NASH continued" in line and "retrained from scratch" in line and "95% interval [" in line
+               for line in claim2.splitlines())
+
+
+def test_final_epochs_sizing(report):
+    assert (report / "table1_final_epochs.png").stat().st_size > 1000
+    sizing = read_csv(report / "table1_final_epochs.csv")
+    assert sorted((r["network"], int(r["epochs"])) for r in sizing) == \
+        sorted((n, e) for n in ("N*", "seed") for e in SMOKE["sizing_epochs"])
+    assert all(r["from_table"] == str(int(r["epochs"]) == SMOKE["final_epochs"]) for r in sizing)
+    md = (report / "table1.md").read_text()
+    section = md.split("## The length of the final training")[1]
+    assert "table1_final_epochs.png" in section and f"final_epochs = {SMOKE['final_epochs']}" in section
+
+
+def test_failures_and_header(report):
+    md = (report / "table1.md").read_text()
+    section = md.split("## Failures in the searches")[1]
+    assert f"NASH ({SMOKE['n_runs']} runs):" in section and f"random search ({SMOKE['n_runs']} runs):" in section  # n_runs > 1
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert manifest["status"] == "ok"
+    assert f"- git commit: {manifest['git_commit']}\n" in md
+    for needle in ("profile: `smoke`", "| paper (full scale) |", f"reference {REF}"):
+        assert needle in md, needle
