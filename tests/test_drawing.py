@@ -1,14 +1,12 @@
 "Drawing architectures: one box per block and one arrow per input, for random children of every seed, and what changed."
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from nash_lit.arch import PARETO_SEEDS, Net, seed_arch  # noqa: E402
-from nash_lit.drawing import OUTLINE, changes, draw_arch  # noqa: E402
-from nash_lit.operators import OPERATORS, generate_child  # noqa: E402
+from nash_lit.arch import PARETO_SEEDS, Net, seed_arch
+from nash_lit.drawing import OUTLINE, changes, draw_arch
+from nash_lit.operators import OPERATORS, generate_child
 
 
 def family(seed: int, n: int = 6):
@@ -29,7 +27,8 @@ def drawn(ax, kind: str) -> list:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_one_box_per_block_one_arrow_per_input(seed):
-    for parent, child in zip(*(lambda c: (c[:-1], c[1:]))(family(seed))):
+    chain = family(seed)
+    for parent, child in zip(chain, chain[1:]):
         ax = draw_arch(child, before=parent)
         boxes, arrows = drawn(ax, "block"), drawn(ax, "edge")
         assert sorted(int(b.get_gid().split()[1]) for b in boxes) == sorted(n.id for n in child.nodes)
