@@ -25,7 +25,7 @@ def drawn(ax, kind: str) -> list:
     return [p for p in ax.patches if (p.get_gid() or "").startswith(kind + " ")]
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(4))  # one family per Pareto seed
 def test_one_box_per_block_one_arrow_per_input(seed):
     chain = family(seed)
     for parent, child in zip(chain, chain[1:]):

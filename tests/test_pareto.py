@@ -341,7 +341,7 @@ def test_small_budget_preset():
     with pytest.raises(TypeError): P.ParetoConfig.small_budget(n_children=3)
 
 
-@pytest.mark.parametrize("seed,sampling", [(0, "kde"), (5, "uniform")])
+@pytest.mark.parametrize("seed,sampling", [(5, "uniform")])  # kde: the check in chapter 09_pareto
 def test_the_reference_loop_finds_the_same_front(seed, sampling):
     "pareto_reference (Algorithm 2 in memory) and pareto_nash end with the same front: architectures, errors, weights."
     from dataclasses import replace
