@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 export: install
 	$(BIN)/nbdev-export
 
-# nash_lit/ is generated from nbs/: the export must leave it unchanged. The reproduction notebooks (1x_) run once at
+# nash_lit/ is generated from nbs/: the export must leave it unchanged. The reproduction notebooks (3x_) run once at
 # the smoke profile in tests/test_reproduce.py, through the runner, so nbdev-test skips them. pytest runs on 2
 # workers, a test file per worker at a time (pytest-xdist): most tests train on one thread.
 test: install
@@ -34,10 +34,10 @@ test: install
 	@if [ -n "$$(git status --porcelain -- nash_lit)" ]; then \
 	  echo "nash_lit/ differs from what nbs/ exports; run nbdev-export and commit:"; \
 	  git status --short -- nash_lit; exit 1; fi
-	$(BIN)/nbdev-test --n-workers 2 --skip-file-re '^([_.]|1[0-9]_)'
+	$(BIN)/nbdev-test --n-workers 2 --skip-file-re '^([_.]|3[0-9]_)'
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
-# Runs every reproduction notebook (nbs/1[0-9]_*.ipynb) of one settings.ini profile with papermill
+# Runs every reproduction notebook (nbs/3[0-9]_*.ipynb) of one settings.ini profile with papermill
 # (kernel python3, cwd nbs/) into a fresh folder, which replaces reports/$(PROFILE)/ (tables, figures,
 # search logs, manifest.json) only when every notebook succeeded; a failure prints its cause and keeps
 # the run's folder. reports/smoke/ is CI's and ignored by git.

@@ -353,10 +353,10 @@ def test_16_bit_images_are_refused_not_saturated(tmp_path):
             with pytest.raises(ValueError, match=f"mode '{mode}'"): D.Data.from_dataset([(img.convert(mode), 0)] * 4)
 
 
-def test_cifar_reading_moved_but_importable_from_data():
-    "CIFAR-10's files are read in nash_lit.cifar; nash_lit.data still exports the same objects, DataSpec stays."
-    from nash_lit import cifar
+def test_cifar_reading_lives_in_images_and_is_importable_from_data():
+    "CIFAR-10's files are read in nash_lit.images; nash_lit.data exports the same objects, DataSpec stays."
+    from nash_lit import images
     for name in ("ARCHIVE", "FOLDER", "data_root", "read_cifar10"):
-        assert getattr(D, name) is getattr(cifar, name) and name in D.__all__
-    from nash_lit.data import DataSpec, read_cifar10  # the old import paths
-    assert DataSpec.__module__ == "nash_lit.data" and read_cifar10 is cifar.read_cifar10
+        assert getattr(D, name) is getattr(images, name) and name in D.__all__
+    from nash_lit.data import DataSpec, read_cifar10
+    assert DataSpec.__module__ == "nash_lit.data" and read_cifar10 is images.read_cifar10

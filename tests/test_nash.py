@@ -568,7 +568,7 @@ def test_a_crash_after_best_is_written_leaves_no_checkpoints(tmp_path, data, mon
     assert not list(tmp_path.glob("child_*.pt")) and (resumed.id, resumed.paper_id) == (reference.id, reference.paper_id)
 
 
-@pytest.mark.parametrize("seed,n_steps,n_child", [(1, 3, 2), (7, 1, 4)])  # seed 0: the check in chapter 09_nash
+@pytest.mark.parametrize("seed,n_steps,n_child", [(1, 3, 2), (7, 1, 4)])  # seed 0: the check in chapter 05_nash
 def test_the_dozen_line_reference_finds_the_same_networks(seed, n_steps, n_child):
     "nash_reference (Algorithm 1 in memory) and nash give the same N*: architecture, validation error and weights."
     from nash_lit.arch import Net

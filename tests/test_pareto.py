@@ -331,7 +331,7 @@ def test_a_crash_after_best_is_written_leaves_no_plan(tmp_path, data, monkeypatc
 
 
 def test_small_budget_preset():
-    "P.ParetoConfig.small_budget(): the settings 13_inheritance measured, any field changed by keyword, checked alike."
+    "P.ParetoConfig.small_budget(): the settings 33_inheritance measured, any field changed by keyword, checked alike."
     small = P.ParetoConfig.small_budget(budget_images=123_456)
     assert {k: getattr(small, k) for k in P.SMALL_BUDGET} == {**P.SMALL_BUDGET, "n_op": tuple(P.SMALL_BUDGET["n_op"])}
     assert small.budget_images == 123_456 and small.n_epochs == 4 and small.n_gen == 10
@@ -341,7 +341,7 @@ def test_small_budget_preset():
     with pytest.raises(TypeError): P.ParetoConfig.small_budget(n_children=3)
 
 
-@pytest.mark.parametrize("seed,sampling", [(5, "uniform")])  # kde: the check in chapter 09_pareto
+@pytest.mark.parametrize("seed,sampling", [(5, "uniform")])  # kde: the check in chapter 07_pareto
 def test_the_reference_loop_finds_the_same_front(seed, sampling):
     "pareto_reference (Algorithm 2 in memory) and pareto_nash end with the same front: architectures, errors, weights."
     from dataclasses import replace

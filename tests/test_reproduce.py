@@ -1,4 +1,4 @@
-"""The reproduction pipeline: settings.ini profiles, tools/reproduce.py, and nbs/10_table1 at the smoke scale."""
+"""The reproduction pipeline: settings.ini profiles, tools/reproduce.py, and nbs/30_table1 at the smoke scale."""
 import csv
 import hashlib
 import json
@@ -13,12 +13,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from reproduce import check_target, describe_failure, load_profile, publish, record_commit, tree_state  # noqa: E402
+from reproduce import carry_over, check_target, describe_failure, load_profile, publish, record_commit, tree_state  # noqa: E402
 
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 
 
-REPRODUCTIONS = sorted((ROOT / "nbs").glob("1[0-9]_*.ipynb"))
+REPRODUCTIONS = sorted((ROOT / "nbs").glob("3[0-9]_*.ipynb"))
 RUNNER_GIVES = {"profile", "reports_dir", "data_dir", "git_commit"}  # passed by tools/reproduce.py, not by a profile
 
 
@@ -35,7 +35,7 @@ def notebook_parameters(nb: Path) -> set:
 def test_profiles_match_the_notebooks(name):
     "Every profile sets each reproduction notebook's parameters, and nothing that no notebook reads."
     params = load_profile(name)
-    assert [nb.name for nb in REPRODUCTIONS] == ["10_table1.ipynb", "11_pareto_search.ipynb", "12_table2.ipynb", "13_inheritance.ipynb"]
+    assert [nb.name for nb in REPRODUCTIONS] == ["30_table1.ipynb", "31_pareto_search.ipynb", "32_table2.ipynb", "33_inheritance.ipynb"]
     every = set()
     for nb in REPRODUCTIONS:
         wanted = notebook_parameters(nb)
@@ -65,7 +65,7 @@ def test_bad_profile(tmp_path):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """make reproduce PROFILE=smoke once for the module, into reports/smoke/ (CI's output, ignored by git), with
-    12_table2's cache in a temporary folder (the profile keeps none); every test of the reports below reads it."""
+    32_table2's cache in a temporary folder (the profile keeps none); every test of the reports below reads it."""
     git = (ROOT / ".git").exists()
     status = lambda: subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "reports"],
                                     cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -90,14 +90,14 @@ def test_smoke_reproduction(smoke):
         assert ignored.returncode == 0, "reports/smoke/ must be in .gitignore"
     assert not list(out.parent.glob(".smoke-run-*")), "the run's folder was not moved into place"
     for name in ("table1.md", "table1.csv", "table1_progress.png", "table1_networks.png", "table2_networks.png",
-                 "10_table1.ipynb", "manifest.json",
-                 "pareto_search.md", "11_pareto_search.ipynb", "table2.md", "12_table2.ipynb",
-                 "inheritance.md", "13_inheritance.ipynb"):
+                 "30_table1.ipynb", "manifest.json",
+                 "pareto_search.md", "31_pareto_search.ipynb", "table2.md", "32_table2.ipynb",
+                 "inheritance.md", "33_inheritance.ipynb"):
         assert (out / name).is_file(), f"{name} was not written"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "ok" and manifest["profile"] == "smoke" and manifest["wall_seconds"] > 0
     assert [n["status"] for n in manifest["notebooks"]] == ["ok"] * len(REPRODUCTIONS) and manifest["kept"] == []
-    assert manifest["notebooks"][0]["executed"] == "reports/smoke/10_table1.ipynb", "the manifest names where it lives"
+    assert manifest["notebooks"][0]["executed"] == "reports/smoke/30_table1.ipynb", "the manifest names where it lives"
     rows = list(csv.DictReader((out / "table1.csv").open()))
     paper = {(r["budget"], r["params_m"], r["test_error_pct"]) for r in rows if r["source"].startswith("paper")}
     assert paper == {("0.5 GPU days", "4.9", "4.3"), ("1 GPU day", "7.9", "4.0"), ("3 GPU days", "21.2", "3.6")}
@@ -139,9 +139,20 @@ def committed_looking_reports(folder: Path) -> dict:
     (folder / "search_logs").mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps(dict(profile="tiny", git_commit="abc1234", status="ok", notebooks=[])))
     (folder / "table1.md").write_text("# Table 1\n| a | b |\n")
-    (folder / "10_table1.ipynb").write_text("{}\n")
+    (folder / "30_table1.ipynb").write_text("{}\n")
     (folder / "search_logs" / "nash_seed0.jsonl").write_text('{"id": 0}\n')
     return hashes(folder)
+
+
+def test_a_partial_run_over_reports_of_renamed_notebooks_is_refused(tmp_path):
+    "Reports made by notebooks since renamed (chapters renumbered) are not carried into a partial run under old names."
+    reports = tmp_path / "reports"
+    committed_looking_reports(reports)
+    entry = dict(notebook="nbs/10_table1.ipynb", status="ok", git_commit="abc1234", parameters={})
+    manifest = json.loads((reports / "manifest.json").read_text())
+    (reports / "manifest.json").write_text(json.dumps({**manifest, "notebooks": [entry]}))
+    with pytest.raises(SystemExit, match=r"nbs/10_table1\.ipynb.*no longer notebooks.*run every notebook"):
+        carry_over(reports, tmp_path / "run", [ROOT / "nbs" / "32_table2.ipynb"], "tiny")
 
 
 def test_missing_data_root_prints_why_and_keeps_the_reports(tmp_path):
@@ -161,7 +172,7 @@ def test_missing_data_root_prints_why_and_keeps_the_reports(tmp_path):
     assert hashes(reports) == before, "a failed run must leave the reports folder byte for byte"
     runs = list(reports.parent.glob(".tiny-run-*"))
     assert len(runs) == 1 and f"This run's folder is kept: {runs[0]}" in r.stderr
-    executed = runs[0] / "10_table1.ipynb"
+    executed = runs[0] / "30_table1.ipynb"
     assert f"the executed notebook, with the failing cell's output: {executed}" in r.stderr and executed.is_file()
     assert not list(reports.parent.glob(".tiny-old-*"))
     manifest = json.loads((runs[0] / "manifest.json").read_text())
@@ -227,11 +238,11 @@ def test_failure_description_names_the_cell_and_keeps_everything(tmp_path):
     frames = [f"\x1b[0;32mFile\x1b[0m /lib/mod.py:{k}, in \x1b[0;36mf{k}\x1b[0m\n    x = {'y' * 80}" for k in range(60)]
     tb = ["\x1b[0;31m-------\x1b[0m", *frames, "\x1b[0;31mValueError\x1b[0m: lr_max must be > 0"]
     e = PapermillExecutionError(6, 3, "train()", "ValueError", "lr_max must be > 0", tb)
-    executed = tmp_path / "10_table1.ipynb"
+    executed = tmp_path / "30_table1.ipynb"
     executed.write_text("{}")
     text, record = describe_failure(e, executed)
     assert "\x1b" not in text and "\x1b" not in record["traceback"]
-    assert "10_table1.ipynb failed in cell In [3]:" in text and "  ValueError: lr_max must be > 0" in text
+    assert "30_table1.ipynb failed in cell In [3]:" in text and "  ValueError: lr_max must be > 0" in text
     assert text.count("/lib/mod.py") < 15 and "/lib/mod.py:59" in text, "the end of the traceback, not all of it"
     assert f"the executed notebook, with the failing cell's output: {executed}" in text
     assert len(record["traceback"]) > 5000 and "/lib/mod.py:0," in record["traceback"], "the manifest keeps it all"
@@ -303,7 +314,7 @@ def test_untracked_code_makes_the_tree_dirty(tmp_path):
     assert "+{}" in (reports / "git.diff").read_text() and "11_new.ipynb" in (reports / "git.diff").read_text()
 
 
-# The reports of 11_pareto_search, 12_table2 and 13_inheritance, from the module's smoke reproduction (issues 14, 20).
+# The reports of 31_pareto_search, 32_table2 and 33_inheritance, from the module's smoke reproduction (issues 14, 20).
 
 def read_csv(path): return list(csv.DictReader(path.open()))
 
@@ -373,7 +384,7 @@ def test_table2_rows_and_columns(smoke):
         assert trained == wanted, (s, trained, wanted)
     for r in runs: assert 0 <= float(r["test_error"]) <= 1 and int(float(r["params"])) > 0
     nash_rows = {int(r["seed"]): int(float(r["params"])) for r in runs if r["method"] == "NASH (Table 1)"}
-    for s in seeds:  # N* of Table 1's run: the best child of its last step, read from 10_table1's log
+    for s in seeds:  # N* of Table 1's run: the best child of its last step, read from 30_table1's log
         records = [json.loads(line) for line in (out / "search_logs" / f"nash_seed{s}.jsonl").read_text().splitlines()]
         last = max(r["step"] for r in records)
         assert nash_rows[s] == n_params(Arch.from_json(best_child([r for r in records if r["step"] == last])["arch"]))
@@ -388,7 +399,7 @@ def test_table2_rows_and_columns(smoke):
 
 
 def test_inheritance_report(smoke):
-    "13_inheritance: every arm and seed searched within the same images trained; a verdict per arm against its peer."
+    "33_inheritance: every arm and seed searched within the same images trained; a verdict per arm against its peer."
     out, p, seeds = smoke["out"], smoke["params"], smoke_seeds(smoke)
     runs = read_csv(out / "inheritance_runs.csv")
     arms = p["inheritance_arms"]
@@ -413,7 +424,7 @@ def tiny_runner(smoke, reports: Path, *notebooks: str, extra=()) -> subprocess.C
 
 
 def test_continuing_a_failed_run_reads_finished_trainings_from_the_cache(smoke):
-    "A run whose 12_table2 (and what follows) failed is continued: 10 and 11 stay, every training comes from the cache."
+    "A run whose 32_table2 (and what follows) failed is continued: 30 and 31 stay, every training comes from the cache."
     import shutil
     out, failed = smoke["out"], smoke["tmp"] / ".smoke-run-failed"
     shutil.copytree(out, failed)
@@ -424,25 +435,25 @@ def test_continuing_a_failed_run_reads_finished_trainings_from_the_cache(smoke):
     (failed / "table2.md").unlink()
     n = len(read_csv(out / "table2_runs.csv"))
     again = smoke["tmp"] / "continued"
-    r = tiny_runner(smoke, again, "12_table2.ipynb", extra=("--continue", failed))
+    r = tiny_runner(smoke, again, "32_table2.ipynb", extra=("--continue", failed))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = read_csv(again / "table2_runs.csv")
     assert len(rows) == n and all(row["cached"] == "True" for row in rows)
     assert f"{n} trainings, {n} read from the cache" in (again / "table2.md").read_text()
     assert read_csv(again / "table2.csv") == read_csv(out / "table2.csv"), "the same trainings give the same table"
     manifest = json.loads((again / "manifest.json").read_text())
-    assert [Path(e["notebook"]).name for e in manifest["kept"]] == ["10_table1.ipynb", "11_pareto_search.ipynb"]
-    assert [Path(e["notebook"]).name for e in manifest["notebooks"]] == ["12_table2.ipynb"]
+    assert [Path(e["notebook"]).name for e in manifest["kept"]] == ["30_table1.ipynb", "31_pareto_search.ipynb"]
+    assert [Path(e["notebook"]).name for e in manifest["notebooks"]] == ["32_table2.ipynb"]
     assert all("parameters" in e and "git_commit" in e for e in manifest["kept"] + manifest["notebooks"])
     assert (again / "pareto_search.md").read_text() == (out / "pareto_search.md").read_text()
     assert (again / "table1.md").read_text() == (out / "table1.md").read_text()
 
 
 def test_a_partial_run_that_would_leave_later_reports_stale_is_refused(smoke):
-    "Rerunning 11 alone would keep a 12_table2 computed from the old fronts (and 13): refused before anything runs."
+    "Rerunning 11 alone would keep a 32_table2 computed from the old fronts (and 13): refused before anything runs."
     before = (smoke["out"] / "manifest.json").read_text()
-    r = tiny_runner(smoke, smoke["out"], "11_pareto_search.ipynb")
-    assert r.returncode != 0 and "stale" in r.stderr and "12_table2.ipynb" in r.stderr, r.stderr[-2000:]
+    r = tiny_runner(smoke, smoke["out"], "31_pareto_search.ipynb")
+    assert r.returncode != 0 and "stale" in r.stderr and "32_table2.ipynb" in r.stderr, r.stderr[-2000:]
     assert (smoke["out"] / "manifest.json").read_text() == before
 
 
@@ -450,7 +461,7 @@ def test_a_partial_run_on_another_profiles_reports_is_refused(smoke, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "manifest.json").write_text(json.dumps(dict(profile="cpu", git_commit="abc1234", notebooks=[])))
-    r = tiny_runner(smoke, other, "12_table2.ipynb")
+    r = tiny_runner(smoke, other, "32_table2.ipynb")
     assert r.returncode != 0 and "holds the 'cpu' profile's reports, not 'smoke'" in r.stderr, r.stderr[-2000:]
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from nash_lit import cifar as C
+from nash_lit import images as C
 from nash_lit import data as D
 from nash_lit.arch import Net, seed_arch
 

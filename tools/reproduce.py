@@ -1,6 +1,6 @@
 """Run the reproduction notebooks (nbs/1*_*.ipynb) of one settings.ini profile with papermill.
 
-    python tools/reproduce.py --profile cpu [--data DIR] [--reports DIR] [--notebooks nbs/10_table1.ipynb ...]
+    python tools/reproduce.py --profile cpu [--data DIR] [--reports DIR] [--notebooks nbs/30_table1.ipynb ...]
                               [--allow-dirty]
 
 Each profile of settings.ini is a set of papermill parameters (Python literals, read with
@@ -9,7 +9,7 @@ always holds one complete, successful run: executed notebooks (never written int
 write (tables, figures, search logs) and a run manifest, manifest.json. A run of some notebooks
 (--notebooks) starts from a copy of the reports folder, so the other notebooks' reports stay; the
 manifest lists them under `kept`, each with the commit and parameters it ran with, beside this run's
-`notebooks`. A later notebook may read an earlier one's outputs (12_table2 reads 10's and 11's search
+`notebooks`. A later notebook may read an earlier one's outputs (32_table2 reads 30's and 31's search
 logs), so rerunning a notebook whose later ones would stay is refused. With --continue RUN_DIR the
 copy starts from a kept run folder instead, so the notebooks that succeeded in a failed or interrupted
 run need not run again.
@@ -215,7 +215,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", default=None, help="data root holding CIFAR-10 (default: NASH_LIT_DATA, else data/)")
     ap.add_argument("--reports", default=None, help="reports folder, replaced by a successful run (default: reports/<profile>)")
     ap.add_argument("--settings", default=str(ROOT / "settings.ini"), help="the profiles file")
-    ap.add_argument("--notebooks", nargs="*", default=None, help="notebooks to run (default: nbs/1[0-9]_*.ipynb)")
+    ap.add_argument("--notebooks", nargs="*", default=None, help="notebooks to run (default: nbs/3[0-9]_*.ipynb)")
     ap.add_argument("--continue", dest="continue_from", default=None, metavar="RUN_DIR",
                     help="with --notebooks: start from a kept run folder (a failed or interrupted run) instead of the "
                          "reports folder, keeping the notebooks that succeeded there")
@@ -241,8 +241,12 @@ def carry_over(source: Path,  # the reports folder (or a kept run folder, --cont
     kept = [{**e, "git_commit": e.get("git_commit", previous["git_commit"]),
              "parameters": e.get("parameters", previous.get("parameters"))}
             for e in done if Path(e["notebook"]).name not in rerun]
+    gone = [e["notebook"] for e in kept if not (ROOT / e["notebook"]).is_file()]
+    if gone:  # e.g. chapters renumbered since: their reports would stay under names no notebook has
+        raise SystemExit(f"[reproduce] {source} holds reports of {gone}, which are no longer notebooks of this checkout "
+                         f"(renamed or removed): run every notebook (no --notebooks) to replace them")
     later = sorted(Path(e["notebook"]).name for e in kept if Path(e["notebook"]).name > min(rerun))
-    if later:  # a later notebook may read what a rerun one writes (12_table2 reads 10's and 11's search logs)
+    if later:  # a later notebook may read what a rerun one writes (32_table2 reads 30's and 31's search logs)
         raise SystemExit(f"[reproduce] rerunning {sorted(rerun)} would leave {later}, which may read their outputs, "
                          f"stale in {source}: add them to --notebooks")
     skip = {"manifest.json", "git.diff"} | rerun  # the rerun notebooks' executed copies are written afresh
@@ -289,8 +293,8 @@ def main(argv=None) -> int:
     try:  # nothing of a run that is refused before it starts is kept
         commit = record_commit(args.profile, run, args.allow_dirty)
         notebooks = ([Path(n).resolve() for n in args.notebooks] if args.notebooks
-                     else sorted((ROOT / "nbs").glob("1[0-9]_*.ipynb")))
-        if not notebooks: raise SystemExit("no reproduction notebooks (nbs/1[0-9]_*.ipynb) found")
+                     else sorted((ROOT / "nbs").glob("3[0-9]_*.ipynb")))
+        if not notebooks: raise SystemExit("no reproduction notebooks (nbs/3[0-9]_*.ipynb) found")
     except BaseException:
         shutil.rmtree(run)
         raise
