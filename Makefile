@@ -34,6 +34,8 @@ test: install
 	@if [ -n "$$(git status --porcelain -- nash_lit)" ]; then \
 	  echo "nash_lit/ differs from what nbs/ exports; run nbdev-export and commit:"; \
 	  git status --short -- nash_lit; exit 1; fi
+	@$(BIN)/ruff format --check --quiet nbs tests tools || { \
+	  echo "nbs/, tests/ or tools/ is not formatted; run: $(BIN)/ruff format nbs tests tools"; exit 1; }
 	$(BIN)/nbdev-test --n-workers 2 --skip-file-re '^([_.]|3[0-9]_)'
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 

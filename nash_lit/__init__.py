@@ -22,11 +22,34 @@ from .peers import PeerConfig, nsga2, tpe
 from .training import FinalResult, TrainConfig, evaluate, final_train, train
 
 _all_ = [  # nbdev writes these as nash_lit.__all__
-    "Data", "DataSpec", "cifar10", "image_folder", "synthetic",  # data
-    "Arch", "Net", "seed_arch", "PARETO_SEEDS", "check_fit",  # networks, and whether they fit the data
-    "TrainConfig", "train", "evaluate", "final_train", "FinalResult",  # training
-    "NashConfig", "NashResult", "nash", "random_search",  # NASH and its control (Algorithm 1)
-    "ParetoConfig", "ParetoResult", "pareto_nash",  # Pareto-NASH (Algorithm 2)
-    "PeerConfig", "nsga2", "tpe",  # their peers trained from scratch (Optuna)
-    "Exported", "export", "save_exported", "load_exported", "predict",  # the network you ship
+    "Data",
+    "DataSpec",
+    "cifar10",
+    "image_folder",
+    "synthetic",  # data
+    "Arch",
+    "Net",
+    "seed_arch",
+    "PARETO_SEEDS",
+    "check_fit",  # networks, and whether they fit the data
+    "TrainConfig",
+    "train",
+    "evaluate",
+    "final_train",
+    "FinalResult",  # training
+    "NashConfig",
+    "NashResult",
+    "nash",
+    "random_search",  # NASH and its control (Algorithm 1)
+    "ParetoConfig",
+    "ParetoResult",
+    "pareto_nash",  # Pareto-NASH (Algorithm 2)
+    "PeerConfig",
+    "nsga2",
+    "tpe",  # their peers trained from scratch (Optuna)
+    "Exported",
+    "export",
+    "save_exported",
+    "load_exported",
+    "predict",  # the network you ship
 ]

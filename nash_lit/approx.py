@@ -13,8 +13,18 @@ from torch import nn
 
 from .arch import OPS, Arch, Net, block_id, conv_block_ids, eval_mode, filters_name, n_params, param_name
 from .data import Data
-from .surgery import (Child, as_rng, clone_state, he_normal, make_child, pick, propagate, rewire, site_node,
-                              take_filters)
+from nash_lit.surgery import (
+    Child,
+    as_rng,
+    clone_state,
+    he_normal,
+    make_child,
+    pick,
+    propagate,
+    rewire,
+    site_node,
+    take_filters,
+)
 from .training import TrainConfig, normalize, train
 
 # %% auto #0
@@ -24,6 +34,7 @@ __all__ = ['MIN_CONVS', 'MIN_FILTERS', 'RECOVERY', 'conv_depth', 'satisfies_cons
 # %% ../nbs/03_approx.ipynb #de58db38
 MIN_CONVS, MIN_FILTERS = 3, 16  # the constraint's defaults: 3 connected convolutions of >= 16 filters
 
+
 def conv_depth(arch: Arch, min_filters: int = MIN_FILTERS) -> int:
     "Most convolution blocks with >= `min_filters` filters on one path from the input to the head."
     depth = {}
@@ -32,6 +43,7 @@ def conv_depth(arch: Arch, min_filters: int = MIN_FILTERS) -> int:
         depth[n.id] = here + max((depth[i] for i in n.inputs), default=0)
     return depth[arch.head.id]
 
+
 def satisfies_constraint(arch: Arch, min_convs: int = MIN_CONVS, min_filters: int = MIN_FILTERS) -> bool:
     "Whether the architecture has `min_convs` connected convolutions of at least `min_filters` filters."
     return conv_depth(arch, min_filters) >= min_convs
@@ -39,6 +51,7 @@ def satisfies_constraint(arch: Arch, min_convs: int = MIN_CONVS, min_filters: in
 # %% ../nbs/03_approx.ipynb #d55fff66
 class _Plan(NamedTuple):
     "An approximate operator's change, decided on the architecture before any weight is made."
+
     site: object  # the place (a node id; (id, fraction) for prune)
     nodes: list  # the child's nodes before the relayout walk
     changed: dict  # propagate's layout changes (for prune a placeholder: which filters go is decided on the weights)
@@ -46,13 +59,17 @@ class _Plan(NamedTuple):
     blocks: set  # ids of the blocks whose parameters are affected
     params: int | None = None  # parameters of the child, once checked
 
+
 def _check(plan: _Plan, what: str, min_convs: int, min_filters: int) -> _Plan:
     "The plan with its child's parameter count, if that child keeps the constraint."
     child = Arch(tuple(propagate(plan.nodes, plan.changed, scope=plan.scope)))
     if not satisfies_constraint(child, min_convs, min_filters):
-        raise ValueError(f"{what}: the child would have fewer than {min_convs} connected convolutions "
-                         f"with >= {min_filters} filters: {child}")
+        raise ValueError(
+            f"{what}: the child would have fewer than {min_convs} connected convolutions "
+            f"with >= {min_filters} filters: {child}"
+        )
     return plan._replace(params=n_params(child))
+
 
 def _applicable(plan, sites) -> list:
     "The plans of the places where `plan` succeeds, checked on the architecture only."
@@ -71,9 +88,12 @@ def _readers(arch: Arch, id: int) -> set:
     while frontier:
         for consumer, _ in arch.consumers(frontier.pop()):
             spec = OPS[arch.node(consumer).op]
-            if spec.build is not None: found.add(consumer)
-            if spec.relays_layout: frontier.append(consumer)
+            if spec.build is not None:
+                found.add(consumer)
+            if spec.relays_layout:
+                frontier.append(consumer)
     return found
+
 
 def _build(parent: Net, plan: _Plan, state: dict, rng, what: str) -> Child:
     "The child of a plan: relayout the readers in `state`, build the network once, name the affected parameters."
@@ -89,6 +109,7 @@ def removable_ids(arch: Arch) -> list:
     "Ids of the nodes `remove` may take away: convolution blocks and skip merges (`OpSpec.merge`)."
     return [n.id for n in arch.nodes if OPS[n.op].conv_block or OPS[n.op].merge]
 
+
 def _plan_remove(arch: Arch, site: int) -> _Plan:
     node = site_node(arch, site, "remove")
     if node.id not in removable_ids(arch):
@@ -100,22 +121,29 @@ def _plan_remove(arch: Arch, site: int) -> _Plan:
         raise ValueError(f"remove: node {clash[0]} would read node {keep} twice")
     c_keep, c_site = arch.channels(keep), arch.channels(site)
     if c_keep > c_site:
-        raise ValueError(f"remove: the input of node {site} (node {keep}) has {c_keep} channels, more than its "
-                         f"{c_site}; its readers would grow")
+        raise ValueError(
+            f"remove: the input of node {site} (node {keep}) has {c_keep} channels, more than its "
+            f"{c_site}; its readers would grow"
+        )
     nodes = rewire([n for n in arch.nodes if n.id != site], site, keep, skip=site)
     # the readers' layout changes only where the widths differ (never for an add: it has its main input's width)
     changed = {} if c_keep == c_site else {keep: (list(range(c_keep)), c_site)}
     return _Plan(site, nodes, changed, {keep: readers}, _readers(arch, site))
 
-def remove_block(net: Net,  # the parent, never changed
-                 rng=None,  # numpy Generator or seed: picks the place
-                 site: int | None = None,  # id of the block or merge to remove; random when None
-                 min_convs: int = MIN_CONVS,  # the constraint: connected convolutions to keep ...
-                 min_filters: int = MIN_FILTERS,  # ... each with at least this many filters
-                 ) -> Child:
+
+def remove_block(
+    net: Net,  # the parent, never changed
+    rng=None,  # numpy Generator or seed: picks the place
+    site: int | None = None,  # id of the block or merge to remove; random when None
+    min_convs: int = MIN_CONVS,  # the constraint: connected convolutions to keep ...
+    min_filters: int = MIN_FILTERS,  # ... each with at least this many filters
+) -> Child:
     "Remove a Conv-BN-ReLU block or a skip connection; readers are re-wired (approximate morphism)."
     rng, arch = as_rng(rng), net.arch
-    def plan(s): return _check(_plan_remove(arch, s), "remove", min_convs, min_filters)
+
+    def plan(s):
+        return _check(_plan_remove(arch, s), "remove", min_convs, min_filters)
+
     chosen = pick(rng, _applicable(plan, removable_ids(arch)), "remove", arch) if site is None else plan(site)
     state = clone_state(net)
     for key in [k for k in state if block_id(k) == chosen.site]:
@@ -136,27 +164,36 @@ def _plan_prune(arch: Arch, site: tuple) -> _Plan:
     placeholder = list(range(c - n_remove))  # the filters that stay are chosen on the weights, at build time
     return _Plan(site, nodes, {id: (placeholder, c)}, None, {id} | _readers(arch, id))
 
-def prune(net: Net,  # the parent, never changed
-          rng=None,  # numpy Generator or seed: picks the convolution and the fraction
-          site: int | None = None,  # id of the block to prune; random when None
-          fraction: float | None = None,  # share of filters to remove, in (0, 1); None: 1/2 or 1/4 at random
-          min_convs: int = MIN_CONVS,  # the constraint: connected convolutions to keep ...
-          min_filters: int = MIN_FILTERS,  # ... each with at least this many filters
-          ) -> Child:
+
+def prune(
+    net: Net,  # the parent, never changed
+    rng=None,  # numpy Generator or seed: picks the convolution and the fraction
+    site: int | None = None,  # id of the block to prune; random when None
+    fraction: float | None = None,  # share of filters to remove, in (0, 1); None: 1/2 or 1/4 at random
+    min_convs: int = MIN_CONVS,  # the constraint: connected convolutions to keep ...
+    min_filters: int = MIN_FILTERS,  # ... each with at least this many filters
+) -> Child:
     "Remove the filters of smallest norm from a convolution block (approximate morphism)."
     if fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
-        raise ValueError(f"prune: fraction must lie in (0, 1), so that some filters go and at least one stays, "
-                         f"got {fraction!r}")
+        raise ValueError(
+            f"prune: fraction must lie in (0, 1), so that some filters go and at least one stays, got {fraction!r}"
+        )
     rng, arch = as_rng(rng), net.arch
     fractions = [fraction] if fraction is not None else [(0.5, 0.25)[rng.integers(2)]]
-    def plan(s): return _check(_plan_prune(arch, s), "prune", min_convs, min_filters)
+
+    def plan(s):
+        return _check(_plan_prune(arch, s), "prune", min_convs, min_filters)
+
     if site is None:
-        if fraction is None: fractions += [f for f in (0.5, 0.25) if f not in fractions]
+        if fraction is None:
+            fractions += [f for f in (0.5, 0.25) if f not in fractions]
         for f in fractions:  # the drawn fraction where it fits anywhere, else the other one
             plans = _applicable(plan, [(i, f) for i in conv_block_ids(arch)])
-            if plans: break
+            if plans:
+                break
         chosen = pick(rng, plans, "prune", arch)
-    else: chosen = plan((site, fractions[0]))
+    else:
+        chosen = plan((site, fractions[0]))
     id = chosen.site[0]
     c, kept = arch.channels(id), len(chosen.changed[id][0])
     state = clone_state(net)
@@ -166,8 +203,9 @@ def prune(net: Net,  # the parent, never changed
     return _build(net, chosen._replace(changed={id: (keep, c)}), state, rng, "prune")
 
 # %% ../nbs/03_approx.ipynb #afa6f3c2
-def separable_factors(w: torch.Tensor,  # a conv kernel (out, in, k, k)
-                      ) -> tuple:
+def separable_factors(
+    w: torch.Tensor,  # a conv kernel (out, in, k, k)
+) -> tuple:
     "Depthwise (in, 1, k, k) and pointwise (out, in, 1, 1) kernels: the best rank-1 fit per input channel (SVD)."
     o, i, k, _ = w.shape
     u, s, vh = torch.linalg.svd(w.permute(1, 0, 2, 3).reshape(i, o, k * k), full_matrices=False)
@@ -175,9 +213,11 @@ def separable_factors(w: torch.Tensor,  # a conv kernel (out, in, k, k)
     pointwise = (u[:, :, 0] * s[:, :1]).T.reshape(o, i, 1, 1)
     return depthwise, pointwise
 
+
 def separable_ids(arch: Arch) -> list:
     "Ids of the blocks that have a depthwise-separable version (`OpSpec.separable_of`)."
     return [n.id for n in arch.nodes if OPS[n.op].separable_of is not None]
+
 
 def _plan_separable(arch: Arch, site: int) -> _Plan:
     node = site_node(arch, site, "to_separable")
@@ -185,30 +225,38 @@ def _plan_separable(arch: Arch, site: int) -> _Plan:
         raise ValueError(f"to_separable: node {site} is {node.op}, not a regular conv block (no `separable_of`)")
     k2, o = node["kernel"] ** 2, node["channels"]
     if k2 > o * (k2 - 1):
-        raise ValueError(f"to_separable: node {site} ({o} filters of {node['kernel']}x{node['kernel']}) would grow "
-                         f"(a separable block is smaller only when k^2 <= filters * (k^2 - 1))")
+        raise ValueError(
+            f"to_separable: node {site} ({o} filters of {node['kernel']}x{node['kernel']}) would grow "
+            f"(a separable block is smaller only when k^2 <= filters * (k^2 - 1))"
+        )
     nodes = [n.replace(op=OPS[node.op].separable_of) if n.id == site else n for n in arch.nodes]
     return _Plan(site, nodes, {}, None, {site})
 
 # %% ../nbs/03_approx.ipynb #c8e98419
-def to_separable(net: Net,  # the parent, never changed
-                 rng=None,  # numpy Generator or seed: picks the convolution
-                 site: int | None = None,  # id of the conv block to substitute; random when None
-                 init: str = "svd",  # "svd": best rank-1 factors per input channel; "random": He-normal
-                 min_convs: int = MIN_CONVS,  # the constraint (a separable conv counts as a convolution)
-                 min_filters: int = MIN_FILTERS,
-                 ) -> Child:
+def to_separable(
+    net: Net,  # the parent, never changed
+    rng=None,  # numpy Generator or seed: picks the convolution
+    site: int | None = None,  # id of the conv block to substitute; random when None
+    init: str = "svd",  # "svd": best rank-1 factors per input channel; "random": He-normal
+    min_convs: int = MIN_CONVS,  # the constraint (a separable conv counts as a convolution)
+    min_filters: int = MIN_FILTERS,
+) -> Child:
     "Replace a regular convolution by a depthwise-separable one (approximate morphism)."
     if init not in ("svd", "random"):
         raise ValueError(f"to_separable: init must be 'svd' or 'random', got {init!r}")
     rng, arch = as_rng(rng), net.arch
-    def plan(s): return _check(_plan_separable(arch, s), "to_separable", min_convs, min_filters)
+
+    def plan(s):
+        return _check(_plan_separable(arch, s), "to_separable", min_convs, min_filters)
+
     chosen = pick(rng, _applicable(plan, separable_ids(arch)), "to_separable", arch) if site is None else plan(site)
     state = clone_state(net)
     w = state.pop(filters_name(arch, chosen.site))
     o, i, k, _ = w.shape
-    if init == "svd": depthwise, pointwise = separable_factors(w)
-    else: depthwise, pointwise = he_normal(rng, (i, 1, k, k), k * k, w), he_normal(rng, (o, i, 1, 1), i, w)
+    if init == "svd":
+        depthwise, pointwise = separable_factors(w)
+    else:
+        depthwise, pointwise = he_normal(rng, (i, 1, k, k), k * k, w), he_normal(rng, (o, i, 1, 1), i, w)
     sep = OPS[OPS[arch.node(chosen.site).op].separable_of]
     (depthwise_name,) = sep.per_channel  # its one k×k filter per input channel
     state[param_name(chosen.site, depthwise_name)] = depthwise
@@ -217,33 +265,38 @@ def to_separable(net: Net,  # the parent, never changed
 
 # %% ../nbs/03_approx.ipynb #55db1b1a
 @torch.no_grad()
-def delta(parent: nn.Module,  # the network N
-          child: nn.Module,  # the network TN
-          data: Data,  # its training images are X_train
-          n: int | None = 2048,  # use the first n training images (None: all)
-          batch_size: int = 512,  # images per forward pass
-          ) -> float:
+def delta(
+    parent: nn.Module,  # the network N
+    child: nn.Module,  # the network TN
+    data: Data,  # its training images are X_train
+    n: int | None = 2048,  # use the first n training images (None: all)
+    batch_size: int = 512,  # images per forward pass
+) -> float:
     "Eq. 8: the mean over training images of ‖N(x) − TN(x)‖ (eval mode, no augmentation)."
     x_all = data.x_train if n is None else data.x_train[:n]
     device = next(child.parameters()).device
     total = 0.0
     with eval_mode(parent, child):
         for k in range(0, len(x_all), batch_size):
-            x = normalize(x_all[k:k + batch_size].to(device), data.mean.to(device), data.std.to(device))
+            x = normalize(x_all[k : k + batch_size].to(device), data.mean.to(device), data.std.to(device))
             dtype = next(child.parameters()).dtype
             total += (parent(x.to(dtype)) - child(x.to(dtype))).norm(dim=1).sum().item()
     return total / len(x_all)
 
+
 RECOVERY = TrainConfig(lr_max=0.01, weight_decay=0.0, mixup_alpha=0.0, bn_eval=True, grad_clip=1.0, progress=False)
 
-def recover(parent: nn.Module,  # the teacher N, not changed
-            child: nn.Module,  # TN, trained in place
-            affected,  # names of the child's parameters to train
-            data: Data,  # training data
-            epochs: int = 5,  # the paper trains the affected layers for 5 epochs
-            config: TrainConfig | None = None,  # other training settings (`epochs` is overridden); default RECOVERY
-            ) -> list:
+
+def recover(
+    parent: nn.Module,  # the teacher N, not changed
+    child: nn.Module,  # TN, trained in place
+    affected,  # names of the child's parameters to train
+    data: Data,  # training data
+    epochs: int = 5,  # the paper trains the affected layers for 5 epochs
+    config: TrainConfig | None = None,  # other training settings (`epochs` is overridden); default RECOVERY
+) -> list:
     "Minimise Eq. 8 over the affected parameters only, the parent's outputs as targets; returns the history."
     config = replace(config if config is not None else RECOVERY, epochs=epochs)
-    if not affected: return []
+    if not affected:
+        return []
     return train(child, data, config, trainable=tuple(affected), teacher=parent)

@@ -24,12 +24,15 @@ __all__ = ['OPS', 'PARETO_SEEDS', 'Node', 'ConvBlock', 'SepBlock', 'AddMerge', '
 # %% ../nbs/01_arch.ipynb #e156b314
 def _freeze(value):
     "Lists (also nested) become tuples, so that attributes are hashable."
-    if isinstance(value, (list, tuple)): return tuple(_freeze(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
     return value
+
 
 @dataclass(frozen=True)
 class Node:
     "One block of an architecture."
+
     id: int  # stable identifier; parameters of the block are stored under this id
     op: str  # name of the operation, a key of `OPS`
     inputs: tuple = ()  # ids of the input nodes, in order (add: main path first, then skip)
@@ -40,63 +43,83 @@ class Node:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "attrs", tuple(sorted((str(k), _freeze(v)) for k, v in items)))
 
-    def __getitem__(self, name): return dict(self.attrs)[name]
-    def get(self, name, default=None): return dict(self.attrs).get(name, default)
+    def __getitem__(self, name):
+        return dict(self.attrs)[name]
+
+    def get(self, name, default=None):
+        return dict(self.attrs).get(name, default)
 
     def replace(self, **changes) -> Node:
         "A copy with some fields changed; `attrs` given as keyword arguments are merged."
         attrs = dict(self.attrs)
         attrs.update(changes.pop("attrs", {}))
-        return Node(changes.pop("id", self.id), changes.pop("op", self.op),
-                    changes.pop("inputs", self.inputs), attrs)
+        return Node(changes.pop("id", self.id), changes.pop("op", self.op), changes.pop("inputs", self.inputs), attrs)
 
 # %% ../nbs/01_arch.ipynb #24655b50
 class ConvBlock(nn.Module):
     "Conv-BN-ReLU: the paper's basic block."
+
     def __init__(self, c_in: int, c_out: int, kernel: int):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False)
         self.bn = nn.BatchNorm2d(c_out)
-    def forward(self, x): return F.relu(self.bn(self.conv(x)))
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
 
 class SepBlock(nn.Module):
     "Depthwise-separable Conv-BN-ReLU: a k×k filter per input channel, then a 1×1 mix."
+
     def __init__(self, c_in: int, c_out: int, kernel: int):
         super().__init__()
         self.depthwise = nn.Conv2d(c_in, c_in, kernel, padding=kernel // 2, groups=c_in, bias=False)
         self.pointwise = nn.Conv2d(c_in, c_out, 1, bias=False)
         self.bn = nn.BatchNorm2d(c_out)
-    def forward(self, x): return F.relu(self.bn(self.pointwise(self.depthwise(x))))
+
+    def forward(self, x):
+        return F.relu(self.bn(self.pointwise(self.depthwise(x))))
+
 
 class AddMerge(nn.Module):
     "λ·main + (1−λ)·P(skip), where P copies skip channels `src` into main channels `dst`, zeros elsewhere."
+
     def __init__(self, c_main: int, c_skip: int, src: tuple, dst: tuple):
         super().__init__()
         self.lam = nn.Parameter(torch.ones(()))  # Type IV: λ = 1 makes the merge the identity on main
         self.src, self.dst = tuple(src), tuple(dst)
         # the common case (equal widths, channel i to channel i) needs no index arithmetic
         self.plain = c_main == c_skip and self.src == self.dst == tuple(range(c_main))
+
     def forward(self, main, skip):
-        if self.plain: projected = skip
+        if self.plain:
+            projected = skip
         else:
             dst = torch.tensor(self.dst, device=main.device)
             src = torch.tensor(self.src, device=main.device)
             projected = torch.zeros_like(main).index_copy(1, dst, skip.index_select(1, src))
         return self.lam * main + (1 - self.lam) * projected
 
+
 class Head(nn.Module):
     "Global average pooling and a linear classifier (softmax is in the loss)."
+
     def __init__(self, c_in: int, classes: int):
         super().__init__()
         self.fc = nn.Linear(c_in, classes)
-    def forward(self, x): return self.fc(x.mean((2, 3)))
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3)))
 
 # %% ../nbs/01_arch.ipynb #c2967062
-def _no_params(node, shapes) -> int: return 0
+def _no_params(node, shapes) -> int:
+    return 0
+
 
 @dataclass(frozen=True)
 class OpSpec:
     "How one operation behaves: arity, attributes, shape rule, module, label, and what operators need to know."
+
     arity: tuple  # (fewest, most) inputs; most=None for any number
     attrs: tuple  # names of the required integer attributes
     shape: Callable  # (node, input shapes) -> output shape (channels, size)
@@ -112,12 +135,17 @@ class OpSpec:
     merge: bool = False  # the merge of a skip connection: the skip operators make it, remove takes it away
     separable_of: str | None = None  # the op of its depthwise-separable version (to_separable)
 
-def _err(node, msg): return ValueError(f"node {node.id} ({node.op}): {msg}")
+
+def _err(node, msg):
+    return ValueError(f"node {node.id} ({node.op}): {msg}")
+
 
 def _same_size(node, shapes):
     sizes = {s for _, s in shapes}
-    if len(sizes) > 1: raise _err(node, f"inputs have different resolutions {[s for _, s in shapes]}")
+    if len(sizes) > 1:
+        raise _err(node, f"inputs have different resolutions {[s for _, s in shapes]}")
     return shapes[0][1]
+
 
 def _add_shape(node, shapes):
     (c_main, size), (c_skip, _) = shapes
@@ -131,10 +159,13 @@ def _add_shape(node, shapes):
         raise _err(node, f"dst channels must be distinct and lie in [0, {c_main}) (the main input has {c_main})")
     return c_main, size
 
+
 def _pool_shape(node, shapes):
     c, size = shapes[0]
-    if size < 2 or size % 2: raise _err(node, f"cannot max-pool a {size}x{size} input by 2")
+    if size < 2 or size % 2:
+        raise _err(node, f"cannot max-pool a {size}x{size} input by 2")
     return c, size // 2
+
 
 def _conv_shape(node, shapes):  # a block keeps its input's resolution: padding k // 2 does so only for an odd k
     if node["kernel"] % 2 == 0:
@@ -142,39 +173,92 @@ def _conv_shape(node, shapes):  # a block keeps its input's resolution: padding 
     return node["channels"], shapes[0][1]
 
 # %% ../nbs/01_arch.ipynb #a60dec8c
-def _conv_params(n, s): return s[0][0] * n["channels"] * n["kernel"] ** 2 + 2 * n["channels"]  # kernel, BN γ and β
-def _sep_params(n, s): return s[0][0] * (n["kernel"] ** 2 + n["channels"]) + 2 * n["channels"]  # depthwise, pointwise, BN
-def _head_params(n, s): return s[0][0] * n["classes"] + n["classes"]  # weights and biases
+def _conv_params(n, s):
+    return s[0][0] * n["channels"] * n["kernel"] ** 2 + 2 * n["channels"]  # kernel, BN γ and β
+
+
+def _sep_params(n, s):
+    return s[0][0] * (n["kernel"] ** 2 + n["channels"]) + 2 * n["channels"]  # depthwise, pointwise, BN
+
+
+def _head_params(n, s):
+    return s[0][0] * n["classes"] + n["classes"]  # weights and biases
+
 
 def _conv_identity(c, kernel, like):  # the Dirac kernel: weight 1 at the centre tap from channel i to channel i
     return {"conv.weight": nn.init.dirac_(like.new_empty(c, c, kernel, kernel))}
+
+
 def _sep_identity(c, kernel, like):  # a Dirac filter per channel, then the identity matrix
-    return {"depthwise.weight": nn.init.dirac_(like.new_empty(c, 1, kernel, kernel), groups=c),
-            "pointwise.weight": torch.eye(c, dtype=like.dtype, device=like.device)[:, :, None, None]}
+    return {
+        "depthwise.weight": nn.init.dirac_(like.new_empty(c, 1, kernel, kernel), groups=c),
+        "pointwise.weight": torch.eye(c, dtype=like.dtype, device=like.device)[:, :, None, None],
+    }
+
 
 OPS: dict[str, OpSpec] = {
-    "input": OpSpec((0, 0), ("channels", "size"), lambda n, s: (n["channels"], n["size"]), None,
-                    lambda n: f"in{n['channels']}@{n['size']}"),
-    "conv": OpSpec((1, 1), ("channels", "kernel"), _conv_shape,
-                   lambda n, s: ConvBlock(s[0][0], n["channels"], n["kernel"]),
-                   lambda n: f"conv{n['kernel']}({n['channels']})",
-                   params=_conv_params, conv_block=True, filters="conv.weight", reads=(("conv.weight", 1),),
-                   identity=_conv_identity, separable_of="sep"),
-    "sep": OpSpec((1, 1), ("channels", "kernel"), _conv_shape,
-                  lambda n, s: SepBlock(s[0][0], n["channels"], n["kernel"]),
-                  lambda n: f"sep{n['kernel']}({n['channels']})",
-                  params=_sep_params, conv_block=True, filters="pointwise.weight",
-                  reads=(("depthwise.weight", 0), ("pointwise.weight", 1)), per_channel=("depthwise.weight",),
-                  identity=_sep_identity),
+    "input": OpSpec(
+        (0, 0),
+        ("channels", "size"),
+        lambda n, s: (n["channels"], n["size"]),
+        None,
+        lambda n: f"in{n['channels']}@{n['size']}",
+    ),
+    "conv": OpSpec(
+        (1, 1),
+        ("channels", "kernel"),
+        _conv_shape,
+        lambda n, s: ConvBlock(s[0][0], n["channels"], n["kernel"]),
+        lambda n: f"conv{n['kernel']}({n['channels']})",
+        params=_conv_params,
+        conv_block=True,
+        filters="conv.weight",
+        reads=(("conv.weight", 1),),
+        identity=_conv_identity,
+        separable_of="sep",
+    ),
+    "sep": OpSpec(
+        (1, 1),
+        ("channels", "kernel"),
+        _conv_shape,
+        lambda n, s: SepBlock(s[0][0], n["channels"], n["kernel"]),
+        lambda n: f"sep{n['kernel']}({n['channels']})",
+        params=_sep_params,
+        conv_block=True,
+        filters="pointwise.weight",
+        reads=(("depthwise.weight", 0), ("pointwise.weight", 1)),
+        per_channel=("depthwise.weight",),
+        identity=_sep_identity,
+    ),
     "pool": OpSpec((1, 1), (), _pool_shape, None, lambda n: "pool", relays_layout=True),
-    "add": OpSpec((2, 2), (), _add_shape,
-                  lambda n, s: AddMerge(s[0][0], s[1][0], n["src"], n["dst"]), lambda n: "add",
-                  params=lambda n, s: 1, relays_layout=True, merge=True),
-    "concat": OpSpec((2, None), (), lambda n, s: (sum(c for c, _ in s), _same_size(n, s)), None,
-                     lambda n: "cat", relays_layout=True, merge=True),
-    "head": OpSpec((1, 1), ("classes",), lambda n, s: (n["classes"], 1),
-                   lambda n, s: Head(s[0][0], n["classes"]), lambda n: f"head({n['classes']})",
-                   params=_head_params, reads=(("fc.weight", 1),)),
+    "add": OpSpec(
+        (2, 2),
+        (),
+        _add_shape,
+        lambda n, s: AddMerge(s[0][0], s[1][0], n["src"], n["dst"]),
+        lambda n: "add",
+        params=lambda n, s: 1,
+        relays_layout=True,
+        merge=True,
+    ),
+    "concat": OpSpec(
+        (2, None),
+        (),
+        lambda n, s: (sum(c for c, _ in s), _same_size(n, s)),
+        None,
+        lambda n: "cat",
+        relays_layout=True,
+        merge=True,
+    ),
+    "head": OpSpec(
+        (1, 1),
+        ("classes",),
+        lambda n, s: (n["classes"], 1),
+        lambda n, s: Head(s[0][0], n["classes"]),
+        lambda n: f"head({n['classes']})",
+        params=_head_params,
+        reads=(("fc.weight", 1),),
+    ),
 }
 
 # %% ../nbs/01_arch.ipynb #ac25a6d0
@@ -182,11 +266,13 @@ def _topological(nodes: tuple) -> tuple:
     "Stable topological order; raises on duplicate ids, dangling inputs and cycles."
     ids = [n.id for n in nodes]
     dup = {i for i in ids if ids.count(i) > 1}
-    if dup: raise ValueError(f"duplicate node ids {sorted(dup)}")
+    if dup:
+        raise ValueError(f"duplicate node ids {sorted(dup)}")
     known = set(ids)
     for n in nodes:
         for i in n.inputs:
-            if i not in known: raise _err(n, f"input {i} does not exist (dangling input)")
+            if i not in known:
+                raise _err(n, f"input {i} does not exist (dangling input)")
     placed, order, pending = set(), [], list(nodes)
     while pending:
         ready = next((n for n in pending if all(i in placed for i in n.inputs)), None)
@@ -195,16 +281,18 @@ def _topological(nodes: tuple) -> tuple:
             while n.id not in path:
                 path.append(n.id)
                 n = waiting[next(i for i in n.inputs if i in waiting)]
-            cycle = path[path.index(n.id):]
+            cycle = path[path.index(n.id) :]
             raise _err(n, f"is on a cycle {' -> '.join(map(str, cycle + [n.id]))}")
         order.append(ready)
         placed.add(ready.id)
         pending.remove(ready)
     return tuple(order)
 
+
 @dataclass(frozen=True)
 class Arch:
     "A CNN architecture: blocks in topological order, from one `input` node to one `head` node."
+
     nodes: tuple  # the `Node`s; sorted topologically (stably) on construction
 
     def __post_init__(self):
@@ -212,57 +300,88 @@ class Arch:
         object.__setattr__(self, "nodes", nodes)
         shapes, consumers = {}, {n.id: [] for n in nodes}
         for pos, n in enumerate(nodes):
-            if n.op not in OPS: raise _err(n, f"unknown op; known ops are {sorted(OPS)}")
+            if n.op not in OPS:
+                raise _err(n, f"unknown op; known ops are {sorted(OPS)}")
             spec = OPS[n.op]
             lo, hi = spec.arity
             if len(n.inputs) < lo or (hi is not None and len(n.inputs) > hi):
                 raise _err(n, f"takes {lo if lo == hi else f'{lo} or more'} inputs, got {len(n.inputs)}")
-            if len(set(n.inputs)) != len(n.inputs): raise _err(n, f"repeats an input: {n.inputs}")
+            if len(set(n.inputs)) != len(n.inputs):
+                raise _err(n, f"repeats an input: {n.inputs}")
             for a in spec.attrs:
                 v = n.get(a)
                 if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                     raise _err(n, f"attribute {a!r} must be a positive integer, got {v!r}")
-            if n.op == "input" and pos != 0: raise _err(n, "the input node must be the only node without inputs")
-            if n.op == "head" and pos != len(nodes) - 1: raise _err(n, "the head must be the last node")
+            if n.op == "input" and pos != 0:
+                raise _err(n, "the input node must be the only node without inputs")
+            if n.op == "head" and pos != len(nodes) - 1:
+                raise _err(n, "the head must be the last node")
             shapes[n.id] = spec.shape(n, [shapes[i] for i in n.inputs])
-            for k, i in enumerate(n.inputs): consumers[i].append((n.id, k))
-        if nodes[0].op != "input": raise _err(nodes[0], "the first node must be the input")
-        if nodes[-1].op != "head": raise _err(nodes[-1], "the last node must be the head")
+            for k, i in enumerate(n.inputs):
+                consumers[i].append((n.id, k))
+        if nodes[0].op != "input":
+            raise _err(nodes[0], "the first node must be the input")
+        if nodes[-1].op != "head":
+            raise _err(nodes[-1], "the last node must be the head")
         for n in nodes[:-1]:
-            if not consumers[n.id]: raise _err(n, "its output is never used")
+            if not consumers[n.id]:
+                raise _err(n, "its output is never used")
         object.__setattr__(self, "_shapes", shapes)
         object.__setattr__(self, "_consumers", {i: tuple(c) for i, c in consumers.items()})
         object.__setattr__(self, "_index", {n.id: n for n in nodes})
 
-    def node(self, id: int) -> Node: return self._index[id]
-    def __contains__(self, id) -> bool: return id in self._index  # whether a node has this id
+    def node(self, id: int) -> Node:
+        return self._index[id]
+
+    def __contains__(self, id) -> bool:
+        return id in self._index  # whether a node has this id
+
     def shape(self, id: int) -> tuple:
         "(channels, size) of the node's output."
         return self._shapes[id]
-    def channels(self, id: int) -> int: return self._shapes[id][0]
+
+    def channels(self, id: int) -> int:
+        return self._shapes[id][0]
+
     def consumers(self, id: int) -> tuple:
         "(consumer id, input position) pairs reading this node's output."
         return self._consumers[id]
+
     @property
-    def input(self) -> Node: return self.nodes[0]
+    def input(self) -> Node:
+        return self.nodes[0]
+
     @property
-    def head(self) -> Node: return self.nodes[-1]
+    def head(self) -> Node:
+        return self.nodes[-1]
+
     @property
-    def next_id(self) -> int: return max(n.id for n in self.nodes) + 1
+    def next_id(self) -> int:
+        return max(n.id for n in self.nodes) + 1
 
     def __str__(self):
         parts, prev = [], None
         for n in self.nodes:
             text = f"{n.id}:{OPS[n.op].label(n)}"
-            if n.inputs and n.inputs != (prev,): text += "<" + ",".join(map(str, n.inputs))
+            if n.inputs and n.inputs != (prev,):
+                text += "<" + ",".join(map(str, n.inputs))
             parts.append(text)
             prev = n.id
         return " ".join(parts)
-    def __repr__(self): return f"Arch({self})"
+
+    def __repr__(self):
+        return f"Arch({self})"
 
     def to_json(self) -> str:
-        return json.dumps({"format": "nash_lit.arch/1", "nodes": [
-            {"id": n.id, "op": n.op, "inputs": list(n.inputs), "attrs": dict(n.attrs)} for n in self.nodes]})
+        return json.dumps(
+            {
+                "format": "nash_lit.arch/1",
+                "nodes": [
+                    {"id": n.id, "op": n.op, "inputs": list(n.inputs), "attrs": dict(n.attrs)} for n in self.nodes
+                ],
+            }
+        )
+
     @classmethod
     def from_json(cls, text: str) -> Arch:
         data = json.loads(text) if isinstance(text, str) else text
@@ -271,19 +390,22 @@ class Arch:
         return cls(tuple(Node(d["id"], d["op"], d["inputs"], d["attrs"]) for d in data["nodes"]))
 
 # %% ../nbs/01_arch.ipynb #9ed3fba5
-def seed_arch(widths: tuple = (32, 64, 128),  # filters of each Conv-BN-ReLU block
-              kernel: int = 3,  # kernel size of every convolution
-              separable: bool | tuple = False,  # depthwise-separable blocks: one flag, or one per block
-              classes: int = 10,  # outputs of the classifier
-              in_channels: int = 3,  # channels of the input image
-              size: int = 32,  # height and width of the input image
-              ) -> Arch:
+def seed_arch(
+    widths: tuple = (32, 64, 128),  # filters of each Conv-BN-ReLU block
+    kernel: int = 3,  # kernel size of every convolution
+    separable: bool | tuple = False,  # depthwise-separable blocks: one flag, or one per block
+    classes: int = 10,  # outputs of the classifier
+    in_channels: int = 3,  # channels of the input image
+    size: int = 32,  # height and width of the input image
+) -> Arch:
     "Conv-BN-ReLU blocks with 2×2 max-pooling between them, global average pooling, linear head."
     flags = (separable,) * len(widths) if isinstance(separable, bool) else tuple(separable)
-    if len(flags) != len(widths): raise ValueError(f"separable has {len(flags)} flags for {len(widths)} blocks")
+    if len(flags) != len(widths):
+        raise ValueError(f"separable has {len(flags)} flags for {len(widths)} blocks")
     nodes = [Node(0, "input", (), {"channels": in_channels, "size": size})]
     for k, (w, sep) in enumerate(zip(widths, flags)):
-        if k: nodes.append(Node(len(nodes), "pool", (len(nodes) - 1,)))
+        if k:
+            nodes.append(Node(len(nodes), "pool", (len(nodes) - 1,)))
         nodes.append(Node(len(nodes), "sep" if sep else "conv", (len(nodes) - 1,), {"channels": w, "kernel": kernel}))
     nodes.append(Node(len(nodes), "head", (len(nodes) - 1,), {"classes": classes}))
     return Arch(tuple(nodes))
@@ -291,44 +413,71 @@ def seed_arch(widths: tuple = (32, 64, 128),  # filters of each Conv-BN-ReLU blo
 # %% ../nbs/01_arch.ipynb #1c7db811
 class Net(nn.Module):
     "The network of an `Arch`; parameters live under `blocks.<node id>`."
-    def __init__(self, arch: Arch,  # the architecture to build
-                 state: dict | None = None,  # a complete state dict to use instead of a random init
-                 ):
+
+    def __init__(
+        self,
+        arch: Arch,  # the architecture to build
+        state: dict | None = None,  # a complete state dict to use instead of a random init
+    ):
         super().__init__()
         self.arch = arch
         shapes = arch._shapes
+
         def build():
-            return nn.ModuleDict({str(n.id): OPS[n.op].build(n, [shapes[i] for i in n.inputs])
-                                  for n in arch.nodes if OPS[n.op].build is not None})
-        if state is None: self.blocks = build()
+            return nn.ModuleDict(
+                {
+                    str(n.id): OPS[n.op].build(n, [shapes[i] for i in n.inputs])
+                    for n in arch.nodes
+                    if OPS[n.op].build is not None
+                }
+            )
+
+        if state is None:
+            self.blocks = build()
         else:
-            with torch.device("meta"): self.blocks = build()
+            with torch.device("meta"):
+                self.blocks = build()
             self.load_state_dict(state, assign=True)
         last_use = {i: pos for pos, n in enumerate(arch.nodes) for i in n.inputs}
-        self._plan = [(n.id, n.op, n.inputs, self.blocks[str(n.id)] if str(n.id) in self.blocks else None,
-                       tuple(i for i in n.inputs if last_use[i] == pos))
-                      for pos, n in enumerate(arch.nodes) if n.op != "input"]
+        self._plan = [
+            (
+                n.id,
+                n.op,
+                n.inputs,
+                self.blocks[str(n.id)] if str(n.id) in self.blocks else None,
+                tuple(i for i in n.inputs if last_use[i] == pos),
+            )
+            for pos, n in enumerate(arch.nodes)
+            if n.op != "input"
+        ]
 
     def _run(self, x, wanted=None):
         values = {self.arch.input.id: x}
         keep = set(wanted or ())
         for id, op, inputs, module, release in self._plan:
             args = [values[i] for i in inputs]
-            if module is not None: values[id] = module(*args)
-            elif op == "pool": values[id] = F.max_pool2d(args[0], 2)
-            else: values[id] = torch.cat(args, 1)  # concat
-            if wanted is not None and keep.issubset(values): break
+            if module is not None:
+                values[id] = module(*args)
+            elif op == "pool":
+                values[id] = F.max_pool2d(args[0], 2)
+            else:
+                values[id] = torch.cat(args, 1)  # concat
+            if wanted is not None and keep.issubset(values):
+                break
             for i in release:
-                if i not in keep: del values[i]
+                if i not in keep:
+                    del values[i]
         return values
 
-    def forward(self, x): return self._run(x)[self.arch.head.id]
+    def forward(self, x):
+        return self._run(x)[self.arch.head.id]
 
     def features(self, x, ids) -> dict:
         "Outputs of the given nodes on input `x`, computing no more of the network than needed."
         return {i: v for i, v in self._run(x, wanted=ids).items() if i in set(ids)}
 
-    def extra_repr(self): return str(self.arch)
+    def extra_repr(self):
+        return str(self.arch)
 
 # %% ../nbs/01_arch.ipynb #6a7b0c02
 @contextmanager
@@ -344,11 +493,13 @@ def eval_mode(*nets: nn.Module):
             net.train(mode)
 
 # %% ../nbs/01_arch.ipynb #9a3a4d63
-def param_name(node_id: int,  # the block
-               tensor: str,  # the tensor inside the block, e.g. "conv.weight" or "bn.running_mean"
-               ) -> str:
+def param_name(
+    node_id: int,  # the block
+    tensor: str,  # the tensor inside the block, e.g. "conv.weight" or "bn.running_mean"
+) -> str:
     "The state-dict key of a block's tensor: `blocks.<id>.<tensor>`."
     return f"blocks.{node_id}.{tensor}"
+
 
 def block_id(name: str) -> int:
     "The node id of a state-dict key `blocks.<id>.<tensor>`."
@@ -357,38 +508,50 @@ def block_id(name: str) -> int:
         raise ValueError(f"name {name!r} is not a block's tensor (blocks.<id>.<tensor>)")
     return int(parts[1])
 
+
 def conv_block_ids(arch: Arch) -> list:
     "Ids of the convolution blocks (`OpSpec.conv_block`), in topological order."
     return [n.id for n in arch.nodes if OPS[n.op].conv_block]
 
+
 def filters_name(arch: Arch, node_id: int) -> str:
     "The state-dict key of the tensor whose dim 0 are the filters of block `node_id` (`OpSpec.filters`)."
     node = arch.node(node_id)
-    if OPS[node.op].filters is None: raise _err(node, "has no filters")
+    if OPS[node.op].filters is None:
+        raise _err(node, "has no filters")
     return param_name(node_id, OPS[node.op].filters)
 
 # %% ../nbs/01_arch.ipynb #0c474aae
-def n_params(x: Arch | nn.Module,  # an architecture, or any module (a `Net` among them)
-             ) -> int:
+def n_params(
+    x: Arch | nn.Module,  # an architecture, or any module (a `Net` among them)
+) -> int:
     "Number of parameters (merge weights λ included): from `OpSpec.params` for an `Arch`, counted for a module."
-    if isinstance(x, nn.Module): return sum(p.numel() for p in x.parameters())
-    if not isinstance(x, Arch): raise ValueError(f"n_params: x must be an Arch or an nn.Module, got {type(x).__name__}")
+    if isinstance(x, nn.Module):
+        return sum(p.numel() for p in x.parameters())
+    if not isinstance(x, Arch):
+        raise ValueError(f"n_params: x must be an Arch or an nn.Module, got {type(x).__name__}")
     return sum(OPS[n.op].params(n, [x.shape(i) for i in n.inputs]) for n in x.nodes)
 
-def flops(x: Arch | nn.Module,  # an architecture, or any module mapping images to outputs
-          input_shape: tuple | None = None,  # (batch, channels, height, width); default one image of the arch's input,
-                                             # (1, 3, 32, 32) for a module without `.arch`
-          ) -> int:
+
+def flops(
+    x: Arch | nn.Module,  # an architecture, or any module mapping images to outputs
+    input_shape: tuple | None = None,  # (batch, channels, height, width); default one image of the arch's input,
+    # (1, 3, 32, 32) for a module without `.arch`
+) -> int:
     "FLOPs of one forward pass, counted by `torch.utils.flop_counter` on the meta device (a multiply-add is 2 FLOPs)."
     arch = x if isinstance(x, Arch) else getattr(x, "arch", None)
     if isinstance(arch, Arch):
-        with torch.device("meta"): x = Net(arch)
-        if input_shape is None: input_shape = (1, arch.input["channels"], arch.input["size"], arch.input["size"])
-    if not isinstance(x, nn.Module): raise ValueError(f"flops: x must be an Arch or an nn.Module, got {type(x).__name__}")
+        with torch.device("meta"):
+            x = Net(arch)
+        if input_shape is None:
+            input_shape = (1, arch.input["channels"], arch.input["size"], arch.input["size"])
+    if not isinstance(x, nn.Module):
+        raise ValueError(f"flops: x must be an Arch or an nn.Module, got {type(x).__name__}")
     tensors = {k: torch.empty_like(v, device="meta") for k, v in chain(x.named_parameters(), x.named_buffers())}
     dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), torch.float32)
     image = torch.empty(input_shape or (1, 3, 32, 32), device="meta", dtype=dtype)
-    with FlopCounterMode(display=False) as counter: functional_call(x, tensors, (image,))
+    with FlopCounterMode(display=False) as counter:
+        functional_call(x, tensors, (image,))
     return counter.get_total_flops()
 
 # %% ../nbs/01_arch.ipynb #bd8c7c05

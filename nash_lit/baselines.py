@@ -24,34 +24,57 @@ __all__ = ['MOBILENET_V1', 'MOBILENET_ALPHAS', 'NASNET_OPS', 'NASNET_A_NORMAL', 
 
 # %% ../nbs/23_baselines.ipynb #43b24643
 MOBILENET_V1 = (  # Howard et al. (2017), Table 1: (output channels, stride of the depthwise conv) of the 13 separable blocks
-    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+)
 MOBILENET_ALPHAS = (0.1, 0.25, 0.5, 0.75, 1, 1.5)  # the width multipliers of Section 5.2
 
-def mobilenet_width(channels: int,  # the layer's channels at α = 1
-                    alpha: float,  # width multiplier
-                    ) -> int:
+
+def mobilenet_width(
+    channels: int,  # the layer's channels at α = 1
+    alpha: float,  # width multiplier
+) -> int:
     "A layer's channels under width multiplier α: ⌊α·channels⌋, at least 1 (Keras' `int(filters * alpha)`)."
     return max(1, int(channels * alpha))
 
+
 def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
     "Convolution without bias (BatchNorm's shift replaces it), BatchNorm, ReLU: every layer of MobileNet."
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
 
 # %% ../nbs/23_baselines.ipynb #167a06e6
 class MobileNet(nn.Module):
     "MobileNet V1: a 3×3 convolution, 13 depthwise-separable blocks, global average pooling, a linear classifier."
-    def __init__(self,
-                 alpha: float = 1.0,  # width multiplier: every layer's channels scaled by `mobilenet_width`
-                 classes: int = 10,  # outputs of the classifier
-                 stride_one: int = 3,  # the first this many stride-2 layers get stride 1 (footnote 2; 0: ImageNet's form)
-                 width: Callable[[int, float], int] = mobilenet_width,  # (channels at α = 1, α) -> channels
-                 ):
+
+    def __init__(
+        self,
+        alpha: float = 1.0,  # width multiplier: every layer's channels scaled by `mobilenet_width`
+        classes: int = 10,  # outputs of the classifier
+        stride_one: int = 3,  # the first this many stride-2 layers get stride 1 (footnote 2; 0: ImageNet's form)
+        width: Callable[[int, float], int] = mobilenet_width,  # (channels at α = 1, α) -> channels
+    ):
         super().__init__()
-        if not alpha > 0: raise ValueError(f"alpha must be > 0, got {alpha}")
-        if classes < 1: raise ValueError(f"classes must be >= 1, got {classes}")
-        if not 0 <= stride_one <= 5: raise ValueError(f"stride_one must be in 0..5 (MobileNet has 5 stride-2 layers), got {stride_one}")
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        if classes < 1:
+            raise ValueError(f"classes must be >= 1, got {classes}")
+        if not 0 <= stride_one <= 5:
+            raise ValueError(f"stride_one must be in 0..5 (MobileNet has 5 stride-2 layers), got {stride_one}")
         strides = [2] + [s for _, s in MOBILENET_V1]  # the first 3×3 convolution, then the depthwise convolutions
         halving = [i for i, s in enumerate(strides) if s == 2][:stride_one]
         strides = [1 if i in halving else s for i, s in enumerate(strides)]
@@ -74,8 +97,10 @@ def relu_conv_bn(c_in: int, c_out: int) -> nn.Sequential:
     "ReLU, 1×1 convolution, BatchNorm: how a NASNet cell brings its inputs to its own width."
     return nn.Sequential(nn.ReLU(), nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
 
+
 class FactorizedReduce(nn.Module):
     "Halve the resolution without skipping pixels: two 1×1 stride-2 convolutions, the second one pixel off, concatenated."
+
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
         self.even = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
@@ -86,18 +111,30 @@ class FactorizedReduce(nn.Module):
         x = torch.relu(x)
         return self.bn(torch.cat([self.even(x), self.odd(x[:, :, 1:, 1:])], 1))
 
+
 def separable(c: int, kernel: int, stride: int) -> nn.Sequential:
     "NASNet's separable convolution: (ReLU, depthwise k×k, pointwise 1×1, BatchNorm) twice; only the first strides."
+
     def once(s):
-        return [nn.ReLU(), nn.Conv2d(c, c, kernel, s, kernel // 2, groups=c, bias=False),
-                nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c)]
+        return [
+            nn.ReLU(),
+            nn.Conv2d(c, c, kernel, s, kernel // 2, groups=c, bias=False),
+            nn.Conv2d(c, c, 1, bias=False),
+            nn.BatchNorm2d(c),
+        ]
+
     return nn.Sequential(*once(stride), *once(1))
 
-NASNET_OPS: dict[str, Callable[[int, int], nn.Module]] = {  # name (as DARTS' genotypes.py) -> (channels, stride) -> module
+
+NASNET_OPS: dict[
+    str, Callable[[int, int], nn.Module]
+] = {  # name (as DARTS' genotypes.py) -> (channels, stride) -> module
     "sep_conv_3x3": lambda c, s: separable(c, 3, s),
     "sep_conv_5x5": lambda c, s: separable(c, 5, s),
     "sep_conv_7x7": lambda c, s: separable(c, 7, s),
-    "avg_pool_3x3": lambda c, s: nn.AvgPool2d(3, s, 1, count_include_pad=False),  # TF's 'SAME' pooling ignores the padding
+    "avg_pool_3x3": lambda c, s: nn.AvgPool2d(
+        3, s, 1, count_include_pad=False
+    ),  # TF's 'SAME' pooling ignores the padding
     "max_pool_3x3": lambda c, s: nn.MaxPool2d(3, s, 1),
     "skip_connect": lambda c, s: nn.Identity() if s == 1 else FactorizedReduce(c, c),
 }
@@ -105,48 +142,81 @@ NASNET_OPS: dict[str, Callable[[int, int], nn.Module]] = {  # name (as DARTS' ge
 # %% ../nbs/23_baselines.ipynb #3a8285f0
 class CellSpec(NamedTuple):
     "A NASNet cell: states 0, 1 are its inputs c_{k-2}, c_{k-1}; state 2+j is node j, the sum of two (op, state) pairs."
+
     ops: tuple  # ten (op name, input state) pairs, two per node
     concat: tuple  # the states whose concatenation is the cell's output
     reduction: bool  # ops on the cell's inputs (states 0, 1) stride 2
 
+
 NASNET_A_NORMAL = CellSpec(  # Zoph et al. (2018), Fig. 4 left; ops as DARTS' genotypes.py NASNet
-    ops=(("sep_conv_5x5", 1), ("sep_conv_3x3", 0), ("sep_conv_5x5", 0), ("sep_conv_3x3", 0), ("avg_pool_3x3", 1),
-         ("skip_connect", 0), ("avg_pool_3x3", 0), ("avg_pool_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 1)),
-    concat=(0, 2, 3, 4, 5, 6), reduction=False)  # TF's nasnet_utils: the output concatenates c_{k-2} too (DARTS' genotype concatenates nodes 2-6 only)
+    ops=(
+        ("sep_conv_5x5", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_5x5", 0),
+        ("sep_conv_3x3", 0),
+        ("avg_pool_3x3", 1),
+        ("skip_connect", 0),
+        ("avg_pool_3x3", 0),
+        ("avg_pool_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 1),
+    ),
+    concat=(0, 2, 3, 4, 5, 6),
+    reduction=False,
+)  # TF's nasnet_utils: the output concatenates c_{k-2} too (DARTS' genotype concatenates nodes 2-6 only)
 NASNET_A_REDUCTION = CellSpec(  # Fig. 4 right
-    ops=(("sep_conv_5x5", 1), ("sep_conv_7x7", 0), ("max_pool_3x3", 1), ("sep_conv_7x7", 0), ("avg_pool_3x3", 1),
-         ("sep_conv_5x5", 0), ("skip_connect", 3), ("avg_pool_3x3", 2), ("sep_conv_3x3", 2), ("max_pool_3x3", 1)),
-    concat=(3, 4, 5, 6), reduction=True)
+    ops=(
+        ("sep_conv_5x5", 1),
+        ("sep_conv_7x7", 0),
+        ("max_pool_3x3", 1),
+        ("sep_conv_7x7", 0),
+        ("avg_pool_3x3", 1),
+        ("sep_conv_5x5", 0),
+        ("skip_connect", 3),
+        ("avg_pool_3x3", 2),
+        ("sep_conv_3x3", 2),
+        ("max_pool_3x3", 1),
+    ),
+    concat=(3, 4, 5, 6),
+    reduction=True,
+)
 
 # %% ../nbs/23_baselines.ipynb #d32a7c1a
 def check_cell(spec: CellSpec):
     "Raise a ValueError naming the field unless every op is known and reads an input or an earlier node."
     for k, (name, state) in enumerate(spec.ops):
-        if name not in NASNET_OPS: raise ValueError(f"ops[{k}]: unknown op {name!r}; known: {', '.join(NASNET_OPS)}")
-        if not 0 <= state < 2 + k // 2: raise ValueError(f"ops[{k}]: state {state} is not an input or an earlier node")
+        if name not in NASNET_OPS:
+            raise ValueError(f"ops[{k}]: unknown op {name!r}; known: {', '.join(NASNET_OPS)}")
+        if not 0 <= state < 2 + k // 2:
+            raise ValueError(f"ops[{k}]: state {state} is not an input or an earlier node")
     if not spec.concat or not all(0 <= i < 2 + len(spec.ops) // 2 for i in spec.concat):
         raise ValueError(f"concat: {spec.concat} names a state the cell does not have")
 
 # %% ../nbs/23_baselines.ipynb #d29dde1f
-def drop_path(x: torch.Tensor,  # one branch's output (N, C, H, W)
-              p: float,  # probability of dropping the branch, per image
-              training: bool,  # only while training; the identity in evaluation
-              ) -> torch.Tensor:
+def drop_path(
+    x: torch.Tensor,  # one branch's output (N, C, H, W)
+    p: float,  # probability of dropping the branch, per image
+    training: bool,  # only while training; the identity in evaluation
+) -> torch.Tensor:
     "Zero a branch for a random subset of the images and rescale the rest by 1/(1−p) (Zoph et al.'s DropPath)."
-    if not training or p == 0: return x
+    if not training or p == 0:
+        return x
     keep = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(1 - p)
     return x * keep / (1 - p)
 
+
 class NASNetCell(nn.Module):
     "One normal or reduction cell of width c; its output has c · len(spec.concat) channels."
-    def __init__(self,
-                 spec: CellSpec,  # the cell's genotype
-                 c_prev_prev: int,  # channels of c_{k-2}
-                 c_prev: int,  # channels of c_{k-1}
-                 c: int,  # channels of every state inside the cell
-                 reduction_prev: bool,  # c_{k-1} came out of a reduction cell: c_{k-2} has twice its resolution
-                 drop_path: float = 0.0,  # DropPath probability of every branch but the identities; 0: off
-                 ):
+
+    def __init__(
+        self,
+        spec: CellSpec,  # the cell's genotype
+        c_prev_prev: int,  # channels of c_{k-2}
+        c_prev: int,  # channels of c_{k-1}
+        c: int,  # channels of every state inside the cell
+        reduction_prev: bool,  # c_{k-1} came out of a reduction cell: c_{k-2} has twice its resolution
+        drop_path: float = 0.0,  # DropPath probability of every branch but the identities; 0: off
+    ):
         super().__init__()
         check_cell(spec)
         self.pre0 = FactorizedReduce(c_prev_prev, c) if reduction_prev else relu_conv_bn(c_prev_prev, c)
@@ -169,31 +239,41 @@ class NASNetCell(nn.Module):
 # %% ../nbs/23_baselines.ipynb #79160fe0
 NASNET_STEM = 3  # the stem's channels are this many times the first stack's cell width (TF's CIFAR stem_multiplier)
 
-def nasnet_width(filters: int,  # F of N@F: channels of the penultimate layer
-                 normal: CellSpec = NASNET_A_NORMAL,  # the normal cell, whose output is the penultimate layer
-                 ) -> int:
+
+def nasnet_width(
+    filters: int,  # F of N@F: channels of the penultimate layer
+    normal: CellSpec = NASNET_A_NORMAL,  # the normal cell, whose output is the penultimate layer
+) -> int:
     "The first stack's cell width c from F: the last normal cell outputs 6 states of 4c channels, so F = 24c."
     cells_out = 4 * len(normal.concat)
     if filters < cells_out or filters % cells_out:
         raise ValueError(f"filters (F of N@F) must be a positive multiple of {cells_out}, got {filters}")
     return filters // cells_out
 
+
 class NASNet(nn.Module):
     "NASNet-A for CIFAR (N@F): 3×3 stem, N normal cells, reduction, N normal, reduction, N normal, pooling, linear."
-    def __init__(self,
-                 cells: int = 6,  # N: normal cells per stack
-                 filters: int = 768,  # F: channels of the penultimate layer (the last cell's output)
-                 classes: int = 10,  # outputs of the classifier
-                 drop_path: float = 0.0,  # DropPath probability of the cells' branches (Zoph et al. train with it; off here)
-                 normal: CellSpec = NASNET_A_NORMAL,  # the normal cell's genotype
-                 reduction: CellSpec = NASNET_A_REDUCTION,  # the reduction cell's genotype
-                 ):
+
+    def __init__(
+        self,
+        cells: int = 6,  # N: normal cells per stack
+        filters: int = 768,  # F: channels of the penultimate layer (the last cell's output)
+        classes: int = 10,  # outputs of the classifier
+        drop_path: float = 0.0,  # DropPath probability of the cells' branches (Zoph et al. train with it; off here)
+        normal: CellSpec = NASNET_A_NORMAL,  # the normal cell's genotype
+        reduction: CellSpec = NASNET_A_REDUCTION,  # the reduction cell's genotype
+    ):
         super().__init__()
-        if cells < 1: raise ValueError(f"cells (N of N@F) must be >= 1, got {cells}")
-        if classes < 1: raise ValueError(f"classes must be >= 1, got {classes}")
-        if not 0 <= drop_path < 1: raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
+        if cells < 1:
+            raise ValueError(f"cells (N of N@F) must be >= 1, got {cells}")
+        if classes < 1:
+            raise ValueError(f"classes must be >= 1, got {classes}")
+        if not 0 <= drop_path < 1:
+            raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
         c = nasnet_width(filters, normal)
-        self.stem = nn.Sequential(nn.Conv2d(3, NASNET_STEM * c, 3, padding=1, bias=False), nn.BatchNorm2d(NASNET_STEM * c))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, NASNET_STEM * c, 3, padding=1, bias=False), nn.BatchNorm2d(NASNET_STEM * c)
+        )
         c_pp = c_p = NASNET_STEM * c
         reduction_prev = False
         self.cells = nn.ModuleList()
@@ -216,13 +296,16 @@ class NASNet(nn.Module):
 # %% ../nbs/23_baselines.ipynb #5418a8dc
 class BasicBlock(nn.Module):
     "He et al.'s basic block: 3×3 conv-BN-ReLU, 3×3 conv-BN, plus the shortcut, then ReLU."
-    def __init__(self,
-                 c_in: int,  # channels of the input
-                 c_out: int,  # channels of both convolutions (c_in or more)
-                 stride: int = 1,  # stride of the first convolution (2 where a stage starts)
-                 ):
+
+    def __init__(
+        self,
+        c_in: int,  # channels of the input
+        c_out: int,  # channels of both convolutions (c_in or more)
+        stride: int = 1,  # stride of the first convolution (2 where a stage starts)
+    ):
         super().__init__()
-        if c_out < c_in: raise ValueError(f"c_out must be >= c_in (the shortcut only pads), got {c_in} -> {c_out}")
+        if c_out < c_in:
+            raise ValueError(f"c_out must be >= c_in (the shortcut only pads), got {c_in} -> {c_out}")
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
@@ -231,7 +314,7 @@ class BasicBlock(nn.Module):
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         "Option A: the input at the block's stride, its extra channels zeros; no parameters."
-        x = x[:, :, ::self.stride, ::self.stride]
+        x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, 0, self.pad))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -241,15 +324,20 @@ class BasicBlock(nn.Module):
 # %% ../nbs/23_baselines.ipynb #96713fa3
 RESNET_DEPTHS = (8, 20, 32, 44, 56, 110)  # 6n + 2 for n = 1, 3, 5, 7, 9, 18: ResNet-8 and He et al.'s Table 6
 
+
 class ResNet(nn.Module):
     "He et al.'s CIFAR ResNet of depth 6n+2: 3×3 conv-BN-ReLU of 16 filters, n basic blocks at 16, 32, 64 filters, pooling, linear."
-    def __init__(self,
-                 depth: int = 20,  # weighted layers, 6n + 2: n basic blocks per stage
-                 classes: int = 10,  # outputs of the classifier
-                 ):
+
+    def __init__(
+        self,
+        depth: int = 20,  # weighted layers, 6n + 2: n basic blocks per stage
+        classes: int = 10,  # outputs of the classifier
+    ):
         super().__init__()
-        if depth < 8 or (depth - 2) % 6: raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 20, 32, ...), got {depth}")
-        if classes < 1: raise ValueError(f"classes must be >= 1, got {classes}")
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 20, 32, ...), got {depth}")
+        if classes < 1:
+            raise ValueError(f"classes must be >= 1, got {classes}")
         n, c, blocks = (depth - 2) // 6, 16, []
         for stage, width in enumerate((16, 32, 64)):
             for k in range(n):
@@ -260,47 +348,78 @@ class ResNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.classifier = nn.Linear(c, classes)
         for m in self.modules():  # He init, as torchvision's ResNet (normal, fan-out)
-            if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.blocks(self.stem(x)).mean((2, 3)))
 
 # %% ../nbs/23_baselines.ipynb #90886c3f
-NASNET_SIZES = ((2, 96), (4, 192), (4, 384), (4, 2304), (6, 384), (6, 768))  # N@F: Section 5.2's list, and Zoph et al.'s 6@768
+NASNET_SIZES = (
+    (2, 96),
+    (4, 192),
+    (4, 384),
+    (4, 2304),
+    (6, 384),
+    (6, 768),
+)  # N@F: Section 5.2's list, and Zoph et al.'s 6@768
 
-BASELINES: dict[str, Callable[..., nn.Module]] = {  # name -> constructor (keyword arguments: classes, and drop_path for NASNet)
+BASELINES: dict[
+    str, Callable[..., nn.Module]
+] = {  # name -> constructor (keyword arguments: classes, and drop_path for NASNet)
     **{f"mobilenet-{alpha:g}": partial(MobileNet, alpha) for alpha in MOBILENET_ALPHAS},
     **{f"nasnet-{n}@{f}": partial(NASNet, n, f) for n, f in NASNET_SIZES},
     **{f"resnet-{depth}": partial(ResNet, depth) for depth in RESNET_DEPTHS},
 }
 
 PUBLISHED_PARAMS = {  # Table 2 (MobileNets), Zoph et al. (2018) (NASNet-A 6@768), He et al. (2016) Table 6 (ResNets); 10 classes
-    "mobilenet-0.1": 40_000, "mobilenet-0.25": 221_000, "mobilenet-0.5": 834_000, "mobilenet-1": 3_200_000,
+    "mobilenet-0.1": 40_000,
+    "mobilenet-0.25": 221_000,
+    "mobilenet-0.5": 834_000,
+    "mobilenet-1": 3_200_000,
     "nasnet-6@768": 3_300_000,
-    "resnet-20": 270_000, "resnet-32": 460_000, "resnet-44": 660_000, "resnet-56": 850_000, "resnet-110": 1_700_000}
-TABLE2_NASNET = (38_000, 193_000, 926_000, 3_300_000)  # Table 2's NASNet sizes; the N@F behind the first three is not given
+    "resnet-20": 270_000,
+    "resnet-32": 460_000,
+    "resnet-44": 660_000,
+    "resnet-56": 850_000,
+    "resnet-110": 1_700_000,
+}
+TABLE2_NASNET = (
+    38_000,
+    193_000,
+    926_000,
+    3_300_000,
+)  # Table 2's NASNet sizes; the N@F behind the first three is not given
 
-def baseline(name: str,  # a key of `BASELINES`, e.g. 'mobilenet-0.25', 'nasnet-6@768' or 'resnet-20'
-             **kwargs,  # passed to the constructor: classes=..., and drop_path=... for NASNet
-             ) -> nn.Module:
+
+def baseline(
+    name: str,  # a key of `BASELINES`, e.g. 'mobilenet-0.25', 'nasnet-6@768' or 'resnet-20'
+    **kwargs,  # passed to the constructor: classes=..., and drop_path=... for NASNet
+) -> nn.Module:
     "A fresh, randomly initialised baseline network."
-    if name not in BASELINES: raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
     return BASELINES[name](**kwargs)
 
 # %% ../nbs/23_baselines.ipynb #3c741474
-def baseline_params(name: str,  # a key of `BASELINES`
-                    classes: int = 10,  # outputs of the classifier
-                    ) -> int:
+def baseline_params(
+    name: str,  # a key of `BASELINES`
+    classes: int = 10,  # outputs of the classifier
+) -> int:
     "Parameters of a baseline, counted on the meta device (no memory used, nothing initialised)."
-    with torch.device("meta"): return n_params(baseline(name, classes=classes))
+    with torch.device("meta"):
+        return n_params(baseline(name, classes=classes))
 
-def nearest_baseline(params: float,  # a target parameter count
-                     family: str,  # 'mobilenet', 'nasnet' or 'resnet'
-                     ) -> str:
+
+def nearest_baseline(
+    params: float,  # a target parameter count
+    family: str,  # 'mobilenet', 'nasnet' or 'resnet'
+) -> str:
     "The registry entry of `family` whose parameter count is nearest to `params` (by ratio)."
     names = [k for k in BASELINES if k.startswith(family + "-")]
     if not names:
         families = sorted({k.split("-")[0] for k in BASELINES})
         raise ValueError(f"family must be one of {', '.join(families)}, got {family!r}")
-    if not params > 0: raise ValueError(f"params must be > 0, got {params}")
+    if not params > 0:
+        raise ValueError(f"params must be > 0, got {params}")
     return min(names, key=lambda k: abs(math.log(baseline_params(k) / params)))

@@ -21,23 +21,38 @@ __all__ = ['NOT_RESUME_KEYS', 'data_fingerprint', 'resume_key', 'save_training',
 # %% ../nbs/14_checkpoint.ipynb #fcc206b7
 NOT_RESUME_KEYS = ("progress", "eval_every", "eval_batch_size", "device")  # may differ when resuming
 
+
 def data_fingerprint(data: Data) -> dict:
     "Enough of the data to tell another dataset: split sizes, image shape and a checksum of the training labels."
     labels = zlib.crc32(data.y_train.cpu().numpy().tobytes())
     return dict(shape=list(data.x_train.shape[1:]), sizes=[len(data.y_train), len(data.y_val)], labels=labels)
 
+
 def resume_key(net: nn.Module, config, trainable, teacher, data: Data) -> dict:  # config: a TrainConfig
     "What a checkpoint must agree on to be resumed: the settings, the network, what trains, the data."
     settings = {k: v for k, v in asdict(config).items() if k not in NOT_RESUME_KEYS}
     teacher_params = None if teacher is None else [[n, list(p.shape)] for n, p in teacher.named_parameters()]
-    return dict(config=settings, params=[[name, list(p.shape)] for name, p in net.named_parameters()],
-                trainable=None if trainable is None else sorted({trainable} if isinstance(trainable, str) else trainable),
-                teacher=teacher_params, data=data_fingerprint(data))
+    return dict(
+        config=settings,
+        params=[[name, list(p.shape)] for name, p in net.named_parameters()],
+        trainable=None if trainable is None else sorted({trainable} if isinstance(trainable, str) else trainable),
+        teacher=teacher_params,
+        data=data_fingerprint(data),
+    )
+
 
 def save_training(path: Path, key: dict, net, opt, sched, gen, history: list):
     "Write the training's state after an epoch, atomically (temporary file, fsync, rename)."
-    blob = dict(format="nash_lit.training/1", key=key, history=history, net=net.state_dict(), opt=opt.state_dict(),
-                sched=sched.state_dict(), gen=gen.get_state(), torch_rng=torch.get_rng_state())
+    blob = dict(
+        format="nash_lit.training/1",
+        key=key,
+        history=history,
+        net=net.state_dict(),
+        opt=opt.state_dict(),
+        sched=sched.state_dict(),
+        gen=gen.get_state(),
+        torch_rng=torch.get_rng_state(),
+    )
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         torch.save(blob, f)
@@ -49,15 +64,23 @@ def save_training(path: Path, key: dict, net, opt, sched, gen, history: list):
 def load_training(path: Path, key: dict, net, opt, sched, gen) -> list:
     "Restore a checkpoint written by `save_training` into the call's objects; returns the history so far."
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    if blob.get("format") != "nash_lit.training/1": raise ValueError(f"{path} is not a nash_lit training checkpoint")
+    if blob.get("format") != "nash_lit.training/1":
+        raise ValueError(f"{path} is not a nash_lit training checkpoint")
     if blob["key"] != key:
         stored, given = blob["key"]["config"], key["config"]
         diff = [f"{k} (stored {stored.get(k)!r}, given {v!r})" for k, v in given.items() if stored.get(k) != v]
-        parts = {"params": "network parameters", "trainable": "trainable set", "teacher": "teacher", "data": "training data"}
+        parts = {
+            "params": "network parameters",
+            "trainable": "trainable set",
+            "teacher": "teacher",
+            "data": "training data",
+        }
         other = [text for part, text in parts.items() if blob["key"].get(part) != key[part]]
         what = "settings " + ", ".join(diff) if diff else " and ".join(other)
-        raise ValueError(f"cannot resume the training checkpoint {path}: it was written with other {what}; "
-                         "delete the file to start again, or pass another checkpoint path")
+        raise ValueError(
+            f"cannot resume the training checkpoint {path}: it was written with other {what}; "
+            "delete the file to start again, or pass another checkpoint path"
+        )
     net.load_state_dict(blob["net"])
     opt.load_state_dict(blob["opt"])
     sched.load_state_dict(blob["sched"])

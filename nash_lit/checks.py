@@ -22,72 +22,111 @@ __all__ = ['check_setting', 'check_device_name', 'check_fit']
 # %% ../nbs/12_checks.ipynb #b0000006
 _KINDS = {int: "an int", float: "a real number", bool: "a bool"}
 
-def check_setting(owner: str,  # the config or function the setting belongs to, e.g. 'TrainConfig'
-                  name: str,  # the setting's name
-                  value,  # the value given
-                  kind: type,  # int, float or bool
-                  low=None,  # the smallest value allowed (see `above`)
-                  above: bool = False,  # the value must be > low, not >= low
-                  below=None,  # the value must be < below
-                  optional: bool = False,  # None is allowed
-                  ):
+
+def check_setting(
+    owner: str,  # the config or function the setting belongs to, e.g. 'TrainConfig'
+    name: str,  # the setting's name
+    value,  # the value given
+    kind: type,  # int, float or bool
+    low=None,  # the smallest value allowed (see `above`)
+    above: bool = False,  # the value must be > low, not >= low
+    below=None,  # the value must be < below
+    optional: bool = False,  # None is allowed
+):
     "`value` as a plain `kind`, checked; a TypeError or ValueError that names `owner.name` and nothing else."
     where = f"{owner}.{name}"
-    if value is None and optional: return None
+    if value is None and optional:
+        return None
     is_bool = isinstance(value, (bool, np.bool_))
-    ok = is_bool if kind is bool else not is_bool and isinstance(value, numbers.Integral if kind is int else numbers.Real)
+    ok = (
+        is_bool
+        if kind is bool
+        else not is_bool and isinstance(value, numbers.Integral if kind is int else numbers.Real)
+    )
     if not ok:
-        raise TypeError(f"{where} must be {_KINDS[kind]}{' or None' if optional else ''}, got {value!r} ({type(value).__name__})")
+        raise TypeError(
+            f"{where} must be {_KINDS[kind]}{' or None' if optional else ''}, got {value!r} ({type(value).__name__})"
+        )
     value = kind(value)
-    if kind is float and not math.isfinite(value): raise ValueError(f"{where} must be finite, got {value}")
+    if kind is float and not math.isfinite(value):
+        raise ValueError(f"{where} must be finite, got {value}")
     if low is not None and (value <= low if above else value < low):
         raise ValueError(f"{where} must be {'>' if above else '>='} {low}, got {value!r}")
-    if below is not None and value >= below: raise ValueError(f"{where} must be < {below}, got {value!r}")
+    if below is not None and value >= below:
+        raise ValueError(f"{where} must be < {below}, got {value!r}")
     return value
+
 
 _DEVICE_TYPES = ("cpu", "cuda", "mps")
 
-def check_device_name(where: str,  # the setting, for the message, e.g. 'TrainConfig.device'
-                      value,  # None, 'auto', a device name or a torch.device
-                      ) -> str | None:
+
+def check_device_name(
+    where: str,  # the setting, for the message, e.g. 'TrainConfig.device'
+    value,  # None, 'auto', a device name or a torch.device
+) -> str | None:
     "The device setting as a name (or None / 'auto'), checked for its syntax only, not for whether this machine has it."
-    if value is None or value == "auto": return value
-    if isinstance(value, torch.device): value = str(value)
-    if not isinstance(value, str): raise TypeError(f"{where} must be a device name or None, got {type(value).__name__}")
-    try: kind = torch.device(value).type
-    except (RuntimeError, ValueError): kind = None
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, torch.device):
+        value = str(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{where} must be a device name or None, got {type(value).__name__}")
+    try:
+        kind = torch.device(value).type
+    except (RuntimeError, ValueError):
+        kind = None
     if kind not in _DEVICE_TYPES:
-        raise ValueError(f"{where}: unknown device {value!r}; use None (CUDA if available, else CPU), "
-                         "'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'")
+        raise ValueError(
+            f"{where}: unknown device {value!r}; use None (CUDA if available, else CPU), "
+            "'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'"
+        )
     return value
 
 # %% ../nbs/12_checks.ipynb #b0000009
-def check_fit(model,  # an Arch, a Net, or any nn.Module mapping (N, C, H, W) images to (N, classes) logits
-              data: Data,  # the data it is to be trained on
-              name: str = "the network",  # what the message calls it
-              ) -> None:
+def check_fit(
+    model,  # an Arch, a Net, or any nn.Module mapping (N, C, H, W) images to (N, classes) logits
+    data: Data,  # the data it is to be trained on
+    name: str = "the network",  # what the message calls it
+) -> None:
     "Raise a ValueError that names the mismatch and the fix unless `model` takes `data`'s images and classes."
-    if not isinstance(data, Data): raise TypeError(f"check_fit takes a Data, got {type(data).__name__}")
+    if not isinstance(data, Data):
+        raise TypeError(f"check_fit takes a Data, got {type(data).__name__}")
     arch = model if isinstance(model, Arch) else model.arch if isinstance(model, Net) else None
-    if arch is not None: return _check_arch_fit(arch, data, name)
-    if not isinstance(model, nn.Module): raise TypeError(f"{name} must be an Arch or an nn.Module, got {type(model).__name__}")
+    if arch is not None:
+        return _check_arch_fit(arch, data, name)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be an Arch or an nn.Module, got {type(model).__name__}")
     _check_module_fit(model, data, name)
+
 
 def _check_arch_fit(arch: Arch, data: Data, name: str) -> None:
     (c, s), k, (h, w) = (arch.input["channels"], arch.input["size"]), arch.head["classes"], data.x_train.shape[-2:]
-    wrong = [f"{what}: {name} {theirs}, the data {ours}" for what, differs, theirs, ours in (
-        ("channels", c != data.channels, f"takes {c}", f"has {data.channels}"),
-        ("size", (s, s) != (h, w), f"takes {s}×{s} images", f"has {h}×{w}"),
-        ("classes", k != data.n_classes, f"has {k}", f"has {data.n_classes}")) if differs]
-    if not wrong: return
-    fix = (f"build it with seed_arch(..., in_channels={data.channels}, size={h}, classes={data.n_classes})" if h == w
-           else "make the images square with Data.from_tensors(..., size=...) or Data.from_dataset(..., size=...)")
-    raise ValueError(f"{name} does not fit the data: {'; '.join(wrong)}. Fix: {fix} "
-                     "(an Arch of your own: change its input and head nodes)")
+    wrong = [
+        f"{what}: {name} {theirs}, the data {ours}"
+        for what, differs, theirs, ours in (
+            ("channels", c != data.channels, f"takes {c}", f"has {data.channels}"),
+            ("size", (s, s) != (h, w), f"takes {s}×{s} images", f"has {h}×{w}"),
+            ("classes", k != data.n_classes, f"has {k}", f"has {data.n_classes}"),
+        )
+        if differs
+    ]
+    if not wrong:
+        return
+    fix = (
+        f"build it with seed_arch(..., in_channels={data.channels}, size={h}, classes={data.n_classes})"
+        if h == w
+        else "make the images square with Data.from_tensors(..., size=...) or Data.from_dataset(..., size=...)"
+    )
+    raise ValueError(
+        f"{name} does not fit the data: {'; '.join(wrong)}. Fix: {fix} "
+        "(an Arch of your own: change its input and head nodes)"
+    )
+
 
 def _check_module_fit(model: nn.Module, data: Data, name: str) -> None:
     x, (h, w) = data.x_train[:2], data.x_train.shape[-2:]
-    if len(x) == 0: return  # nothing to try; `train` refuses data without training images
+    if len(x) == 0:
+        return  # nothing to try; `train` refuses data without training images
     images = f"{len(x)} image{'s' if len(x) > 1 else ''}"  # 2, or the 1 training image the data has
     first = next(itertools.chain(model.parameters(), model.buffers()), None)
     device = x.device if first is None else first.device
@@ -95,11 +134,16 @@ def _check_module_fit(model: nn.Module, data: Data, name: str) -> None:
     mean, std = (t.to(device).view(1, -1, 1, 1) for t in (data.mean, data.std))
     x = ((x.to(device).float() / 255 - mean) / std).to(dtype)  # as training normalises them
     with eval_mode(model), torch.no_grad():
-        try: out = model(x)
+        try:
+            out = model(x)
         except Exception as e:
-            raise ValueError(f"{name} cannot take the data's images: a forward pass of {images} "
-                             f"({data.channels} channels, {h}×{w}) fails with {type(e).__name__}: {e}") from e
+            raise ValueError(
+                f"{name} cannot take the data's images: a forward pass of {images} "
+                f"({data.channels} channels, {h}×{w}) fails with {type(e).__name__}: {e}"
+            ) from e
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), data.n_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"{name} maps {images} to {got}, but the data has {data.n_classes} classes: it must give "
-                         f"(N, {data.n_classes}) logits; give its last layer {data.n_classes} outputs")
+        raise ValueError(
+            f"{name} maps {images} to {got}, but the data has {data.n_classes} classes: it must give "
+            f"(N, {data.n_classes}) logits; give its last layer {data.n_classes} outputs"
+        )

@@ -28,53 +28,75 @@ __all__ = ['CLASSES', 'channel_stats', 'Data', 'synthetic', 'cifar10', 'default_
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _SPLITS = ("train", "val", "test")
 
+
 def _check_images(name: str, x) -> None:
     "Raise, naming `Data.<name>` and the fix, unless `x` is a uint8 tensor of (N, C, H, W) images."
     where = f"Data.{name}"
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{where} must be a torch tensor of uint8 images (N, C, H, W), got {type(x).__name__}; "
-                        "Data.from_tensors takes numpy arrays too")
+        raise TypeError(
+            f"{where} must be a torch tensor of uint8 images (N, C, H, W), got {type(x).__name__}; "
+            "Data.from_tensors takes numpy arrays too"
+        )
     if x.dtype.is_floating_point:
-        raise ValueError(f"{where} is {x.dtype}: Data holds uint8 images (0..255). Data.from_tensors converts "
-                         "float images in [0, 1] (round(x * 255)); floats in 0..255: x.round().to(torch.uint8)")
+        raise ValueError(
+            f"{where} is {x.dtype}: Data holds uint8 images (0..255). Data.from_tensors converts "
+            "float images in [0, 1] (round(x * 255)); floats in 0..255: x.round().to(torch.uint8)"
+        )
     if x.dtype != torch.uint8:
-        raise ValueError(f"{where} is {x.dtype}: Data holds uint8 images (0..255); use x.to(torch.uint8) if its "
-                         "values lie in 0..255, or Data.from_tensors, which checks that")
+        raise ValueError(
+            f"{where} is {x.dtype}: Data holds uint8 images (0..255); use x.to(torch.uint8) if its "
+            "values lie in 0..255, or Data.from_tensors, which checks that"
+        )
     if x.ndim == 3:
-        raise ValueError(f"{where} has shape {tuple(x.shape)}: one-channel (N, H, W) images need a channel axis, "
-                         "x.unsqueeze(1) (Data.from_tensors adds it)")
-    if x.ndim != 4: raise ValueError(f"{where} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{where} has shape {tuple(x.shape)}: one-channel (N, H, W) images need a channel axis, "
+            "x.unsqueeze(1) (Data.from_tensors adds it)"
+        )
+    if x.ndim != 4:
+        raise ValueError(f"{where} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     if looks_nhwc(x.shape):
-        raise ValueError(f"{where} has shape {tuple(x.shape)}, which looks channels-last (N, H, W, C); Data holds "
-                         "(N, C, H, W): use x.permute(0, 3, 1, 2), or Data.from_tensors(..., layout='NHWC')")
+        raise ValueError(
+            f"{where} has shape {tuple(x.shape)}, which looks channels-last (N, H, W, C); Data holds "
+            "(N, C, H, W): use x.permute(0, 3, 1, 2), or Data.from_tensors(..., layout='NHWC')"
+        )
 
 # %% ../nbs/11_data.ipynb #a7c3e0d1
 def _class_names(classes, largest: int, split: str) -> tuple:
     "The class names: `classes` checked against the largest label (found in `split`); None or a count: 'class k'."
-    if classes is None: classes = largest + 1
+    if classes is None:
+        classes = largest + 1
     if isinstance(classes, numbers.Integral) and not isinstance(classes, bool):  # numpy integers too
         classes = int(classes)
         return tuple(f"class {k}" for k in range(classes)) if classes > largest else _too_few(classes, largest, split)
     if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
-        raise TypeError(f"Data.classes must be a list or tuple of class names (str), a number of classes, or None, "
-                        f"got {classes!r:.80}")
+        raise TypeError(
+            f"Data.classes must be a list or tuple of class names (str), a number of classes, or None, "
+            f"got {classes!r:.80}"
+        )
     return tuple(classes) if len(classes) > largest else _too_few(len(classes), largest, split)
 
+
 def _too_few(k: int, largest: int, split: str):
-    raise ValueError(f"Data.y_{split} holds the label {largest}, but Data.classes names {k} classes: labels must lie "
-                     f"in [0, {k}); give one name per class, or classes=None to name them 'class 0', 'class 1', ...")
+    raise ValueError(
+        f"Data.y_{split} holds the label {largest}, but Data.classes names {k} classes: labels must lie "
+        f"in [0, {k}); give one name per class, or classes=None to name them 'class 0', 'class 1', ..."
+    )
 
 # %% ../nbs/11_data.ipynb #b2d4f6a8
-def channel_stats(x: torch.Tensor,  # uint8 images (N, C, H, W)
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_stats(
+    x: torch.Tensor,  # uint8 images (N, C, H, W)
+) -> tuple[torch.Tensor, torch.Tensor]:
     "Per-channel mean and standard deviation of `x` on the [0, 1] scale (float32, one channel at a time)."
-    if len(x) == 0: return torch.full((x.shape[1],), 0.5), torch.full((x.shape[1],), 0.25)
+    if len(x) == 0:
+        return torch.full((x.shape[1],), 0.5), torch.full((x.shape[1],), 0.25)
     stats = [(c.mean(), c.std(correction=0)) for c in (x[:, k].float().div_(255) for k in range(x.shape[1]))]
     return torch.stack([m for m, _ in stats]), torch.stack([s for _, s in stats])
+
 
 @dataclass
 class Data:
     "The three splits of an image classification dataset as tensors on one device, checked on construction."
+
     x_train: torch.Tensor  # training images, uint8 (N, C, H, W)
     y_train: torch.Tensor  # their labels, int64 (N,), in [0, len(classes))
     x_val: torch.Tensor  # validation images (empty when training the final model on train+val)
@@ -83,7 +105,9 @@ class Data:
     y_test: torch.Tensor  # their labels
     mean: torch.Tensor | None = None  # per-channel mean of `x_train` on the [0, 1] scale; computed when None
     std: torch.Tensor | None = None  # per-channel standard deviation of `x_train`; computed when None
-    classes: tuple | int | None = None  # class names; None (or a count K): 'class 0', ..., 'class K-1', K = 1 + largest label
+    classes: tuple | int | None = (
+        None  # class names; None (or a count K): 'class 0', ..., 'class K-1', K = 1 + largest label
+    )
 
     def __post_init__(self):
         largest, where = -1, "train"
@@ -91,28 +115,42 @@ class Data:
             x, y, name = getattr(self, f"x_{s}"), getattr(self, f"y_{s}"), f"x_{s}"
             _check_images(name, x)
             if x.shape[1:] != self.x_train.shape[1:]:
-                raise ValueError(f"Data.{name} holds {tuple(x.shape[1:])} images, x_train {tuple(self.x_train.shape[1:])}: "
-                                 "every split needs one image shape (Data.from_tensors(..., size=...) resizes)")
+                raise ValueError(
+                    f"Data.{name} holds {tuple(x.shape[1:])} images, x_train {tuple(self.x_train.shape[1:])}: "
+                    "every split needs one image shape (Data.from_tensors(..., size=...) resizes)"
+                )
             check_labels(y, len(x), f"Data.y_{s}")
             for t, tname in ((x, name), (y, f"y_{s}")):
                 if t.device != self.x_train.device:
-                    raise ValueError(f"Data.{tname} is on {t.device}, x_train on {self.x_train.device}: "
-                                     "put every split on one device")
-            if len(y) and int(y.max()) > largest: largest, where = int(y.max()), s
+                    raise ValueError(
+                        f"Data.{tname} is on {t.device}, x_train on {self.x_train.device}: "
+                        "put every split on one device"
+                    )
+            if len(y) and int(y.max()) > largest:
+                largest, where = int(y.max()), s
         self.classes = _class_names(self.classes, largest, where)
-        if self.mean is None or self.std is None: self.mean, self.std = channel_stats(self.x_train)
+        if self.mean is None or self.std is None:
+            self.mean, self.std = channel_stats(self.x_train)
         for name in ("mean", "std"):
             value = torch.as_tensor(getattr(self, name), dtype=torch.float32)
             if value.shape != (self.channels,):
-                raise ValueError(f"Data.{name} needs one value per channel ({self.channels}), got shape {tuple(value.shape)}")
+                raise ValueError(
+                    f"Data.{name} needs one value per channel ({self.channels}), got shape {tuple(value.shape)}"
+                )
             setattr(self, name, value.to(self.device))
 
     @property
-    def device(self) -> torch.device: return self.x_train.device
+    def device(self) -> torch.device:
+        return self.x_train.device
+
     @property
-    def n_classes(self) -> int: return len(self.classes)
+    def n_classes(self) -> int:
+        return len(self.classes)
+
     @property
-    def channels(self) -> int: return self.x_train.shape[1]
+    def channels(self) -> int:
+        return self.x_train.shape[1]
+
     @property
     def size(self) -> int | tuple:
         "Side of the images when they are square (the networks here take square images); else (H, W)."
@@ -121,7 +159,8 @@ class Data:
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         "Images and labels of the split `name` ('train', 'val' or 'test')."
-        if name not in _SPLITS: raise ValueError(f"unknown split {name!r}; use one of {_SPLITS}")
+        if name not in _SPLITS:
+            raise ValueError(f"unknown split {name!r}; use one of {_SPLITS}")
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
     def to(self, device) -> Data:
@@ -133,84 +172,99 @@ class Data:
         return f"Data({sizes}; {self.n_classes} classes, {tuple(self.x_train.shape[1:])} uint8 on {self.device})"
 
     @classmethod
-    def from_tensors(cls, x,  # images: torch tensor or numpy array, (N, C, H, W), (N, H, W, C) or (N, H, W); uint8 or float in [0, 1]
-                     y,  # their labels: class indices 0, 1, ... (tensor, array or list)
-                     x_test=None,  # test images, as `x`; None: hold out `test_size` of `x`
-                     y_test=None,  # their labels
-                     *, val_size: float | int = 0.1,  # validation images held out of `x`: a fraction of it or a count
-                     test_size: float | int | None = None,  # test images held out of `x` when no x_test is given; None: 0.1
-                     classes=None,  # class names, one per label (or their number); None: 'class 0', 'class 1', ...
-                     layout: str = "NCHW",  # 'NCHW', or 'NHWC' for channels-last images (numpy, PIL, TensorFlow)
-                     size: int | None = None,  # resize every image to size×size (bilinear, antialiased); None: keep
-                     seed: int = 0,  # seed of the permutation that splits off validation and test images
-                     device=None,  # where the tensors live; default: `default_device()`
-                     ) -> Data:
+    def from_tensors(
+        cls,
+        x,  # images: torch tensor or numpy array, (N, C, H, W), (N, H, W, C) or (N, H, W); uint8 or float in [0, 1]
+        y,  # their labels: class indices 0, 1, ... (tensor, array or list)
+        x_test=None,  # test images, as `x`; None: hold out `test_size` of `x`
+        y_test=None,  # their labels
+        *,
+        val_size: float | int = 0.1,  # validation images held out of `x`: a fraction of it or a count
+        test_size: float | int | None = None,  # test images held out of `x` when no x_test is given; None: 0.1
+        classes=None,  # class names, one per label (or their number); None: 'class 0', 'class 1', ...
+        layout: str = "NCHW",  # 'NCHW', or 'NHWC' for channels-last images (numpy, PIL, TensorFlow)
+        size: int | None = None,  # resize every image to size×size (bilinear, antialiased); None: keep
+        seed: int = 0,  # seed of the permutation that splits off validation and test images
+        device=None,  # where the tensors live; default: `default_device()`
+    ) -> Data:
         "Data from your own images and labels, converted, checked and split (see 'Your own data' below)."
         x = as_images(x, "Data.from_tensors: x", layout, size)
         y = as_labels(y, len(x), "Data.from_tensors: y")
         test = None
-        if (x_test is None) != (y_test is None): raise ValueError("Data.from_tensors: pass x_test and y_test together, or neither")
+        if (x_test is None) != (y_test is None):
+            raise ValueError("Data.from_tensors: pass x_test and y_test together, or neither")
         if x_test is not None:
             test = as_images(x_test, "Data.from_tensors: x_test", layout, size)
             test = (test, as_labels(y_test, len(test), "Data.from_tensors: y_test"))
         return _split(cls, x, y, test, val_size, test_size, classes, seed, device, "Data.from_tensors")
 
     @classmethod
-    def from_dataset(cls, train,  # a dataset of (image, label) pairs: torchvision's, ImageFolder, a list; images PIL, tensor (C, H, W) or array (H, W, C)
-                     test=None,  # the test dataset; None: hold out `test_size` of `train`
-                     *, size: int | None = None,  # resize every image to size×size; needed when their sizes differ
-                     val_size: float | int = 0.1,  # validation images held out of `train`: a fraction of it or a count
-                     test_size: float | int | None = None,  # test images held out of `train` when `test` is None; None: 0.1
-                     classes=None,  # class names; None: the dataset's `classes` when it has them, else 'class 0', ...
-                     seed: int = 0,  # seed of the permutation that splits off validation and test images
-                     device=None,  # where the tensors live; default: `default_device()`
-                     ) -> Data:
+    def from_dataset(
+        cls,
+        train,  # a dataset of (image, label) pairs: torchvision's, ImageFolder, a list; images PIL, tensor (C, H, W) or array (H, W, C)
+        test=None,  # the test dataset; None: hold out `test_size` of `train`
+        *,
+        size: int | None = None,  # resize every image to size×size; needed when their sizes differ
+        val_size: float | int = 0.1,  # validation images held out of `train`: a fraction of it or a count
+        test_size: float | int | None = None,  # test images held out of `train` when `test` is None; None: 0.1
+        classes=None,  # class names; None: the dataset's `classes` when it has them, else 'class 0', ...
+        seed: int = 0,  # seed of the permutation that splits off validation and test images
+        device=None,  # where the tensors live; default: `default_device()`
+    ) -> Data:
         "Data from any torchvision-style dataset, every image read once (see 'Your own data' below)."
         names, test_names = getattr(train, "classes", None), getattr(test, "classes", None)
         if names is not None and test_names is not None and list(names) != list(test_names):
-            raise ValueError(f"Data.from_dataset: the test set's classes {str(list(test_names)):.200} differ from the "
-                             f"training set's {str(list(names)):.200}: the same label would name different classes; "
-                             "build both with the same classes (ImageFolder: the same subfolders)")
+            raise ValueError(
+                f"Data.from_dataset: the test set's classes {str(list(test_names)):.200} differ from the "
+                f"training set's {str(list(names)):.200}: the same label would name different classes; "
+                "build both with the same classes (ImageFolder: the same subfolders)"
+            )
         x, y = read_dataset(train, size, "Data.from_dataset: train")
         test = None if test is None else read_dataset(test, size, "Data.from_dataset: test")
-        if classes is None and names is not None: classes = tuple(str(c) for c in names)
+        if classes is None and names is not None:
+            classes = tuple(str(c) for c in names)
         return _split(cls, x, y, test, val_size, test_size, classes, seed, device, "Data.from_dataset")
 
 # %% ../nbs/11_data.ipynb #cdd95f17
-def synthetic(n_train: int = 1024,  # training images
-              n_val: int = 256,  # validation images
-              n_test: int = 256,  # test images
-              device=None,  # where the tensors live; default CPU
-              seed: int = 0,  # fixes patterns, images and labels
-              classes: int = 10,  # number of classes
-              size: int = 32,  # height and width of the images
-              ) -> Data:
+def synthetic(
+    n_train: int = 1024,  # training images
+    n_val: int = 256,  # validation images
+    n_test: int = 256,  # test images
+    device=None,  # where the tensors live; default CPU
+    seed: int = 0,  # fixes patterns, images and labels
+    classes: int = 10,  # number of classes
+    size: int = 32,  # height and width of the images
+) -> Data:
     "A learnable random dataset shaped like CIFAR-10: a smooth pattern per class, plus noise."
     g = torch.Generator().manual_seed(seed)
     patterns = F.interpolate(torch.randn(classes, 3, 4, 4, generator=g), size=size, mode="bilinear")
+
     def make(n):
         y = torch.randint(0, classes, (n,), generator=g)
         x = 128 + 50 * patterns[y] + 40 * torch.randn(n, 3, size, size, generator=g)
         return x.clamp_(0, 255).to(torch.uint8).to(device), y.to(device)
+
     (xt, yt), (xv, yv), (xs, ys) = make(n_train), make(n_val), make(n_test)
     return Data(xt, yt, xv, yv, xs, ys, classes=tuple(f"class {k}" for k in range(classes)))
 
 # %% ../nbs/11_data.ipynb #d5a525f8
-def cifar10(root=None,  # data root; default `NASH_LIT_DATA` or `data/`
-            device=None,  # where the tensors live; default: `default_device()`
-            val_size: int = 5000,  # training images held out for validation (Section 5: 5,000)
-            split_seed: int = 0,  # seed of the train / validation permutation
-            final: bool = False,  # train on train+val (50,000), no validation split
-            train_size: int | None = None,  # keep only this many training images (scaled profiles)
-            val_subset: int | None = None,  # keep only this many validation images
-            test_size: int | None = None,  # keep only this many test images
-            download: bool = True,  # download through torchvision when the data root has no CIFAR-10
-            ) -> Data:
+def cifar10(
+    root=None,  # data root; default `NASH_LIT_DATA` or `data/`
+    device=None,  # where the tensors live; default: `default_device()`
+    val_size: int = 5000,  # training images held out for validation (Section 5: 5,000)
+    split_seed: int = 0,  # seed of the train / validation permutation
+    final: bool = False,  # train on train+val (50,000), no validation split
+    train_size: int | None = None,  # keep only this many training images (scaled profiles)
+    val_subset: int | None = None,  # keep only this many validation images
+    test_size: int | None = None,  # keep only this many test images
+    download: bool = True,  # download through torchvision when the data root has no CIFAR-10
+) -> Data:
     "CIFAR-10 with the paper's fixed 45,000 / 5,000 split, as uint8 tensors on the device."
     device = default_device(device)
     raw = read_cifar10(root, download)
     x, y = (torch.from_numpy(a) for a in raw["train"])
-    if not final and not 0 <= val_size < len(y): raise ValueError(f"val_size must lie in [0, {len(y)}), got {val_size}")
+    if not final and not 0 <= val_size < len(y):
+        raise ValueError(f"val_size must lie in [0, {len(y)}), got {val_size}")
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(split_seed))
     train, val = (perm, perm[:0]) if final else (perm[val_size:], perm[:val_size])
     train, val = train[:train_size], val[:val_subset]
@@ -218,28 +272,44 @@ def cifar10(root=None,  # data root; default `NASH_LIT_DATA` or `data/`
     return Data(*(t.to(device) for t in (x[train], y[train], x[val], y[val], xs, ys)), classes=CLASSES)
 
 # %% ../nbs/11_data.ipynb #b1b27fd6
-def default_device(device=None,  # a torch device or its name; None or "auto": CUDA if available, else CPU
-                   ) -> torch.device:
+def default_device(
+    device=None,  # a torch device or its name; None or "auto": CUDA if available, else CPU
+) -> torch.device:
     "The training device, checked."
-    if device is None or device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try: device = torch.device(device)
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:<index>', 'mps' or None") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested, but CUDA is not available here")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {str(device)!r} requested, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise ValueError(
+            f"device {str(device)!r} requested, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' requested, but MPS is not available here")
     return device
 
 # %% ../nbs/11_data.ipynb #115b1c3c
-def train_plus_val(data: Data,  # data with a validation split
-                   ) -> Data:
+def train_plus_val(
+    data: Data,  # data with a validation split
+) -> Data:
     "The training and validation images together as the training set; no validation split."
-    if len(data.y_val) == 0: return data
-    return Data(torch.cat([data.x_train, data.x_val]), torch.cat([data.y_train, data.y_val]),
-                data.x_val[:0], data.y_val[:0], data.x_test, data.y_test, data.mean, data.std, data.classes)
+    if len(data.y_val) == 0:
+        return data
+    return Data(
+        torch.cat([data.x_train, data.x_val]),
+        torch.cat([data.y_train, data.y_val]),
+        data.x_val[:0],
+        data.y_val[:0],
+        data.x_test,
+        data.y_test,
+        data.mean,
+        data.std,
+        data.classes,
+    )
 
 # %% ../nbs/11_data.ipynb #e4d5e6f7
 def _count(value, name: str, n: int, where: str) -> int:
@@ -250,6 +320,7 @@ def _count(value, name: str, n: int, where: str) -> int:
         raise ValueError(f"{where}: {name} must be a fraction in [0, 1) or a count in [0, {n}), got {value!r}")
     return int(value) if count else round(float(value) * n)
 
+
 def _split(cls, x, y, test, val_size, test_size, classes, seed, device, where: str) -> Data:
     "Hold out test images (when `test` is None) and validation images by a seeded permutation; build the Data."
     device = default_device(device)
@@ -257,50 +328,69 @@ def _split(cls, x, y, test, val_size, test_size, classes, seed, device, where: s
     if test is None:
         k = _count(0.1 if test_size is None else test_size, "test_size", len(y), where)
         test, perm = (x[perm[:k]], y[perm[:k]]), perm[k:]
-    elif test_size is not None: raise ValueError(f"{where}: test_size holds out test images when no test set is given; drop it")
+    elif test_size is not None:
+        raise ValueError(f"{where}: test_size holds out test images when no test set is given; drop it")
     k = _count(val_size, "val_size", len(y), where)  # a fraction of all the images given, as test_size
-    if k >= len(perm): raise ValueError(f"{where}: no training images are left after holding out validation and test images")
+    if k >= len(perm):
+        raise ValueError(f"{where}: no training images are left after holding out validation and test images")
     val, train = perm[:k], perm[k:]
     return cls(*(t.to(device) for t in (x[train], y[train], x[val], y[val], *test)), classes=classes)
 
 # %% ../nbs/11_data.ipynb #f1e2f3a4
-def image_folder(root,  # a folder with one subfolder of images per class (torchvision's ImageFolder layout)
-                 size: int | None = None,  # resize every image to size×size; needed when their sizes differ
-                 test_root=None,  # a folder of the same layout with the test images; None: hold out `test_size`
-                 val_size: float | int = 0.1,  # validation images held out of the training images: a fraction or a count
-                 test_size: float | int | None = None,  # test images held out when there is no test_root; None: 0.1
-                 seed: int = 0,  # seed of the permutation that splits off validation and test images
-                 device=None,  # where the tensors live; default: `default_device()`
-                 ) -> Data:
+def image_folder(
+    root,  # a folder with one subfolder of images per class (torchvision's ImageFolder layout)
+    size: int | None = None,  # resize every image to size×size; needed when their sizes differ
+    test_root=None,  # a folder of the same layout with the test images; None: hold out `test_size`
+    val_size: float | int = 0.1,  # validation images held out of the training images: a fraction or a count
+    test_size: float | int | None = None,  # test images held out when there is no test_root; None: 0.1
+    seed: int = 0,  # seed of the permutation that splits off validation and test images
+    device=None,  # where the tensors live; default: `default_device()`
+) -> Data:
     "The images under `root` (class names: its subfolders, sorted), as RGB uint8, via `Data.from_dataset` (16-bit files: see `open_rgb`)."
     from torchvision.datasets import ImageFolder
+
     sets = []
     for what, folder in (("root", root), ("test_root", test_root)):
-        if folder is None: continue
+        if folder is None:
+            continue
         folder = Path(folder).expanduser()
         if not folder.is_dir():
-            raise FileNotFoundError(f"image_folder: {what} {folder.resolve()} is not a folder; it must hold one "
-                                    "subfolder of images per class")
+            raise FileNotFoundError(
+                f"image_folder: {what} {folder.resolve()} is not a folder; it must hold one "
+                "subfolder of images per class"
+            )
         sets.append(ImageFolder(str(folder), loader=open_rgb))
-    return Data.from_dataset(sets[0], sets[1] if len(sets) == 2 else None, size=size, val_size=val_size,
-                             test_size=test_size, seed=seed, device=device)
+    return Data.from_dataset(
+        sets[0],
+        sets[1] if len(sets) == 2 else None,
+        size=size,
+        val_size=val_size,
+        test_size=test_size,
+        seed=seed,
+        device=device,
+    )
 
 # %% ../nbs/11_data.ipynb #ff9c878c
 _LOADERS = {"synthetic": synthetic, "cifar10": cifar10, "image_folder": image_folder}
 _CACHE: dict = {}  # (loader, kwargs, device) -> Data, for this process
 
+
 def _check_kwargs(loader: str, kwargs: dict) -> tuple:
     "The loader's keyword arguments as sorted pairs; unknown names and `device` fail here, not in a worker."
     allowed = set(inspect.signature(_LOADERS[loader]).parameters) - {"device"}
     unknown = sorted(set(kwargs) - allowed)
-    if unknown: raise ValueError(f"DataSpec.{loader}: unknown argument(s) {unknown}; allowed: {sorted(allowed)} "
-                                 "(the device is chosen by load(device))")
+    if unknown:
+        raise ValueError(
+            f"DataSpec.{loader}: unknown argument(s) {unknown}; allowed: {sorted(allowed)} "
+            "(the device is chosen by load(device))"
+        )
     return tuple(sorted(kwargs.items()))
 
 # %% ../nbs/11_data.ipynb #bcf54e57
 @dataclass(frozen=True)
 class DataSpec:
     "What data to load and how: small, picklable and hashable; each process loads it once per device."
+
     loader: str  # 'synthetic', 'cifar10', 'image_folder' or 'memory' (data wrapped by `DataSpec.wrap`)
     kwargs: tuple = ()  # the loader's keyword arguments as sorted (name, value) pairs
     data: Data | None = field(default=None, compare=False, repr=False)  # the wrapped data ('memory' only)
@@ -322,33 +412,41 @@ class DataSpec:
             folder = root if what == "root" else kwargs.get(what)
             if folder is not None and not Path(folder).expanduser().is_dir():
                 raise FileNotFoundError(f"DataSpec.image_folder: {what} {Path(folder).resolve()} is not a folder")
-        if kwargs.get("test_root") is not None: kwargs["test_root"] = str(kwargs["test_root"])
+        if kwargs.get("test_root") is not None:
+            kwargs["test_root"] = str(kwargs["test_root"])
         return cls("image_folder", _check_kwargs("image_folder", {"root": str(root), **kwargs}))
 
     @classmethod
     def wrap(cls, data: Data) -> DataSpec:
         "A spec carrying data already in memory."
-        if not isinstance(data, Data): raise TypeError(f"DataSpec.wrap takes a Data, got {type(data).__name__}")
+        if not isinstance(data, Data):
+            raise TypeError(f"DataSpec.wrap takes a Data, got {type(data).__name__}")
         return cls("memory", (("token", uuid.uuid4().hex),), data)
 
     def load(self, device=None) -> Data:
         "The data on `device` (default: `default_device()`), loaded once per process."
         device = default_device(device)
         key = (self.loader, self.kwargs, str(device))
-        if key not in _CACHE: _CACHE[key] = self._build(device)
+        if key not in _CACHE:
+            _CACHE[key] = self._build(device)
         return _CACHE[key]
 
     def _build(self, device) -> Data:
-        if self.loader == "memory": return self.data if self.data.device == device else self.data.to(device)
-        if self.loader not in _LOADERS: raise ValueError(f"unknown data loader {self.loader!r}; known: {sorted(_LOADERS)} or 'memory'")
+        if self.loader == "memory":
+            return self.data if self.data.device == device else self.data.to(device)
+        if self.loader not in _LOADERS:
+            raise ValueError(f"unknown data loader {self.loader!r}; known: {sorted(_LOADERS)} or 'memory'")
         return _LOADERS[self.loader](device=device, **dict(self.kwargs))
 
 # %% ../nbs/11_data.ipynb #58e03075
 def as_spec(data: Data | DataSpec) -> DataSpec:
     "`data` as a `DataSpec` (a `Data` is wrapped)."
-    if isinstance(data, DataSpec): return data
-    if isinstance(data, Data): return DataSpec.wrap(data)
+    if isinstance(data, DataSpec):
+        return data
+    if isinstance(data, Data):
+        return DataSpec.wrap(data)
     raise TypeError(f"expected a Data or a DataSpec, got {type(data).__name__}")
+
 
 def clear_data_cache():
     "Forget every dataset this process has loaded through a `DataSpec`."

@@ -15,18 +15,24 @@ from .arch import OPS, Arch, n_params
 __all__ = ['FILL', 'OUTLINE', 'changes', 'draw_arch', 'draw_change']
 
 # %% ../nbs/16_drawing.ipynb #a6555b7a
-def changes(before: Arch,  # the parent
-            after: Arch,  # the child an operator made of it
-            ) -> dict:
+def changes(
+    before: Arch,  # the parent
+    after: Arch,  # the child an operator made of it
+) -> dict:
     "What an operator changed, by node id: blocks `added`, `changed` (op, inputs or attributes) and `removed`."
     old, new = {n.id: n for n in before.nodes}, {n.id: n for n in after.nodes}
-    return dict(added=[i for i in new if i not in old],
-                changed=[i for i in new if i in old and new[i] != old[i]],
-                removed=[i for i in old if i not in new])
+    return dict(
+        added=[i for i in new if i not in old],
+        changed=[i for i in new if i in old and new[i] != old[i]],
+        removed=[i for i in old if i not in new],
+    )
 
 # %% ../nbs/16_drawing.ipynb #45dbcd5f
-FILL = dict(input="#e0e0e0", conv="#9ecae1", sep="#d0e4f4", pool="#fdd0a2", add="#c7e9c0", concat="#a1d99b", head="#dadaeb")
+FILL = dict(
+    input="#e0e0e0", conv="#9ecae1", sep="#d0e4f4", pool="#fdd0a2", add="#c7e9c0", concat="#a1d99b", head="#dadaeb"
+)
 OUTLINE = dict(added="#2ca02c", changed="#ff7f0e")  # what an operator did, with `before`
+
 
 def _edge(ax, x0: float, x1: float, gid: str, colour: str):
     "An arrow from block x0 to block x1: straight to the next block, an arc over the blocks it skips."
@@ -34,26 +40,40 @@ def _edge(ax, x0: float, x1: float, gid: str, colour: str):
         path = CurvePath([(x0 + 0.36, 0), (x1 - 0.36, 0)], [CurvePath.MOVETO, CurvePath.LINETO])
     else:  # a quadratic curve from the top of one box to the top of the other, higher the more it skips
         top = 0.5 + 0.13 * (x1 - x0)
-        path = CurvePath([(x0, 0.32), ((x0 + x1) / 2, 2 * top - 0.32), (x1, 0.32)],
-                         [CurvePath.MOVETO, CurvePath.CURVE3, CurvePath.CURVE3])
+        path = CurvePath(
+            [(x0, 0.32), ((x0 + x1) / 2, 2 * top - 0.32), (x1, 0.32)],
+            [CurvePath.MOVETO, CurvePath.CURVE3, CurvePath.CURVE3],
+        )
     ax.add_patch(FancyArrowPatch(path=path, arrowstyle="-|>", mutation_scale=9, lw=1, color=colour, gid=gid))
 
 # %% ../nbs/16_drawing.ipynb #4b221919
-def draw_arch(arch: Arch,  # the architecture to draw
-              ax=None,  # matplotlib Axes to draw into; None: a new figure sized to the network
-              before: Arch | None = None,  # the parent: outline what an operator added (green) or changed (orange)
-              title: str | None = None,  # the Axes' title; None: the parameter count (and, with `before`, what changed)
-              ):
+def draw_arch(
+    arch: Arch,  # the architecture to draw
+    ax=None,  # matplotlib Axes to draw into; None: a new figure sized to the network
+    before: Arch | None = None,  # the parent: outline what an operator added (green) or changed (orange)
+    title: str | None = None,  # the Axes' title; None: the parameter count (and, with `before`, what changed)
+):
     "Draw `arch` left to right: a box per block (id, label, output channels × size), an arrow per input; skips arc over."
     x = {n.id: k for k, n in enumerate(arch.nodes)}
-    if ax is None: _, ax = plt.subplots(figsize=(min(18, max(4, len(x))), 2.2))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(18, max(4, len(x))), 2.2))
     diff = changes(before, arch) if before is not None else dict(added=[], changed=[], removed=[])
     size = 7 if len(x) < 20 else 5.5
     for n in arch.nodes:
         kind = "added" if n.id in diff["added"] else "changed" if n.id in diff["changed"] else None
         channels, side = arch.shape(n.id)
-        ax.add_patch(FancyBboxPatch((x[n.id] - 0.36, -0.32), 0.72, 0.64, boxstyle="round,pad=0.02", gid=f"block {n.id}",
-                                    fc=FILL.get(n.op, "white"), ec=OUTLINE.get(kind, "#555555"), lw=2.5 if kind else 0.8))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x[n.id] - 0.36, -0.32),
+                0.72,
+                0.64,
+                boxstyle="round,pad=0.02",
+                gid=f"block {n.id}",
+                fc=FILL.get(n.op, "white"),
+                ec=OUTLINE.get(kind, "#555555"),
+                lw=2.5 if kind else 0.8,
+            )
+        )
         ax.text(x[n.id], 0, f"{n.id}\n{OPS[n.op].label(n)}\n{channels}×{side}", ha="center", va="center", fontsize=size)
         for i in n.inputs:
             new = before is not None and (n.id not in before or i not in before.node(n.id).inputs)
@@ -70,10 +90,11 @@ def draw_arch(arch: Arch,  # the architecture to draw
     return ax
 
 # %% ../nbs/16_drawing.ipynb #fcde112f
-def draw_change(parent: Arch,  # the network before the operator
-                child: Arch,  # the network it made
-                name: str = "the child",  # what made the child, for the title
-                ):
+def draw_change(
+    parent: Arch,  # the network before the operator
+    child: Arch,  # the network it made
+    name: str = "the child",  # what made the child, for the title
+):
     "One figure: `parent` above `child`, with what changed outlined in the child."
     width = min(18, max(6, max(len(parent.nodes), len(child.nodes))))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(width, 4.2))

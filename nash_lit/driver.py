@@ -27,22 +27,36 @@ __all__ = ['KINDS', 'EXTEND', 'SearchConfig', 'child_task', 'Spend', 'record_spe
 @dataclass(kw_only=True)
 class SearchConfig:
     "The settings every search shares; a search's own config adds its fields and `RULES`."
+
     n_epochs: int = 20  # epochs each child is trained (cosine annealing, restarted for every child)
     seed_epochs: int = 20  # epochs the seed network (NASH's N0, each network of Pareto-NASH's P0) is trained first
     operators: tuple = ()  # names of the operators T, each drawn with equal probability (`nash_lit.operators.OPERATORS`)
-    train: TrainConfig | dict = field(default_factory=lambda: TrainConfig(progress=False))  # training settings (`epochs` is set per network)
+    train: TrainConfig | dict = field(
+        default_factory=lambda: TrainConfig(progress=False)
+    )  # training settings (`epochs` is set per network)
     recovery_epochs: int = 5  # epochs that recover the layers an approximate operator affected (Eq. 8)
     recovery: TrainConfig | dict | None = None  # their settings; None: `approx.RECOVERY`
     calib_size: int = 256  # training images in the fixed batch that calibrates new BatchNorm layers (deeper)
     seed: int = 0  # the run's seed: with it, every draw and every training is fixed
-    budget_seconds: float | None = None  # no new step or generation starts once this much search time is spent; None: no limit
-    budget_images: int | None = None  # no step or generation starts that could take the images trained past this; None: no limit
+    budget_seconds: float | None = (
+        None  # no new step or generation starts once this much search time is spent; None: no limit
+    )
+    budget_images: int | None = (
+        None  # no step or generation starts that could take the images trained past this; None: no limit
+    )
 
-    needs_operators: ClassVar[bool] = True  # False: a search that makes new networks, not children by operators (the peers)
+    needs_operators: ClassVar[bool] = (
+        True  # False: a search that makes new networks, not children by operators (the peers)
+    )
     RULES: ClassVar[dict] = dict(  # field -> (kind, check_setting's bounds); numpy integers are stored as plain ints
-        n_epochs=(int, dict(low=0)), seed_epochs=(int, dict(low=0)), recovery_epochs=(int, dict(low=0)),
-        calib_size=(int, dict(low=0)), seed=(int, dict(low=0, below=2**64)),
-        budget_seconds=(float, dict(low=0, optional=True)), budget_images=(int, dict(low=0, optional=True)))
+        n_epochs=(int, dict(low=0)),
+        seed_epochs=(int, dict(low=0)),
+        recovery_epochs=(int, dict(low=0)),
+        calib_size=(int, dict(low=0)),
+        seed=(int, dict(low=0, below=2**64)),
+        budget_seconds=(float, dict(low=0, optional=True)),
+        budget_images=(int, dict(low=0, optional=True)),
+    )
 
     def __post_init__(self):
         name = type(self).__name__
@@ -52,8 +66,11 @@ class SearchConfig:
         for key, (kind, bounds) in {**SearchConfig.RULES, **type(self).RULES}.items():
             setattr(self, key, check_setting(name, key, getattr(self, key), kind, **bounds))
         if not all(isinstance(op, str) for op in self.operators):
-            raise ValueError(f"{name}.operators must be given by name (so the run's config can be stored), got {self.operators}")
-        if not self.operators and not type(self).needs_operators: return  # a search that draws networks, not operators
+            raise ValueError(
+                f"{name}.operators must be given by name (so the run's config can be stored), got {self.operators}"
+            )
+        if not self.operators and not type(self).needs_operators:
+            return  # a search that draws networks, not operators
         try:
             resolve_operators(self.operators)  # unknown names fail here
         except ValueError as e:
@@ -64,30 +81,47 @@ class SearchConfig:
         return asdict(self)
 
 # %% ../nbs/21_driver.ipynb #aa44c7f8
-def child_task(config: SearchConfig,  # the search's settings
-               data: DataSpec,  # its data
-               parent: Net,  # the network the child is made from (for a seed network: the network itself)
-               step: int,  # step or generation i (0: the seed networks)
-               j: int,  # child j
-               n_op: int,  # operators in the child's chain (0: train `parent` itself)
-               stream: tuple = (),  # appended to the child's draw entropy: keeps one search's (or attempt's) draws apart
-               fresh_weights: bool = False,  # re-initialise the child (trained from scratch): nothing inherited
-               ) -> ChildTask:
+def child_task(
+    config: SearchConfig,  # the search's settings
+    data: DataSpec,  # its data
+    parent: Net,  # the network the child is made from (for a seed network: the network itself)
+    step: int,  # step or generation i (0: the seed networks)
+    j: int,  # child j
+    n_op: int,  # operators in the child's chain (0: train `parent` itself)
+    stream: tuple = (),  # appended to the child's draw entropy: keeps one search's (or attempt's) draws apart
+    fresh_weights: bool = False,  # re-initialise the child (trained from scratch): nothing inherited
+) -> ChildTask:
     "The task of child j of step i: its parent, operator draws, seeds, epochs and settings, as picklable data."
     rng, train_seed = child_seeds(config.seed, step, j)
     epochs = config.seed_epochs if step == 0 else config.n_epochs
     state = {k: v.detach().cpu() for k, v in parent.state_dict().items()}
-    return ChildTask(parent.arch.to_json(), state, data, n_op, config.operators, rng + list(stream),
-                     replace(config.train, epochs=epochs, seed=train_seed, progress=False), calib_size=config.calib_size,
-                     calib_seed=config.seed, recovery_epochs=config.recovery_epochs, recovery=config.recovery,
-                     fresh_weights=fresh_weights)
+    return ChildTask(
+        parent.arch.to_json(),
+        state,
+        data,
+        n_op,
+        config.operators,
+        rng + list(stream),
+        replace(config.train, epochs=epochs, seed=train_seed, progress=False),
+        calib_size=config.calib_size,
+        calib_seed=config.seed,
+        recovery_epochs=config.recovery_epochs,
+        recovery=config.recovery,
+        fresh_weights=fresh_weights,
+    )
 
 # %% ../nbs/21_driver.ipynb #08f759a1
-KINDS = ("seed", "child", "recovery")  # what a training was for: the seed networks (step 0), a child, a recovery (Eq. 8)
+KINDS = (
+    "seed",
+    "child",
+    "recovery",
+)  # what a training was for: the seed networks (step 0), a child, a recovery (Eq. 8)
+
 
 @dataclass(frozen=True)
 class Spend:
     "What some training cost."
+
     images: int = 0  # images trained (each epoch counts its images again)
     flops: float = 0.0  # training FLOPs (3 × forward FLOPs per image)
     seconds: float = 0.0  # seconds it took
@@ -95,29 +129,38 @@ class Spend:
     def __add__(self, other: Spend) -> Spend:
         return Spend(self.images + other.images, self.flops + other.flops, self.seconds + other.seconds)
 
+
 def _number(record: dict, key: str) -> float:
     "A cost field, 0 where the record has none (a proposal logged untrained; NaN in a DataFrame's row)."
     value = record.get(key)
     return 0 if value is None or value != value else value
 
-def record_spend(record: dict,  # a record of the log
-                 ) -> dict:
+
+def record_spend(
+    record: dict,  # a record of the log
+) -> dict:
     "kind -> Spend of one record."
-    train = Spend(int(_number(record, "train_images")), _number(record, "train_flops"), _number(record, "train_seconds"))
-    recovery = Spend(int(_number(record, "recovery_images")), _number(record, "recovery_flops"),
-                     _number(record, "recovery_seconds"))
+    train = Spend(
+        int(_number(record, "train_images")), _number(record, "train_flops"), _number(record, "train_seconds")
+    )
+    recovery = Spend(
+        int(_number(record, "recovery_images")), _number(record, "recovery_flops"), _number(record, "recovery_seconds")
+    )
     return {"seed" if record["step"] == 0 else "child": train, "recovery": recovery}
 
 # %% ../nbs/21_driver.ipynb #9827ac7a
 def _count(n: float) -> str:
     "A large count in a few characters: 950, 12.3K, 4.56M, 7.89G, 1.23T."
     for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size: return f"{n / size:.3g}{unit}"
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
     return f"{n:.0f}"
+
 
 @dataclass(frozen=True)
 class Cost:
     "What a search spent, by kind (seed, child, recovery) and in all: `result.cost`."
+
     by_kind: dict  # kind -> Spend
     uncounted: int = 0  # trained networks whose records carry no cost (logged before the ledger existed)
 
@@ -126,7 +169,8 @@ class Cost:
         "The ledger of a log's records."
         totals = {kind: Spend() for kind in KINDS}
         for r in records:
-            for kind, spend in record_spend(r).items(): totals[kind] = totals[kind] + spend
+            for kind, spend in record_spend(r).items():
+                totals[kind] = totals[kind] + spend
         old = sum(1 for r in records if r.get("status") == "ok" and "train_images" not in r)
         return cls(totals, old)
 
@@ -135,7 +179,8 @@ class Cost:
         return sum(self.by_kind.values(), Spend())
 
     @property
-    def images(self) -> int: return self.total.images
+    def images(self) -> int:
+        return self.total.images
 
     def __repr__(self):
         parts = ", ".join(f"{kind} {_count(s.images)}" for kind, s in self.by_kind.items() if s.images)
@@ -144,17 +189,21 @@ class Cost:
         return f"{_count(t.images)} images trained ({parts or 'none'}), {_count(t.flops)} FLOPs, {t.seconds:.0f} s{old}"
 
 # %% ../nbs/21_driver.ipynb #bb561137
-def may_recover(task: ChildTask,  # a child's task
-                ops=None,  # the operators its chain is known to apply (a Pareto-NASH proposal); None: any of the task's
-                ) -> bool:
+def may_recover(
+    task: ChildTask,  # a child's task
+    ops=None,  # the operators its chain is known to apply (a Pareto-NASH proposal); None: any of the task's
+) -> bool:
     "Whether the child may need a recovery (Eq. 8): it inherits weights and an approximate operator may be applied."
-    if task.n_op == 0 or task.fresh_weights or task.recovery_epochs == 0: return False
+    if task.n_op == 0 or task.fresh_weights or task.recovery_epochs == 0:
+        return False
     return any(not OPERATORS[name].exact for name in (task.operators if ops is None else ops))
 
-def task_images(task: ChildTask,  # a child's task
-                n_train: int,  # training images of the data
-                ops=None,  # the operators its chain is known to apply; None: any of the task's
-                ) -> int:
+
+def task_images(
+    task: ChildTask,  # a child's task
+    n_train: int,  # training images of the data
+    ops=None,  # the operators its chain is known to apply; None: any of the task's
+) -> int:
     "The most images a task can train: its epochs, and a recovery when it may need one."
     images = task.train.epochs * epoch_images(n_train, task.train.batch_size)
     if may_recover(task, ops):
@@ -166,9 +215,11 @@ def task_images(task: ChildTask,  # a child's task
 class SearchFailed(RuntimeError):
     "A search cannot go on: every child of a step failed, or too many generations in a row trained nothing."
 
+
 @dataclass
 class Plan:
     "A step (or generation) that a strategy wants evaluated."
+
     step: int  # step or generation i: its children's records carry it
     ids: list  # child index j -> the child's id in the log
     tasks: dict  # j -> ChildTask, for the children not yet logged (a resumed step has fewer)
@@ -179,27 +230,44 @@ class Plan:
     state: object = None  # whatever the strategy keeps with the plan
 
     def __post_init__(self):
-        if self.key is None: self.key = self.step
+        if self.key is None:
+            self.key = self.step
+
 
 class Strategy:
     "A search, as the driver asks it: override `plan` and `feed`, and where needed `start`, `opened`, `close` and `result`."
+
     name = "search"  # first on the progress bar
     prefix = "search"  # the name of a temporary run folder starts with it
     unit = "step"  # what its plans are called on the bar: "step" or "generation"
     named = True  # whether the run folder is the user's (a temporary one is not named in the result); set by `search`
 
-    def start(self, run): pass
-    def plan(self, run) -> Plan | None: raise NotImplementedError
-    def opened(self, run, plan: Plan): pass
-    def feed(self, run, plan: Plan, j: int, record: dict): raise NotImplementedError
-    def close(self, run, plan: Plan): pass
-    def result(self, run): return run.store.log()
-    def progress_step(self, plan: Plan) -> int: return plan.step  # the step or generation the bar shows
+    def start(self, run):
+        pass
+
+    def plan(self, run) -> Plan | None:
+        raise NotImplementedError
+
+    def opened(self, run, plan: Plan):
+        pass
+
+    def feed(self, run, plan: Plan, j: int, record: dict):
+        raise NotImplementedError
+
+    def close(self, run, plan: Plan):
+        pass
+
+    def result(self, run):
+        return run.store.log()
+
+    def progress_step(self, plan: Plan) -> int:
+        return plan.step  # the step or generation the bar shows
 
 # %% ../nbs/21_driver.ipynb #8edf0bbc
 @dataclass
 class Run:
     "A search in progress: what the driver and its strategy share."
+
     store: RunStore  # the run folder: config, log, checkpoints, clock
     config: SearchConfig  # the settings (budgets included)
     data: DataSpec  # the data each task carries
@@ -215,10 +283,13 @@ class Run:
 
     def allows(self, plan: Plan) -> bool:
         "Whether the budgets let `plan` start: what is spent, what the children in flight can still train, and this plan."
-        if plan.required or not plan.tasks: return True  # the first step; a resumed step with nothing left to train
+        if plan.required or not plan.tasks:
+            return True  # the first step; a resumed step with nothing left to train
         c = self.config
-        if c.budget_seconds is not None and self.store.seconds() >= c.budget_seconds: return False
-        if c.budget_images is None: return True
+        if c.budget_seconds is not None and self.store.seconds() >= c.budget_seconds:
+            return False
+        if c.budget_images is None:
+            return True
         more = sum(task_images(t, self.n_train, plan.fields[j].get("ops")) for j, t in plan.tasks.items())
         return self.cost.images + sum(self.pending.values()) + more <= c.budget_images
 
@@ -244,9 +315,10 @@ class Run:
         return self.store.append(record)
 
 # %% ../nbs/21_driver.ipynb #ed6d0e02
-def drive(strategy: Strategy,  # the search
-          run: Run,  # its store, settings, data, executor and bar
-          ):
+def drive(
+    strategy: Strategy,  # the search
+    run: Run,  # its store, settings, data, executor and bar
+):
     "The one loop every search runs: plan, open what the budget allows, train, log, feed, close; the strategy's result."
     strategy.start(run)  # a resumed run: the strategy reads where it stopped
     open_plans, in_flight, stopped = {}, {}, False  # key -> Plan; (key, j) -> future; whether the budget said no
@@ -257,20 +329,23 @@ def drive(strategy: Strategy,  # the search
                 break
             strategy.opened(run, plan)
             run.bar.start(strategy.progress_step(plan))
-            for record in plan.untrained: run.store.append(record)
+            for record in plan.untrained:
+                run.store.append(record)
             in_flight.update(run.submit(plan))
             if plan.tasks:
                 open_plans[plan.key] = plan
             else:
                 strategy.close(run, plan)  # resumed with every child logged
-        if not in_flight: return strategy.result(run)
+        if not in_flight:
+            return strategy.result(run)
         for (key, j), future in collect(dict(in_flight)):
             del in_flight[key, j]
             plan = open_plans[key]
             record = run.log_child(plan, j, outcome(future))
             run.bar.child(record)
             strategy.feed(run, plan, j, record)
-            if any(k == key for k, _ in in_flight): continue
+            if any(k == key for k, _ in in_flight):
+                continue
             del open_plans[key]
             strategy.close(run, plan)
             break  # plans may be ready now: ask before collecting again
@@ -278,36 +353,44 @@ def drive(strategy: Strategy,  # the search
 # %% ../nbs/21_driver.ipynb #2766cfdf
 EXTEND = ("config.budget_seconds", "config.budget_images")  # budgets a finished run may be resumed with more of
 
+
 def _check_device(config: SearchConfig, executor) -> str:
     "Where `check_search_start` loaded the data (so that counting its images loads nothing again)."
     return default_device(config.train.device) if in_process(executor) else "cpu"
 
-def search(strategy: Strategy,  # the search
-           nets: dict,  # name in messages -> a network the search trains first: each is checked against the data
-           data: Data | DataSpec,  # training and validation data, or a spec each worker loads
-           config: SearchConfig,  # the settings
-           stored: dict,  # what config.json holds (format, config, seed networks)
-           run_dir=None,  # the run folder; None: a temporary one, deleted on success, kept (and named) on failure
-           resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
-           executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', ...); or any executor
-           progress: bool = True,  # draw one progress bar
-           recovers: bool = True,  # whether children may recover (Eq. 8): its settings are checked then
-           total=None,  # function of the store -> children the budget plans in all (the bar's length; None: unknown)
-           n_units: int | None = None,  # steps or generations the budget allows (None: unknown)
-           extend: tuple = (),  # further stored budgets that may grow on resume ('config.n_steps')
-           store_type=RunStore,  # the store's class (asynchronous instances keep more files)
-           stacklevel: int = 3,  # the user's call, for the warning about in-memory data
-           ):
+
+def search(
+    strategy: Strategy,  # the search
+    nets: dict,  # name in messages -> a network the search trains first: each is checked against the data
+    data: Data | DataSpec,  # training and validation data, or a spec each worker loads
+    config: SearchConfig,  # the settings
+    stored: dict,  # what config.json holds (format, config, seed networks)
+    run_dir=None,  # the run folder; None: a temporary one, deleted on success, kept (and named) on failure
+    resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
+    executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', ...); or any executor
+    progress: bool = True,  # draw one progress bar
+    recovers: bool = True,  # whether children may recover (Eq. 8): its settings are checked then
+    total=None,  # function of the store -> children the budget plans in all (the bar's length; None: unknown)
+    n_units: int | None = None,  # steps or generations the budget allows (None: unknown)
+    extend: tuple = (),  # further stored budgets that may grow on resume ('config.n_steps')
+    store_type=RunStore,  # the store's class (asynchronous instances keep more files)
+    stacklevel: int = 3,  # the user's call, for the warning about in-memory data
+):
     "Check, open the run folder and the executor, draw the bar, and drive the strategy; its result."
-    if resume and run_dir is None: raise ValueError("resume=True needs the run_dir of the run to continue")
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs the run_dir of the run to continue")
     recovery = config.recovery if recovers else None
     spec = check_search_start(nets, data, config.train.device, executor, dict(train=config.train, recovery=recovery))
     warn_if_data_travels(data, executor, stacklevel=stacklevel)
     n_train = len(data.y_train if isinstance(data, Data) else spec.load(_check_device(config, executor)).y_train)
     strategy.named = run_dir is not None  # the result names the folder only when it was the user's
-    with run_folder(run_dir, prefix=f"{strategy.prefix}_", replays=(SearchFailed,)) as where, open_executor(executor) as pool:
+    with (
+        run_folder(run_dir, prefix=f"{strategy.prefix}_", replays=(SearchFailed,)) as where,
+        open_executor(executor) as pool,
+    ):
         store = store_type(where, stored, resume, ignore=PROGRESS_KEYS, extend=EXTEND + extend)
         n = None if total is None else total(store)
-        with SearchProgress(strategy.name, n, store.records, store.seconds, strategy.unit, n_units,
-                            config.budget_seconds, progress) as bar:
+        with SearchProgress(
+            strategy.name, n, store.records, store.seconds, strategy.unit, n_units, config.budget_seconds, progress
+        ) as bar:
             return drive(strategy, Run(store, config, spec, n_train, pool, bar))

@@ -23,21 +23,24 @@ __all__ = ['STATUSES', 'child_seeds', 'calibration_batch', 'ChildTask', 'ChildRe
            'recover_child', 'recovery_images', 'train_child', 'training_flops', 'fresh', 'evaluate_child', 'outcome']
 
 # %% ../nbs/18_evaluate.ipynb #ea5518dc
-def child_seeds(seed: int,  # the run's seed
-                step: int,  # step i (0: the seed network)
-                child: int,  # child index j
-                ) -> tuple[list, int]:
+def child_seeds(
+    seed: int,  # the run's seed
+    step: int,  # step i (0: the seed network)
+    child: int,  # child index j
+) -> tuple[list, int]:
     "(entropy for GenerateChild's numpy generator, training seed) of child j of step i."
     train_seed = int(np.random.SeedSequence([seed, step, child, 1]).generate_state(1)[0])
     return [seed, step, child, 0], train_seed
 
 # %% ../nbs/18_evaluate.ipynb #92679c3a
-def calibration_batch(data: Data,  # the search's data
-                      size: int = 256,  # images in the batch (0: no calibration)
-                      seed: int = 0,  # picks the images
-                      ) -> torch.Tensor | None:
+def calibration_batch(
+    data: Data,  # the search's data
+    size: int = 256,  # images in the batch (0: no calibration)
+    seed: int = 0,  # picks the images
+) -> torch.Tensor | None:
     "A fixed batch of normalised training images, on the CPU."
-    if size == 0: return None
+    if size == 0:
+        return None
     idx = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(seed))[:size]
     return normalize(data.x_train[idx.to(data.device)], data.mean, data.std).cpu()
 
@@ -45,6 +48,7 @@ def calibration_batch(data: Data,  # the search's data
 @dataclass
 class ChildTask:
     "Everything needed to make, recover and train one child, as picklable data."
+
     parent_arch: str  # the parent N*, as architecture JSON
     parent_state: dict  # its state dict (CPU tensors); never changed
     data: DataSpec  # what to train on, loaded by the worker (once per process and device)
@@ -56,14 +60,18 @@ class ChildTask:
     calib_seed: int = 0  # picks them (the run's seed)
     recovery_epochs: int = 5  # epochs that train the affected layers against the parent (Eq. 8)
     recovery: TrainConfig | None = None  # their settings; None: `approx.RECOVERY`
-    fresh_weights: bool = False  # re-initialise the child with the training seed (random search): no inheritance, no recovery
+    fresh_weights: bool = (
+        False  # re-initialise the child with the training seed (random search): no inheritance, no recovery
+    )
 
 # %% ../nbs/18_evaluate.ipynb #77497502
 STATUSES = ("ok", "diverged", "oom", "failed")
 
+
 @dataclass
 class ChildResult:
     "What evaluating one child gave."
+
     status: str = "ok"  # one of STATUSES
     ops: list = field(default_factory=list)  # names of the operators applied, in order
     arch: str | None = None  # the child's architecture JSON (None when it could not be made)
@@ -73,7 +81,9 @@ class ChildResult:
     affected: list = field(default_factory=list)  # parameters trained in recovery (empty: exact operators only)
     recovery_seconds: float = 0.0  # time spent recovering the affected layers
     train_seconds: float = 0.0  # time spent training
-    recovery_images: int = 0  # images its recovery was given (epochs × `train.epoch_images`), charged once recovery starts
+    recovery_images: int = (
+        0  # images its recovery was given (epochs × `train.epoch_images`), charged once recovery starts
+    )
     train_images: int = 0  # images its training was given (epochs × `train.epoch_images`), charged once training starts
     recovery_flops: float = 0.0  # recovery_images × (3 × the child's forward FLOPs + the teacher's forward FLOPs)
     train_flops: float = 0.0  # train_images × 3 × the child's forward FLOPs (`training_flops`)
@@ -85,38 +95,46 @@ class ChildResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "state"}
 
 # %% ../nbs/18_evaluate.ipynb #d14aecfd
-def is_oom(e: BaseException,  # an exception raised while making or training a child
-           ) -> bool:
+def is_oom(
+    e: BaseException,  # an exception raised while making or training a child
+) -> bool:
     "Whether `e` means the device ran out of memory."
     kinds = (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None), MemoryError)
-    if isinstance(e, tuple(k for k in kinds if k is not None)): return True
+    if isinstance(e, tuple(k for k in kinds if k is not None)):
+        return True
     return "out of memory" in str(e).lower()
 
 # %% ../nbs/18_evaluate.ipynb #666372a4
-def build_parent(task: ChildTask,  # the task whose parent to build
-                 ) -> Net:
+def build_parent(
+    task: ChildTask,  # the task whose parent to build
+) -> Net:
     "The parent N* of a task, on cloned tensors (the task's state is never changed)."
     return Net(Arch.from_json(task.parent_arch), {k: v.clone() for k, v in task.parent_state.items()})
 
-def make_child(task: ChildTask,  # the child to make
-               data: Data,  # the loaded data (for the calibration batch)
-               parent: Net | None = None,  # `build_parent(task)` made before, for tasks sharing it; None: built here
-               ) -> tuple[Net, Child]:
+
+def make_child(
+    task: ChildTask,  # the child to make
+    data: Data,  # the loaded data (for the calibration batch)
+    parent: Net | None = None,  # `build_parent(task)` made before, for tasks sharing it; None: built here
+) -> tuple[Net, Child]:
     "(the parent, GenerateChild(parent, n_op, T)); with n_op = 0 the child is the parent itself."
     parent = build_parent(task) if parent is None else parent
-    if task.n_op == 0: return parent, Child(parent, (), ())
+    if task.n_op == 0:
+        return parent, Child(parent, (), ())
     calib = calibration_batch(data, task.calib_size, task.calib_seed)
     rng = np.random.default_rng(task.rng)
     return parent, generate_child(parent, task.n_op, task.operators, rng, calib)
 
 # %% ../nbs/18_evaluate.ipynb #cd9eb64b
-def recover_child(task: ChildTask,  # the task (recovery settings, training device and seed)
-                  parent: Net,  # the teacher
-                  child: Child,  # the child and the parameters it affected
-                  data: Data,  # the loaded data
-                  ) -> float:
+def recover_child(
+    task: ChildTask,  # the task (recovery settings, training device and seed)
+    parent: Net,  # the teacher
+    child: Child,  # the child and the parameters it affected
+    data: Data,  # the loaded data
+) -> float:
     "Train the affected parameters to match the parent (Eq. 8); returns the seconds spent (0 when none)."
-    if not child.affected or task.fresh_weights: return 0.0
+    if not child.affected or task.fresh_weights:
+        return 0.0
     base = task.recovery if task.recovery is not None else RECOVERY
     t = task.train
     config = replace(base, device=t.device, seed=t.seed, amp=t.amp, channels_last=t.channels_last, progress=t.progress)
@@ -124,20 +142,24 @@ def recover_child(task: ChildTask,  # the task (recovery settings, training devi
     recover(parent, child.net, child.affected, data, task.recovery_epochs, config)
     return time.perf_counter() - start
 
-def recovery_images(task: ChildTask,  # the task (recovery epochs and settings)
-                    child: Child,  # the child and the parameters it affected
-                    n_train: int,  # training images of the data
-                    ) -> int:
+
+def recovery_images(
+    task: ChildTask,  # the task (recovery epochs and settings)
+    child: Child,  # the child and the parameters it affected
+    n_train: int,  # training images of the data
+) -> int:
     "Images `recover_child` trains on: its epochs × the images of one epoch at the recovery's batch size (0: nothing to recover)."
-    if not child.affected or task.fresh_weights: return 0
+    if not child.affected or task.fresh_weights:
+        return 0
     config = task.recovery if task.recovery is not None else RECOVERY
     return task.recovery_epochs * epoch_images(n_train, config.batch_size)
 
 # %% ../nbs/18_evaluate.ipynb #3fd23920
-def train_child(task: ChildTask,  # the task (its training settings)
-                net: Net,  # the child, trained in place
-                data: Data,  # the loaded data
-                ) -> tuple[float, float]:
+def train_child(
+    task: ChildTask,  # the task (its training settings)
+    net: Net,  # the child, trained in place
+    data: Data,  # the loaded data
+) -> tuple[float, float]:
     "(validation error, seconds) after training `net` with the task's settings."
     start = time.perf_counter()
     history = train(net, data, task.train)
@@ -147,15 +169,19 @@ def train_child(task: ChildTask,  # the task (its training settings)
         raise ValueError(f"validation error is {error}: the data has no validation images?")
     return error, seconds
 
-def training_flops(forward: int,  # FLOPs of one forward pass on one image (`arch.flops`: a multiply-add counts 2)
-                   images: int,  # images trained
-                   ) -> float:
+
+def training_flops(
+    forward: int,  # FLOPs of one forward pass on one image (`arch.flops`: a multiply-add counts 2)
+    images: int,  # images trained
+) -> float:
     "The usual estimate of training FLOPs: images × 3 × forward FLOPs (a backward pass costs about twice the forward)."
     return 3.0 * forward * images
 
-def fresh(arch: Arch,  # the architecture
-          seed: int,  # torch's seed for the new weights
-          ) -> Net:
+
+def fresh(
+    arch: Arch,  # the architecture
+    seed: int,  # torch's seed for the new weights
+) -> Net:
     "`arch` with new random weights drawn with `seed` (nothing inherited)."
     torch.manual_seed(seed)
     return Net(arch)
@@ -169,8 +195,10 @@ def _describe(result: ChildResult, net: Net, child: Child, fresh_weights: bool):
     result.flops = flops(net.arch)
     result.affected = [] if fresh_weights else list(child.affected)
 
-def evaluate_child(task: ChildTask,  # the child to make and train
-                   ) -> ChildResult:
+
+def evaluate_child(
+    task: ChildTask,  # the child to make and train
+) -> ChildResult:
     "Make the child, recover its affected layers (Eq. 8), train it, measure it; failures become a status."
     result = ChildResult()
     try:
@@ -194,8 +222,11 @@ def evaluate_child(task: ChildTask,  # the child to make and train
     return result
 
 # %% ../nbs/18_evaluate.ipynb #2814d49e
-def outcome(future,  # a future of `evaluate_child`
-            ) -> ChildResult:
+def outcome(
+    future,  # a future of `evaluate_child`
+) -> ChildResult:
     "The future's result; an executor's own failure is a failed child."
-    try: return future.result()
-    except Exception as e: return ChildResult(status="failed", error=f"{type(e).__name__}: {e}")
+    try:
+        return future.result()
+    except Exception as e:
+        return ChildResult(status="failed", error=f"{type(e).__name__}: {e}")

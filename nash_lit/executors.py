@@ -20,75 +20,112 @@ __all__ = ['SPAWN_POOL', 'EXECUTOR_NAMES', 'LazyFuture', 'InProcess', 'in_proces
 # %% ../nbs/19_executors.ipynb #2e265976
 class LazyFuture:
     "A future that runs its call when `result()` is first called, in the calling thread."
-    def __init__(self, fn, args, kwargs): self._call, self._done, self._value, self._error = (fn, args, kwargs), False, None, None
-    def done(self) -> bool: return self._done
+
+    def __init__(self, fn, args, kwargs):
+        self._call, self._done, self._value, self._error = (fn, args, kwargs), False, None, None
+
+    def done(self) -> bool:
+        return self._done
+
     def result(self, timeout=None):
         if not self._done:
             fn, args, kwargs = self._call
-            try: self._value = fn(*args, **kwargs)
-            except BaseException as e: self._error = e
+            try:
+                self._value = fn(*args, **kwargs)
+            except BaseException as e:
+                self._error = e
             self._done, self._call = True, None
         if self._error is not None:
             raise self._error
         return self._value
 
+
 class InProcess:
     "The default executor: runs each submitted call in this process, when its result is collected."
+
     in_process = True  # its tasks are not pickled: an executor of one's own that runs them here may say so too
-    def submit(self, fn, *args, **kwargs) -> LazyFuture: return LazyFuture(fn, args, kwargs)
-    def shutdown(self, wait: bool = True, **kwargs): pass
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.shutdown()
+
+    def submit(self, fn, *args, **kwargs) -> LazyFuture:
+        return LazyFuture(fn, args, kwargs)
+
+    def shutdown(self, wait: bool = True, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
 
 # %% ../nbs/19_executors.ipynb #51bb4c52
-def in_process(executor,  # an executor, or its name (None: the default, InProcess)
-               ) -> bool:
+def in_process(
+    executor,  # an executor, or its name (None: the default, InProcess)
+) -> bool:
     "Whether tasks submitted to `executor` run in this process, so that nothing they carry is pickled."
-    if isinstance(executor, str): return parse_executor(executor)[0] == "inprocess"
+    if isinstance(executor, str):
+        return parse_executor(executor)[0] == "inprocess"
     return executor is None or isinstance(executor, ThreadPoolExecutor) or bool(getattr(executor, "in_process", False))
 
 # %% ../nbs/19_executors.ipynb #96c4aa16
-def _is_dask(future) -> bool: return type(future).__module__.startswith("distributed")
+def _is_dask(future) -> bool:
+    return type(future).__module__.startswith("distributed")
 
-def collect(futures: dict,  # key -> future
-            ):
+
+def collect(
+    futures: dict,  # key -> future
+):
     "Yield (key, future) pairs, each once its future is done: as completed when possible, else in order."
     from concurrent.futures import as_completed
+
     pending = list(futures.values())
     if pending and (all(isinstance(f, Future) for f in pending) or all(_is_dask(f) for f in pending)):
-        if _is_dask(pending[0]): from distributed import as_completed
+        if _is_dask(pending[0]):
+            from distributed import as_completed
         keys = {id(f): k for k, f in futures.items()}
-        for f in as_completed(pending): yield keys[id(f)], f
+        for f in as_completed(pending):
+            yield keys[id(f)], f
     else:
         for k, f in futures.items():
-            try: f.result()
-            except BaseException: pass  # the caller reads the error from the future
+            try:
+                f.result()
+            except BaseException:
+                pass  # the caller reads the error from the future
             yield k, f
 
 # %% ../nbs/19_executors.ipynb #6a4e7056
 SPAWN_POOL = 'ProcessPoolExecutor(max_workers, mp_context=multiprocessing.get_context("spawn"))'
 
-def start_method(executor,  # a concurrent.futures-style executor
-                 ) -> str | None:
+
+def start_method(
+    executor,  # a concurrent.futures-style executor
+) -> str | None:
     "How `executor` starts its worker processes ('fork', 'spawn', 'forkserver'); None when it does not say."
     context = getattr(executor, "_mp_context", None) or getattr(executor, "_ctx", None)  # process pools keep it there
-    if context is None: return None
-    try: return context.get_start_method()
-    except (AttributeError, RuntimeError, ValueError): return None
+    if context is None:
+        return None
+    try:
+        return context.get_start_method()
+    except (AttributeError, RuntimeError, ValueError):
+        return None
 
-def check_executor(executor,  # what a search will submit its children to (None: in this process)
-                   ):
+
+def check_executor(
+    executor,  # what a search will submit its children to (None: in this process)
+):
     "Refuse, before anything trains, a process pool that forks its workers (a forked worker can hang for ever), or a wrong name."
     if isinstance(executor, str):
         parse_executor(executor)  # a wrong name fails here
         return
     if start_method(executor) == "fork":
-        raise ValueError(f"executor: this {type(executor).__name__} starts its workers with fork, and a forked copy "
-                         f"of this process (torch's thread pools mid-use) can hang for ever; make it with "
-                         f"{SPAWN_POOL}")
+        raise ValueError(
+            f"executor: this {type(executor).__name__} starts its workers with fork, and a forked copy "
+            f"of this process (torch's thread pools mid-use) can hang for ever; make it with "
+            f"{SPAWN_POOL}"
+        )
 
 # %% ../nbs/19_executors.ipynb #fc4d9ce6
 EXECUTOR_NAMES = ('"inprocess"', '"processes:N"', '"dask:local:N"', '"dask:tcp://host:port"')
+
 
 def _count(spec: str, text: str) -> int:
     "The N of `processes:N` or `dask:local:N`, checked."
@@ -96,38 +133,52 @@ def _count(spec: str, text: str) -> int:
         raise ValueError(f"executor {spec!r}: the number of workers must be a whole number >= 1, got {text!r}")
     return int(text)
 
-def parse_executor(spec: str,  # an executor's name, e.g. "processes:2"
-                   ) -> tuple:
+
+def parse_executor(
+    spec: str,  # an executor's name, e.g. "processes:2"
+) -> tuple:
     "(kind, argument): ('inprocess', None), ('processes', N), ('dask-local', N) or ('dask', address)."
     kind, _, rest = spec.strip().partition(":")
-    if kind == "inprocess" and not rest: return "inprocess", None
-    if kind == "processes": return "processes", _count(spec, rest)
-    if kind == "dask" and rest.startswith("local:"): return "dask-local", _count(spec, rest[len("local:"):])
-    if kind == "dask" and "://" in rest: return "dask", rest
+    if kind == "inprocess" and not rest:
+        return "inprocess", None
+    if kind == "processes":
+        return "processes", _count(spec, rest)
+    if kind == "dask" and rest.startswith("local:"):
+        return "dask-local", _count(spec, rest[len("local:") :])
+    if kind == "dask" and "://" in rest:
+        return "dask", rest
     raise ValueError(f"executor {spec!r}: expected one of {', '.join(EXECUTOR_NAMES)}")
 
 # %% ../nbs/19_executors.ipynb #d8f99162
 class WorkerDied(RuntimeError):
     "The worker process training a task died, on its first try and on its retry."
 
-def pin_worker(threads: int,  # torch threads of this worker
-               counter,  # a shared multiprocessing.Value: gives each worker its index
-               ):
+
+def pin_worker(
+    threads: int,  # torch threads of this worker
+    counter,  # a shared multiprocessing.Value: gives each worker its index
+):
     "The initializer of a pool's worker: `threads` torch threads and, with k GPUs, cuda:(index mod k) as the current device."
     import torch
+
     torch.set_num_threads(threads)
     with counter.get_lock():
         index = counter.value
         counter.value += 1
-    if torch.cuda.is_available(): torch.cuda.set_device(index % torch.cuda.device_count())
+    if torch.cuda.is_available():
+        torch.cuda.set_device(index % torch.cuda.device_count())
 
 # %% ../nbs/19_executors.ipynb #1009ca4e
 class Pool:
     "A spawn process pool of pinned workers (`pin_worker`); the tasks a dead worker broke are retried once, each alone."
+
     in_process = False
-    def __init__(self, workers: int,  # worker processes
-                 threads: int = 1,  # torch threads per worker
-                 ):
+
+    def __init__(
+        self,
+        workers: int,  # worker processes
+        threads: int = 1,  # torch threads per worker
+    ):
         self.workers, self.threads = workers, threads
         self._lock, self._closed = threading.Lock(), False
         self._pool, self._alone = self._new_pool(workers), None  # the pool, and the one that retries a task alone
@@ -135,8 +186,9 @@ class Pool:
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(workers, mp_context=context, initializer=pin_worker,
-                                   initargs=(self.threads, context.Value("i", 0)))
+        return ProcessPoolExecutor(
+            workers, mp_context=context, initializer=pin_worker, initargs=(self.threads, context.Value("i", 0))
+        )
 
     def submit(self, fn, *args, **kwargs) -> Future:
         "Run fn(*args, **kwargs) in a worker; the future survives one death of its worker."
@@ -148,31 +200,42 @@ class Pool:
     def _send(self, outer: Future, call: tuple, alone: bool):
         "Submit `call` (fn, args, kwargs) to the pool, or alone to the retry pool; `outer` gets its result or error."
         with self._lock:
-            if alone and self._alone is None: self._alone = self._new_pool(1)
+            if alone and self._alone is None:
+                self._alone = self._new_pool(1)
             pool = self._alone if alone else self._pool
         fn, args, kwargs = call
-        try: inner = pool.submit(fn, *args, **kwargs)
-        except BrokenProcessPool as e: return self._finished(outer, call, pool, alone, e, None)
-        except RuntimeError as e: return self._finished(outer, call, pool, alone, e, None)  # submitted after shutdown
+        try:
+            inner = pool.submit(fn, *args, **kwargs)
+        except BrokenProcessPool as e:
+            return self._finished(outer, call, pool, alone, e, None)
+        except RuntimeError as e:
+            return self._finished(outer, call, pool, alone, e, None)  # submitted after shutdown
         inner.add_done_callback(lambda f: self._finished(outer, call, pool, alone, f.exception(), f))
 
     def _finished(self, outer: Future, call: tuple, pool, alone: bool, error, inner):
         "Pass the result on; a task a break interrupted waits for its retry alone; one that died alone has failed."
         broke = isinstance(error, BrokenProcessPool) and not self._closed
-        if broke: self._renew(pool)
+        if broke:
+            self._renew(pool)
         if broke and not alone:
             self._suspects.append((outer, call))
             return self._next_alone(finished=False)
-        if broke: error = WorkerDied(f"the worker process running this task died, and again when it ran alone ({error})")
-        if error is not None: outer.set_exception(error)
-        else: outer.set_result(inner.result())
-        if alone: self._next_alone(finished=True)
+        if broke:
+            error = WorkerDied(f"the worker process running this task died, and again when it ran alone ({error})")
+        if error is not None:
+            outer.set_exception(error)
+        else:
+            outer.set_result(inner.result())
+        if alone:
+            self._next_alone(finished=True)
 
     def _next_alone(self, finished: bool):
         "Start the next retry when none is running."
         with self._lock:
-            if finished: self._busy = False
-            if self._busy or not self._suspects: return
+            if finished:
+                self._busy = False
+            if self._busy or not self._suspects:
+                return
             self._busy = True
             outer, call = self._suspects.popleft()
         self._send(outer, call, alone=True)
@@ -180,10 +243,14 @@ class Pool:
     def _renew(self, broken: ProcessPoolExecutor):
         "Replace a broken pool, once per break (every future it failed reports the same one)."
         with self._lock:
-            if self._closed: return
-            if self._pool is broken: self._pool = self._new_pool(self.workers)
-            elif self._alone is broken: self._alone = self._new_pool(1)
-            else: return
+            if self._closed:
+                return
+            if self._pool is broken:
+                self._pool = self._new_pool(self.workers)
+            elif self._alone is broken:
+                self._alone = self._new_pool(1)
+            else:
+                return
         broken.shutdown(wait=False)
 
     def shutdown(self, wait: bool = True, **kwargs):
@@ -192,32 +259,47 @@ class Pool:
             self._closed = True
             pools, waiting = [p for p in (self._pool, self._alone) if p is not None], list(self._suspects)
             self._suspects.clear()
-        for outer, _ in waiting: outer.set_exception(RuntimeError("the pool was shut down before this task's retry"))
-        for pool in pools: pool.shutdown(wait=wait, **kwargs)
+        for outer, _ in waiting:
+            outer.set_exception(RuntimeError("the pool was shut down before this task's retry"))
+        for pool in pools:
+            pool.shutdown(wait=wait, **kwargs)
 
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.shutdown()
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
 
 # %% ../nbs/19_executors.ipynb #48d0f7ae
 def _dask_plugin(threads: int):
     "A WorkerPlugin giving every worker (restarted ones too) `threads` torch threads and one GPU, by its name."
     from distributed.diagnostics.plugin import WorkerPlugin
+
     class PinWorker(WorkerPlugin):
         name = "nash_lit-pin-worker"
+
         def setup(self, worker):
             import torch
+
             torch.set_num_threads(threads)
             index = worker.name if isinstance(worker.name, int) else 0
-            if torch.cuda.is_available(): torch.cuda.set_device(index % torch.cuda.device_count())
+            if torch.cuda.is_available():
+                torch.cuda.set_device(index % torch.cuda.device_count())
+
     return PinWorker()
+
 
 class Dask:
     "An executor on a Dask cluster: impure submits to `client`; closes the client (and its local cluster) only if it owns them."
+
     in_process = False
-    def __init__(self, client,  # a distributed.Client
-                 owned: bool = False,  # close the client and its cluster at shutdown
-                 threads: int = 1,  # torch threads per worker
-                 ):
+
+    def __init__(
+        self,
+        client,  # a distributed.Client
+        owned: bool = False,  # close the client and its cluster at shutdown
+        threads: int = 1,  # torch threads per worker
+    ):
         self.client, self.owned = client, owned
         client.register_plugin(_dask_plugin(threads))
 
@@ -225,45 +307,62 @@ class Dask:
         return self.client.submit(fn, *args, pure=False, **kwargs)
 
     def shutdown(self, wait: bool = True, **kwargs):
-        if not self.owned: return
+        if not self.owned:
+            return
         cluster = self.client.cluster
         self.client.close()
-        if cluster is not None: cluster.close()
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.shutdown()
+        if cluster is not None:
+            cluster.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
 
 # %% ../nbs/19_executors.ipynb #8f97214c
-def local_cluster(workers: int,  # worker processes, one thread each
-                  ):
+def local_cluster(
+    workers: int,  # worker processes, one thread each
+):
     "A distributed.Client on a new LocalCluster: `workers` spawned processes, 1 thread each; a task is retried once after its worker dies."
     import dask
     from distributed import Client, LocalCluster
+
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     return Client(cluster)
 
-def make_executor(spec: str = "inprocess",  # see EXECUTOR_NAMES
-                  threads: int = 1,  # torch threads per worker process
-                  ):
+
+def make_executor(
+    spec: str = "inprocess",  # see EXECUTOR_NAMES
+    threads: int = 1,  # torch threads per worker process
+):
     "The executor a string names; the caller closes it (`shutdown`), or uses `open_executor`."
     kind, arg = parse_executor(spec)
-    if kind == "inprocess": return InProcess()
-    if kind == "processes": return Pool(arg, threads)
-    if kind == "dask-local": return Dask(local_cluster(arg), owned=True, threads=threads)
+    if kind == "inprocess":
+        return InProcess()
+    if kind == "processes":
+        return Pool(arg, threads)
+    if kind == "dask-local":
+        return Dask(local_cluster(arg), owned=True, threads=threads)
     from distributed import Client
+
     return Dask(Client(arg), owned=True, threads=threads)
 
 # %% ../nbs/19_executors.ipynb #86b9c3c2
 @contextmanager
-def open_executor(executor=None,  # None (in this process), a string (make_executor), or an executor
-                  threads: int = 1,  # torch threads per worker, for one made here
-                  ):
+def open_executor(
+    executor=None,  # None (in this process), a string (make_executor), or an executor
+    threads: int = 1,  # torch threads per worker, for one made here
+):
     "The executor to submit to; one made here from a string is shut down on leaving."
     if executor is None:
         yield InProcess()
     elif isinstance(executor, str):
         made = make_executor(executor, threads)
-        try: yield made
-        finally: made.shutdown()
+        try:
+            yield made
+        finally:
+            made.shutdown()
     else:
         yield executor

@@ -29,24 +29,35 @@ def _shape_text(shape) -> str:
     "A batch shape for messages: (N, C, H, W)."
     return "(N, " + ", ".join(map(str, shape)) + ")"
 
+
 def _shape_hint(x: torch.Tensor, want: tuple | None) -> str:
     "What probably went wrong when `x` has the wrong shape, and the fix."
-    if want is None: return ""
-    if x.dim() == 3 and tuple(x.shape) == want: return "; a single image? use x[None]"
-    if x.dim() == 3 and want[0] == 1: return "; a batch of grey (N, H, W) images? use x[:, None]"
-    if x.dim() != 4: return ""
-    if x.shape[1] != want[0] and x.shape[-1] == want[0]: return "; channels last (NHWC)? use x.permute(0, 3, 1, 2)"
-    if x.shape[1] != want[0]: return f"; the network takes {want[0]}-channel images"
+    if want is None:
+        return ""
+    if x.dim() == 3 and tuple(x.shape) == want:
+        return "; a single image? use x[None]"
+    if x.dim() == 3 and want[0] == 1:
+        return "; a batch of grey (N, H, W) images? use x[:, None]"
+    if x.dim() != 4:
+        return ""
+    if x.shape[1] != want[0] and x.shape[-1] == want[0]:
+        return "; channels last (NHWC)? use x.permute(0, 3, 1, 2)"
+    if x.shape[1] != want[0]:
+        return f"; the network takes {want[0]}-channel images"
     return f"; resize the images to {want[1]}×{want[2]}"
+
 
 class Exported(nn.Module):
     "A trained network with its input normalisation and class names: uint8 images (or floats in [0, 1]) in, logits out."
-    def __init__(self, net: nn.Module,  # the trained network, fed normalised float images
-                 mean,  # per-channel mean of the training images on the [0, 1] scale
-                 std,  # per-channel standard deviation on the [0, 1] scale
-                 classes,  # the class names, one per output
-                 input_shape: tuple | None = None,  # (channels, height, width) the network takes; None: not checked
-                 ):
+
+    def __init__(
+        self,
+        net: nn.Module,  # the trained network, fed normalised float images
+        mean,  # per-channel mean of the training images on the [0, 1] scale
+        std,  # per-channel standard deviation on the [0, 1] scale
+        classes,  # the class names, one per output
+        input_shape: tuple | None = None,  # (channels, height, width) the network takes; None: not checked
+    ):
         super().__init__()
         self.net = net
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).flatten().clone())
@@ -61,13 +72,15 @@ class Exported(nn.Module):
         if x.dtype != torch.uint8 and not x.is_floating_point():
             raise TypeError(f"images must be uint8 (0..255) or floating point in [0, 1], got {x.dtype}")
         want = self.input_shape
-        if x.dim() == 4 and (want is None or tuple(x.shape[1:]) == want): return
+        if x.dim() == 4 and (want is None or tuple(x.shape[1:]) == want):
+            return
         shown = _shape_text(want if want is not None else ("C", "H", "W"))
         raise ValueError(f"images must have the shape {shown}, got {tuple(x.shape)}{_shape_hint(x, want)}")
 
     def check_values(self, x: torch.Tensor):
         "Raise unless float images lie in [0, 1]: values on the 0..255 scale, or normalised ones, would give wrong logits."
-        if x.is_floating_point(): check_unit_range(x, "the model's input")
+        if x.is_floating_point():
+            check_unit_range(x, "the model's input")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         "Logits of a batch of images: uint8 (N, C, H, W), or floats in [0, 1] (taken as 255·x)."
@@ -76,70 +89,91 @@ class Exported(nn.Module):
         # the data: it is checked on eager calls only, never while torch.export or torch.compile captures the model
         if not torch.jit.is_tracing():
             self.check(x)
-            if not torch.compiler.is_compiling(): self.check_values(x)
-        if x.dtype != torch.uint8: x = x.to(torch.float32) * 255
+            if not torch.compiler.is_compiling():
+                self.check_values(x)
+        if x.dtype != torch.uint8:
+            x = x.to(torch.float32) * 255
         return self.net(normalize(x, self.mean, self.std))
 
-    def extra_repr(self) -> str: return f"classes={self.classes}, input_shape={self.input_shape}"
+    def extra_repr(self) -> str:
+        return f"classes={self.classes}, input_shape={self.input_shape}"
 
 # %% ../nbs/25_export.ipynb #39dd2c35
 def _trained_net(net) -> nn.Module:
     "The network inside what `export` was given."
-    if isinstance(net, nn.Module): return net
+    if isinstance(net, nn.Module):
+        return net
     if isinstance(net, Arch):
-        raise TypeError("export takes a trained network, not an Arch (an architecture has no weights): "
-                        "train it first, e.g. export(final_train(arch, data), data)")
+        raise TypeError(
+            "export takes a trained network, not an Arch (an architecture has no weights): "
+            "train it first, e.g. export(final_train(arch, data), data)"
+        )
     inner = getattr(net, "net", None)  # a NashResult or a FinalResult
-    if isinstance(inner, nn.Module): return inner
+    if isinstance(inner, nn.Module):
+        return inner
     raise TypeError(f"export takes an nn.Module, or a search's or final_train's result, got {type(net).__name__}")
+
 
 def _image_shape(net: nn.Module, data: Data | None, input_shape) -> tuple | None:
     "(C, H, W) from the network's input node, the data and `input_shape`, which must agree."
     shapes, arch = {}, getattr(net, "arch", None)
     if isinstance(arch, Arch):
         shapes["the network's input node"] = (arch.input["channels"], arch.input["size"], arch.input["size"])
-    if data is not None: shapes["the data"] = tuple(data.x_train.shape[1:])
-    if input_shape is not None: shapes["input_shape"] = tuple(int(s) for s in input_shape)
+    if data is not None:
+        shapes["the data"] = tuple(data.x_train.shape[1:])
+    if input_shape is not None:
+        shapes["input_shape"] = tuple(int(s) for s in input_shape)
     if len(set(shapes.values())) > 1:
         found = ", ".join(f"{k} {v}" for k, v in shapes.items())
-        raise ValueError(f"export: the image shape (C, H, W) disagrees: {found}; "
-                         "export a network with the data it was trained on")
+        raise ValueError(
+            f"export: the image shape (C, H, W) disagrees: {found}; export a network with the data it was trained on"
+        )
     return next(iter(shapes.values()), None)
+
 
 def _n_outputs(net: nn.Module, shape: tuple | None) -> int | None:
     "The number of logits: a `Net`'s head, else one forward pass of two blank images (None when the shape is unknown)."
     arch = getattr(net, "arch", None)
-    if isinstance(arch, Arch): return arch.head["classes"]
-    if shape is None: return None
+    if isinstance(arch, Arch):
+        return arch.head["classes"]
+    if shape is None:
+        return None
     device = next(net.parameters(), torch.empty(0)).device
-    with eval_mode(net), torch.no_grad(): return net(torch.zeros(2, *shape, device=device)).shape[-1]
+    with eval_mode(net), torch.no_grad():
+        return net(torch.zeros(2, *shape, device=device)).shape[-1]
 
 # %% ../nbs/25_export.ipynb #6ce59b4a
 def _per_channel(name: str, value, shape: tuple | None) -> torch.Tensor:
     "`mean` or `std` as a float32 vector with one value per input channel."
     v = torch.as_tensor(value, dtype=torch.float32).detach().flatten().cpu()
     if shape is not None and len(v) != shape[0]:
-        raise ValueError(f"export: {name} has {len(v)} values but the network takes {shape[0]}-channel images; "
-                         "pass one value per channel (on the [0, 1] scale)")
+        raise ValueError(
+            f"export: {name} has {len(v)} values but the network takes {shape[0]}-channel images; "
+            "pass one value per channel (on the [0, 1] scale)"
+        )
     if not bool(torch.isfinite(v).all()):
         raise ValueError(f"export: {name} must be finite, got {v.tolist()}")
     return v
 
-def export(net,  # the trained network: an nn.Module (a `Net` or any other), or a result with a `.net`
-           data: Data | None = None,  # the data it was trained on: normalisation, class names and image shape
-           *,
-           mean=None,  # per-channel mean on the [0, 1] scale; default `data.mean`
-           std=None,  # per-channel standard deviation on the [0, 1] scale; default `data.std`
-           classes=None,  # class names, one per output; default `data.classes`, else "class 0", "class 1", ...
-           input_shape: tuple | None = None,  # (C, H, W); default from the network's input node or the data
-           ) -> Exported:
+
+def export(
+    net,  # the trained network: an nn.Module (a `Net` or any other), or a result with a `.net`
+    data: Data | None = None,  # the data it was trained on: normalisation, class names and image shape
+    *,
+    mean=None,  # per-channel mean on the [0, 1] scale; default `data.mean`
+    std=None,  # per-channel standard deviation on the [0, 1] scale; default `data.std`
+    classes=None,  # class names, one per output; default `data.classes`, else "class 0", "class 1", ...
+    input_shape: tuple | None = None,  # (C, H, W); default from the network's input node or the data
+) -> Exported:
     "The trained network with its input normalisation and class names, as a plain nn.Module in eval mode."
     net = _trained_net(net)
     if data is not None and not isinstance(data, Data):
         raise TypeError(f"export: data must be a Data, got {type(data).__name__}")
     if data is None and (mean is None or std is None):
-        raise ValueError("export needs the normalisation the network was trained with: pass the Data it was trained "
-                         "on, export(net, data), or both mean= and std= (one value per channel, [0, 1] scale)")
+        raise ValueError(
+            "export needs the normalisation the network was trained with: pass the Data it was trained "
+            "on, export(net, data), or both mean= and std= (one value per channel, [0, 1] scale)"
+        )
     shape = _image_shape(net, data, input_shape)
     mean = _per_channel("mean", data.mean if mean is None else mean, shape)
     std = _per_channel("std", data.std if std is None else std, shape)
@@ -147,12 +181,15 @@ def export(net,  # the trained network: an nn.Module (a `Net` or any other), or 
         raise ValueError(f"export: std must be > 0 in every channel, got {std.tolist()}")
     net = copy.deepcopy(net).eval().requires_grad_(False)
     n_out = _n_outputs(net, shape)
-    if classes is None: classes = data.classes if data is not None else [f"class {k}" for k in range(n_out or 0)]
+    if classes is None:
+        classes = data.classes if data is not None else [f"class {k}" for k in range(n_out or 0)]
     if isinstance(classes, str):
         raise TypeError(f"export: classes must be a sequence of names, got the string {classes!r}")
     if n_out is not None and len(classes) != n_out:
-        raise ValueError(f"export: classes has {len(classes)} names but the network has {n_out} outputs; "
-                         f"pass classes= with {n_out} names (or the Data it was trained on)")
+        raise ValueError(
+            f"export: classes has {len(classes)} names but the network has {n_out} outputs; "
+            f"pass classes= with {n_out} names (or the Data it was trained on)"
+        )
     device = next(net.parameters(), torch.empty(0)).device
     return Exported(net, mean, std, classes, shape).to(device).eval()
 
@@ -160,17 +197,26 @@ def export(net,  # the trained network: an nn.Module (a `Net` or any other), or 
 FORMAT = "nash_lit.exported/1"  # the `format` entry of the file's metadata
 META = "nash_lit.json"  # the name of the metadata entry inside the .pt2 file
 
+
 def _metadata(model: Exported, example: torch.Tensor) -> dict:
     "What the file says besides the program: names, statistics, what it takes, and a Net's architecture."
     arch = getattr(model.net, "arch", None)
-    return dict(format=FORMAT, classes=list(model.classes), mean=model.mean.tolist(), std=model.std.tolist(),
-                input_shape=list(example.shape[1:]), input_dtype=str(example.dtype).removeprefix("torch."),
-                arch=json.loads(arch.to_json()) if isinstance(arch, Arch) else None)
+    return dict(
+        format=FORMAT,
+        classes=list(model.classes),
+        mean=model.mean.tolist(),
+        std=model.std.tolist(),
+        input_shape=list(example.shape[1:]),
+        input_dtype=str(example.dtype).removeprefix("torch."),
+        arch=json.loads(arch.to_json()) if isinstance(arch, Arch) else None,
+    )
 
-def save_exported(model: Exported,  # what `export` returned
-                  path,  # the file to write; `.pt2` by convention
-                  example=None,  # a batch like those it will get; default uint8 zeros (2, C, H, W)
-                  ) -> Path:
+
+def save_exported(
+    model: Exported,  # what `export` returned
+    path,  # the file to write; `.pt2` by convention
+    example=None,  # a batch like those it will get; default uint8 zeros (2, C, H, W)
+) -> Path:
     "Write `model` as a `torch.export` program for inputs like `example` (any batch size) that loads with torch alone."
     if not isinstance(model, Exported):
         raise TypeError(f"save_exported takes an Exported, got {type(model).__name__}; make one with export(net, data)")
@@ -196,14 +242,20 @@ def _eval(self):
     "A loaded program is in inference mode already: `.eval()` keeps it so."
     return self
 
+
 def _train(self, mode: bool = True):
     "`.train(False)` keeps a loaded program in inference mode; `.train()` is refused: it cannot train."
-    if mode: raise NotImplementedError("a program from load_exported runs in inference mode only (BatchNorm uses its "
-                                       "running statistics): to train, train the network and export it again")
+    if mode:
+        raise NotImplementedError(
+            "a program from load_exported runs in inference mode only (BatchNorm uses its "
+            "running statistics): to train, train the network and export it again"
+        )
     return self
 
-def load_exported(path,  # a file written by `save_exported`
-                  ) -> nn.Module:
+
+def load_exported(
+    path,  # a file written by `save_exported`
+) -> nn.Module:
     """The saved program as a module in inference mode, with `.classes`, `.input_shape`, `.input_dtype` and `.info`.
 
     The program is in inference mode for good (BatchNorm uses its running statistics): `.eval()` and `.train(False)`
@@ -216,8 +268,10 @@ def load_exported(path,  # a file written by `save_exported`
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a torch.export file (not a .pt2 archive)")
     extra = {META: ""}
-    try: program = torch.export.load(path, extra_files=extra)
-    except Exception as e: raise ValueError(f"{path} is not a torch.export file ({type(e).__name__}: {e})") from e
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as e:
+        raise ValueError(f"{path} is not a torch.export file ({type(e).__name__}: {e})") from e
     if not extra[META]:
         raise ValueError(f"{path} is a torch.export program without {META}: save_exported did not write it")
     info = json.loads(extra[META])
@@ -226,32 +280,43 @@ def load_exported(path,  # a file written by `save_exported`
     module = program.module()
     module.classes, module.input_shape = tuple(info["classes"]), tuple(info["input_shape"])
     module.input_dtype, module.info = info["input_dtype"], info
-    module.eval, module.train = types.MethodType(_eval, module), types.MethodType(_train, module)  # torch's versions refuse even eval()
+    module.eval, module.train = (
+        types.MethodType(_eval, module),
+        types.MethodType(_train, module),
+    )  # torch's versions refuse even eval()
     return module
 
 # %% ../nbs/25_export.ipynb #f87559b0
 def _refuse_single_image(x, want: tuple | None) -> None:
     "Refuse one image without its batch axis, which `as_images` would read as C one-channel (or H) images."
     shape = tuple(getattr(x, "shape", ()))
-    if want is None or len(shape) != 3 or (want[0] == 1 and shape == want): return  # (1, H, W): the same either way
+    if want is None or len(shape) != 3 or (want[0] == 1 and shape == want):
+        return  # (1, H, W): the same either way
     if shape == want:
-        raise ValueError(f"predict: x has the shape {shape} of one image (C, H, W), but predict takes a batch; "
-                         "a single image? use x[None]")
+        raise ValueError(
+            f"predict: x has the shape {shape} of one image (C, H, W), but predict takes a batch; "
+            "a single image? use x[None]"
+        )
     if shape == (want[1], want[2], want[0]):
-        raise ValueError(f"predict: x has the shape {shape} of one channels-last image (H, W, C), but predict takes "
-                         "a batch; a single image? use x[None] with layout='NHWC'")
+        raise ValueError(
+            f"predict: x has the shape {shape} of one channels-last image (H, W, C), but predict takes "
+            "a batch; a single image? use x[None] with layout='NHWC'"
+        )
+
 
 def _to_input_dtype(x: torch.Tensor, dtype: str | None) -> torch.Tensor:
     "uint8 images in the dtype a loaded program was saved for (an Exported takes uint8 as it is)."
-    if dtype is None or dtype == "uint8": return x
+    if dtype is None or dtype == "uint8":
+        return x
     return (x.to(torch.float32) / 255).to(getattr(torch, dtype))
 
 # %% ../nbs/25_export.ipynb #0cc26737
-def predict(model: nn.Module,  # an `Exported`, or a program from `load_exported`
-            x,  # a batch of images (N, C, H, W) or (N, H, W): uint8, integers in 0..255 or floats in [0, 1]; tensor or numpy
-            layout: str = "NCHW",  # or 'NHWC' for channels-last images
-            batch_size: int = 1024,  # images per forward pass
-            ) -> tuple[torch.Tensor, list]:
+def predict(
+    model: nn.Module,  # an `Exported`, or a program from `load_exported`
+    x,  # a batch of images (N, C, H, W) or (N, H, W): uint8, integers in 0..255 or floats in [0, 1]; tensor or numpy
+    layout: str = "NCHW",  # or 'NHWC' for channels-last images
+    batch_size: int = 1024,  # images per forward pass
+) -> tuple[torch.Tensor, list]:
     "The predicted labels (int64, on the CPU) and class names of a batch of images; one image is refused (use x[None])."
     classes = getattr(model, "classes", None)
     if classes is None:
@@ -261,12 +326,14 @@ def predict(model: nn.Module,  # an `Exported`, or a program from `load_exported
     _refuse_single_image(x, want)
     x = as_images(x, "predict: x", layout)
     if want is not None and tuple(x.shape[1:]) != want:  # for a loaded program: ours, not its guard's message
-        raise ValueError(f"predict: images must have the shape {_shape_text(want)}, got {tuple(x.shape)}{_shape_hint(x, want)}")
+        raise ValueError(
+            f"predict: images must have the shape {_shape_text(want)}, got {tuple(x.shape)}{_shape_hint(x, want)}"
+        )
     x = _to_input_dtype(x, getattr(model, "input_dtype", None))
     device = next(iter(model.buffers()), torch.empty(0)).device
     labels = []
     with eval_mode(model) if isinstance(model, Exported) else nullcontext(), torch.no_grad():
         for i in range(0, len(x), batch_size):
-            labels.append(model(x[i:i + batch_size].to(device)).argmax(1).cpu())
+            labels.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())
     labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
     return labels, [classes[k] for k in labels.tolist()]

@@ -26,19 +26,26 @@ __all__ = ['log', 'latency', 'OBJECTIVES', 'SAMPLINGS', 'Objective', 'log_params
 # %% ../nbs/06_front.ipynb #fbf0327a
 log = logging.getLogger(__name__)
 
+
 class Objective(NamedTuple):
     "An entry of the objectives registry."
+
     fn: Callable  # Net -> float, to be minimised; computed without training
     reference: float  # the worst value of interest: this coordinate of the default hypervolume reference point
-    weights: bool = False  # whether fn reads the weights, not only the architecture (then proposals get calibrated weights)
+    weights: bool = (
+        False  # whether fn reads the weights, not only the architecture (then proposals get calibrated weights)
+    )
+
 
 def log_params(net: Net) -> float:
     "log(#params): the paper's cheap objective (Section 5.2)."
     return math.log(n_params(net.arch))
 
+
 def params(net: Net) -> float:
     "#params."
     return float(n_params(net.arch))
+
 
 def log_flops(net: Net) -> float:
     "log(FLOPs of one 32x32 image), counted by torch's flop counter (`arch.flops`)."
@@ -51,15 +58,21 @@ def quiet_logger(name: str, level: int = logging.ERROR):
     logger = logging.getLogger(name)
     old = logger.level
     logger.setLevel(level)
-    try: yield
-    finally: logger.setLevel(old)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
 
 class Latency:
     "Median forward time of a batch, measured with `torch.utils.benchmark`, cached per architecture and setting."
-    def __init__(self, device: str = "cpu",  # where to time the forward pass
-                 batch_size: int = 1,  # images per forward pass
-                 min_run_time: float = 0.05,  # seconds of timing per architecture (`blocked_autorange`)
-                 ):
+
+    def __init__(
+        self,
+        device: str = "cpu",  # where to time the forward pass
+        batch_size: int = 1,  # images per forward pass
+        min_run_time: float = 0.05,  # seconds of timing per architecture (`blocked_autorange`)
+    ):
         self.device, self.batch_size, self.min_run_time = device, batch_size, min_run_time
         self.cache: dict = {}  # (arch JSON, device, batch size, threads) -> seconds
         self.threads: dict = {}  # arch JSON -> torch's thread count when it was measured
@@ -78,12 +91,18 @@ class Latency:
         "Median seconds of one forward pass in eval mode, without gradients."
         arch = net.arch
         model = Net(arch).to(self.device).eval()  # fresh weights: the time does not depend on their values
-        x = torch.randn(self.batch_size, arch.input["channels"], arch.input["size"], arch.input["size"], device=self.device)
+        x = torch.randn(
+            self.batch_size, arch.input["channels"], arch.input["size"], arch.input["size"], device=self.device
+        )
         with quiet_logger("torch.utils.cpp_extension"):  # it warns "No CUDA runtime" on CPU-only machines
             from torch.utils import benchmark  # imported here, not at the top: importing nash_lit stays quiet
-        timer = benchmark.Timer(stmt="with torch.no_grad(): model(x)", globals=dict(model=model, x=x, torch=torch),
-                                num_threads=torch.get_num_threads())
+        timer = benchmark.Timer(
+            stmt="with torch.no_grad(): model(x)",
+            globals=dict(model=model, x=x, torch=torch),
+            num_threads=torch.get_num_threads(),
+        )
         return float(timer.blocked_autorange(min_run_time=self.min_run_time).median)
+
 
 latency = Latency()
 
@@ -95,38 +114,50 @@ OBJECTIVES: dict[str, Objective] = {
     "latency": Objective(latency, reference=10.0),
 }
 
-def register_objective(name: str,  # the name a run's config will store
-                       fn: Callable,  # Net -> float, to be minimised
-                       reference: float,  # its coordinate of the default hypervolume reference point
-                       overwrite: bool = False,  # replace an objective of the same name
-                       weights: bool = True,  # fn may read the weights; False: the architecture alone decides it
-                       ):
+
+def register_objective(
+    name: str,  # the name a run's config will store
+    fn: Callable,  # Net -> float, to be minimised
+    reference: float,  # its coordinate of the default hypervolume reference point
+    overwrite: bool = False,  # replace an objective of the same name
+    weights: bool = True,  # fn may read the weights; False: the architecture alone decides it
+):
     "Add a cheap objective to the registry."
     if not isinstance(name, str) or not name:
         raise ValueError(f"an objective's name must be a non-empty str, got {name!r}")
     if name in OBJECTIVES and not overwrite:
         raise ValueError(f"objective {name!r} is already registered; pass overwrite=True to replace it")
-    if not callable(fn): raise ValueError(f"objective {name!r}: fn must be callable, got {type(fn).__name__}")
+    if not callable(fn):
+        raise ValueError(f"objective {name!r}: fn must be callable, got {type(fn).__name__}")
     OBJECTIVES[name] = Objective(fn, float(reference), bool(weights))
 
-def resolve_objectives(names,  # names of registered objectives
-                       ) -> tuple:
+
+def resolve_objectives(
+    names,  # names of registered objectives
+) -> tuple:
     "The names as a tuple, after checking that each is registered, once."
     names = (names,) if isinstance(names, str) else tuple(names)
-    if not names: raise ValueError("objectives: at least one cheap objective is needed")
+    if not names:
+        raise ValueError("objectives: at least one cheap objective is needed")
     unknown = [n for n in names if n not in OBJECTIVES]
-    if unknown: raise ValueError(f"objectives: unknown {unknown}; known: {sorted(OBJECTIVES)} (or register_objective)")
-    if len(set(names)) < len(names): raise ValueError(f"objectives: {names} names one twice")
+    if unknown:
+        raise ValueError(f"objectives: unknown {unknown}; known: {sorted(OBJECTIVES)} (or register_objective)")
+    if len(set(names)) < len(names):
+        raise ValueError(f"objectives: {names} names one twice")
     return names
 
-def cheap_objectives(net: Net,  # the network
-                     names,  # objective names
-                     ) -> tuple:
+
+def cheap_objectives(
+    net: Net,  # the network
+    names,  # objective names
+) -> tuple:
     "f(N): the cheap objectives of `net`, in the order of `names`."
     return tuple(float(OBJECTIVES[n].fn(net)) for n in resolve_objectives(names))
 
-def reads_weights(names,  # objective names
-                  ) -> bool:
+
+def reads_weights(
+    names,  # objective names
+) -> bool:
     "Whether any of the objectives reads a network's weights (the built-in ones read only its architecture)."
     return any(OBJECTIVES[n].weights for n in resolve_objectives(names))
 
@@ -134,51 +165,74 @@ def reads_weights(names,  # objective names
 def as_points(points) -> np.ndarray:
     "Points as a 2-D float array (one row per point)."
     p = np.asarray(points, dtype=float)
-    if p.ndim == 1: p = p[:, None] if p.size else p.reshape(0, 1)
-    if p.ndim != 2: raise ValueError(f"points must be a 2-D array (one row per point), got shape {p.shape}")
+    if p.ndim == 1:
+        p = p[:, None] if p.size else p.reshape(0, 1)
+    if p.ndim != 2:
+        raise ValueError(f"points must be a 2-D array (one row per point), got shape {p.shape}")
     return p
 
-def pareto_front(points,  # (n, d) objective values, all minimised
-                 ) -> np.ndarray:
+
+def pareto_front(
+    points,  # (n, d) objective values, all minimised
+) -> np.ndarray:
     "Indices, ascending, of the non-dominated points; of exact duplicates only the first."
     p = as_points(points)
-    if len(p) == 0: return np.zeros(0, dtype=int)
-    if not np.isfinite(p).all(): raise ValueError("pareto_front: points must be finite (leave out failed networks)")
+    if len(p) == 0:
+        return np.zeros(0, dtype=int)
+    if not np.isfinite(p).all():
+        raise ValueError("pareto_front: points must be finite (leave out failed networks)")
     return np.flatnonzero(moocore.is_nondominated(p, keep_weakly=False))
 
 # %% ../nbs/06_front.ipynb #d69ba8b3
-def hypervolume(points,  # (n, d) objective values, all minimised
-                reference,  # the reference point r (d values)
-                ) -> float:
+def hypervolume(
+    points,  # (n, d) objective values, all minimised
+    reference,  # the reference point r (d values)
+) -> float:
     "Volume dominated by the points and bounded by the reference point."
     p, r = as_points(points), np.asarray(reference, dtype=float)
-    if p.shape[1] != r.size and len(p): raise ValueError(f"hypervolume: points have {p.shape[1]} objectives, reference {r.size}")
-    if not (np.isfinite(p).all() and np.isfinite(r).all()): raise ValueError("hypervolume: points and reference must be finite")
+    if p.shape[1] != r.size and len(p):
+        raise ValueError(f"hypervolume: points have {p.shape[1]} objectives, reference {r.size}")
+    if not (np.isfinite(p).all() and np.isfinite(r).all()):
+        raise ValueError("hypervolume: points and reference must be finite")
     inside = p[(p < r).all(axis=1)] if len(p) else p
-    if len(inside) == 0: return 0.0
+    if len(inside) == 0:
+        return 0.0
     return float(moocore.hypervolume(inside, ref=r))
 
 # %% ../nbs/06_front.ipynb #72d68fcc
 class Density:
     "p_KDE over the cheap objectives of a front, with the fallback branch that its shape required."
-    def __init__(self, points,  # (n, d) cheap objectives of the front's members
-                 ):
+
+    def __init__(
+        self,
+        points,  # (n, d) cheap objectives of the front's members
+    ):
         p = as_points(points)
-        if len(p) == 0: raise ValueError("Density: the front is empty")
+        if len(p) == 0:
+            raise ValueError("Density: the front is empty")
         self.dims = np.flatnonzero(np.ptp(p, axis=0) > 0)  # the objectives that vary on the front
         self.kdes, self.branch = [], "kde"
-        if len(p) == 1: self.branch = "single"
-        elif self.dims.size == 0: self.branch = "equal"
-        else: self._fit(p[:, self.dims])
-        log.info("p_KDE over %d members, %d of %d objectives: branch %s", len(p), self.dims.size, p.shape[1], self.branch)
+        if len(p) == 1:
+            self.branch = "single"
+        elif self.dims.size == 0:
+            self.branch = "equal"
+        else:
+            self._fit(p[:, self.dims])
+        log.info(
+            "p_KDE over %d members, %d of %d objectives: branch %s", len(p), self.dims.size, p.shape[1], self.branch
+        )
 
-    def logpdf(self, points,  # (m, d) cheap objectives, in the front's order of objectives
-               ) -> np.ndarray:
+    def logpdf(
+        self,
+        points,  # (m, d) cheap objectives, in the front's order of objectives
+    ) -> np.ndarray:
         "log p_KDE at each point (0 everywhere for the constant branches)."
         p = as_points(points)
-        if self.branch in ("single", "equal"): return np.zeros(len(p))
+        if self.branch in ("single", "equal"):
+            return np.zeros(len(p))
         q = p[:, self.dims]
-        if self.branch == "kde": return self.kdes[0].logpdf(q.T)
+        if self.branch == "kde":
+            return self.kdes[0].logpdf(q.T)
         return sum(kde.logpdf(q[:, k]) for k, kde in enumerate(self.kdes))
 
     def _fit(self, q: np.ndarray):
@@ -186,51 +240,63 @@ class Density:
             try:
                 self.kdes = [scipy.stats.gaussian_kde(q.T)]
                 return
-            except np.linalg.LinAlgError: pass  # a singular covariance: members on a lower-dimensional set
+            except np.linalg.LinAlgError:
+                pass  # a singular covariance: members on a lower-dimensional set
         self.branch = "diagonal"
         self.kdes = [scipy.stats.gaussian_kde(q[:, k]) for k in range(q.shape[1])]
 
 # %% ../nbs/06_front.ipynb #7034d704
 SAMPLINGS = ("kde", "uniform")
 
-def inverse_density(density: Density,  # p_KDE of the front
-                    points,  # (m, d) cheap objectives of the candidates
-                    ) -> np.ndarray:
+
+def inverse_density(
+    density: Density,  # p_KDE of the front
+    points,  # (m, d) cheap objectives of the candidates
+) -> np.ndarray:
     "Probabilities ∝ 1 / p_KDE(points), summing to 1 (Eq. 9 and 10)."
     neg = -density.logpdf(points)  # log(1 / p_KDE)
-    if np.isposinf(neg).any(): return np.isposinf(neg) / np.isposinf(neg).sum()  # zero density: the limit shares all
+    if np.isposinf(neg).any():
+        return np.isposinf(neg) / np.isposinf(neg).sum()  # zero density: the limit shares all
     w = np.exp(neg - neg.max())
     return w / w.sum()
 
-def _check_sampling(sampling: str):
-    if sampling not in SAMPLINGS: raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
 
-def parent_probabilities(front,  # (n, d) cheap objectives of the front's members
-                         sampling: str = "kde",  # "kde" (Eq. 9) or "uniform"
-                         ) -> tuple[np.ndarray, Density]:
+def _check_sampling(sampling: str):
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+
+
+def parent_probabilities(
+    front,  # (n, d) cheap objectives of the front's members
+    sampling: str = "kde",  # "kde" (Eq. 9) or "uniform"
+) -> tuple[np.ndarray, Density]:
     "(p_P over the members, the front's density)."
     _check_sampling(sampling)
     density = Density(front)
-    if sampling == "uniform": return np.full(len(as_points(front)), 1 / len(as_points(front))), density
+    if sampling == "uniform":
+        return np.full(len(as_points(front)), 1 / len(as_points(front))), density
     return inverse_density(density, front), density
 
 # %% ../nbs/06_front.ipynb #0ff04278
-def sample_parents(front,  # (n, d) cheap objectives of the front's members
-                   n: int,  # parents to draw (n_pc)
-                   rng: np.random.Generator,  # the generation's generator
-                   sampling: str = "kde",  # "kde" (Eq. 9) or "uniform"
-                   ) -> np.ndarray:
+def sample_parents(
+    front,  # (n, d) cheap objectives of the front's members
+    n: int,  # parents to draw (n_pc)
+    rng: np.random.Generator,  # the generation's generator
+    sampling: str = "kde",  # "kde" (Eq. 9) or "uniform"
+) -> np.ndarray:
     "Indices of `n` parents drawn with replacement from p_P."
     probs, _ = parent_probabilities(front, sampling)
     return rng.choice(len(probs), size=n, p=probs)
 
-def accept(density: Density,  # the front's p_KDE
-           children,  # (m, d) cheap objectives of the proposals
-           n_ac: int,  # children to accept
-           rng: np.random.Generator,  # the generation's generator
-           sampling: str = "kde",  # "kde" (Eq. 10) or "uniform"
-           allowed=None,  # m booleans: which proposals may be accepted; default all
-           ) -> list:
+
+def accept(
+    density: Density,  # the front's p_KDE
+    children,  # (m, d) cheap objectives of the proposals
+    n_ac: int,  # children to accept
+    rng: np.random.Generator,  # the generation's generator
+    sampling: str = "kde",  # "kde" (Eq. 10) or "uniform"
+    allowed=None,  # m booleans: which proposals may be accepted; default all
+) -> list:
     "Indices of the accepted proposals, in the order drawn: successive draws ∝ p(N^c), without replacement."
     _check_sampling(sampling)
     m = len(as_points(children))
@@ -246,11 +312,13 @@ def accept(density: Density,  # the front's p_KDE
     return chosen
 
 # %% ../nbs/06_front.ipynb #04e687ee
-def front_history(log,  # the run's log (DataFrame or records)
-                  n_gen: int | None = None,  # last generation to show; default the log's last
-                  ) -> dict:
+def front_history(
+    log,  # the run's log (DataFrame or records)
+    n_gen: int | None = None,  # last generation to show; default the log's last
+) -> dict:
     "generation -> DataFrame of the front after it, recomputed from the log's trained networks alone."
     import pandas as pd
+
     df = pd.DataFrame(log) if not isinstance(log, pd.DataFrame) else log
     ok = df[df.status == "ok"].sort_values("id")
     last = int(df.step.max()) if n_gen is None else n_gen

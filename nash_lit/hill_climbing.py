@@ -28,14 +28,18 @@ __all__ = ['PAPER_OPERATORS', 'NASH', 'RANDOM', 'nash_reference', 'NashConfig', 
            'NashResult', 'nash', 'random_search']
 
 # %% ../nbs/05_nash.ipynb #4c057aa3
-def nash_reference(N0: Net,  # the seed network N0, already trained
-                   T: tuple,  # names of the operators T (chapter 04)
-                   n_steps: int, n_child: int, n_op: int, n_epochs: int,  # Algorithm 1's numbers
-                   data: Data,  # training and validation images, in memory
-                   train_config: TrainConfig,  # SGDR's settings; the epochs and the seed are set per child
-                   seed: int = 0,  # the run's seed: fixes every draw and every training, as in `nash`
-                   calib_size: int = 256,  # images of the batch that calibrates a new block's BatchNorm
-                   ) -> tuple[Net, float]:
+def nash_reference(
+    N0: Net,  # the seed network N0, already trained
+    T: tuple,  # names of the operators T (chapter 04)
+    n_steps: int,
+    n_child: int,
+    n_op: int,
+    n_epochs: int,  # Algorithm 1's numbers
+    data: Data,  # training and validation images, in memory
+    train_config: TrainConfig,  # SGDR's settings; the epochs and the seed are set per child
+    seed: int = 0,  # the run's seed: fixes every draw and every training, as in `nash`
+    calib_size: int = 256,  # images of the batch that calibrates a new block's BatchNorm
+) -> tuple[Net, float]:
     "Algorithm 1 line by line, in memory: N* after n_steps steps, and its validation error."
     calib = calibration_batch(data, calib_size, seed)
     N_star, error = N0.to(memory_format=torch.contiguous_format), math.nan  # line 2 (the layout: see above)
@@ -52,15 +56,19 @@ def nash_reference(N0: Net,  # the seed network N0, already trained
 # %% ../nbs/05_nash.ipynb #ab25316d
 PAPER_OPERATORS = ("deeper", "wider", "skip")
 
+
 @dataclass(kw_only=True)
 class NashConfig(SearchConfig):
     "Settings of one NASH run (Algorithm 1); the defaults are the paper's (Section 5.1); the shared ones are `SearchConfig`'s."
+
     n_steps: int | None = 10  # hill-climbing steps; None: as many as the budget in seconds or images allows
     n_child: int = 8  # children generated and trained per step
     n_op: int = 5  # operators applied to make one child
     operators: tuple = PAPER_OPERATORS  # names of the operators T, each drawn with equal probability
 
-    RULES: ClassVar[dict] = dict(n_steps=(int, dict(low=0, optional=True)), n_child=(int, dict(low=1)), n_op=(int, dict(low=1)))
+    RULES: ClassVar[dict] = dict(
+        n_steps=(int, dict(low=0, optional=True)), n_child=(int, dict(low=1)), n_op=(int, dict(low=1))
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -71,6 +79,7 @@ class NashConfig(SearchConfig):
 @dataclass(frozen=True)
 class Walk:
     "What distinguishes the searches of this chapter: where they start, which parent they extend, what they inherit."
+
     name: str  # stored in the run's config, so that a run cannot be resumed as the other search
     first_step: int  # 0: step 0 trains the seed (NASH); 1: the seed is not trained (random search)
     climbs: bool  # True: the parent of step i + 1 is step i's best child; False: always the seed
@@ -78,13 +87,16 @@ class Walk:
 
     def n_op(self, config: NashConfig, step: int) -> int:
         "Operators in the chain of a child of `step`."
-        if step == 0: return 0
+        if step == 0:
+            return 0
         return config.n_op if self.climbs else config.n_op * step
 
     def task(self, config: NashConfig, data: DataSpec, parent: Net, step: int, j: int) -> ChildTask:
         "Child j of step i on this walk: its operators, its own stream, inherited weights or not."
-        return child_task(config, data, parent, step, j, self.n_op(config, step), stream=self.stream,
-                          fresh_weights=not self.climbs)
+        return child_task(
+            config, data, parent, step, j, self.n_op(config, step), stream=self.stream, fresh_weights=not self.climbs
+        )
+
 
 NASH = Walk("nash", first_step=0, climbs=True)
 RANDOM = Walk("random_search", first_step=1, climbs=False, stream=(2,))
@@ -95,21 +107,25 @@ def best_child(records: list) -> dict | None:
     ok = [r for r in records if r["status"] == "ok"]
     return min(ok, key=lambda r: (r["val_error"], r["child"])) if ok else None
 
+
 def _failure_summary(records: list) -> str:
     counts = Counter(r["status"] for r in records)
     return ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; first error: {records[0]['error']}"
 
 # %% ../nbs/05_nash.ipynb #77276d98
-def finish_step(store: RunStore,  # the run
-                step: int,  # the step whose children are all logged
-                records: list,  # their records
-                ) -> Net:
+def finish_step(
+    store: RunStore,  # the run
+    step: int,  # the step whose children are all logged
+    records: list,  # their records
+) -> Net:
     "Line 8: keep the best network ever in best_ever.pt, the step's best in best.pt, delete the step's checkpoints."
     winner = best_child(records)
     if winner is None:
         what = "seed" if step == 0 else "children"
-        raise SearchFailed(f"all {len(records)} {what} of step {step} failed ({_failure_summary(records)}); "
-                           f"the log {store.dir / 'log.jsonl'} keeps their errors")
+        raise SearchFailed(
+            f"all {len(records)} {what} of step {step} failed ({_failure_summary(records)}); "
+            f"the log {store.dir / 'log.jsonl'} keeps their errors"
+        )
     net, _ = store.load(child_checkpoint(winner["id"]))
     found = dict(id=winner["id"], val_error=winner["val_error"], step=step)
     if store.best_ever is None or winner["val_error"] < store.best_ever["val_error"]:  # ties: the earlier stays
@@ -122,6 +138,7 @@ def finish_step(store: RunStore,  # the run
 # %% ../nbs/05_nash.ipynb #41596ec9
 class HillClimb(Strategy):
     "Algorithm 1 (walk NASH) or its random-search control (walk RANDOM), as a strategy of the search driver."
+
     unit = "step"
 
     def __init__(self, walk: Walk, seed_net: Net, config: NashConfig):
@@ -132,14 +149,17 @@ class HillClimb(Strategy):
     def start(self, run: Run):
         "The seed network from its file (stored on the first start), the parent of the next step, the last step done."
         store = run.store
-        if not store.exists(SEED): store.save(SEED, self.seed_net, role="seed")
+        if not store.exists(SEED):
+            store.save(SEED, self.seed_net, role="seed")
         seed, _ = store.load(SEED)  # N0 comes from its file, whether resumed or not
         if seed.arch != self.seed_net.arch:
             raise ValueError(f"the seed network differs from the one stored in {store.path(SEED)}")
         self.seed, self.parent, self.step = seed, seed, self.walk.first_step - 1
-        if store.best is None: return
+        if store.best is None:
+            return
         for r in store.records:  # killed between best.pt and the deletes, a finished step leaves its checkpoints
-            if r["step"] <= store.best["step"]: store.delete(child_checkpoint(r["id"]))
+            if r["step"] <= store.best["step"]:
+                store.delete(child_checkpoint(r["id"]))
         self.parent = store.load(BEST)[0] if self.walk.climbs else seed
         self.step = store.best["step"]
 
@@ -147,7 +167,8 @@ class HillClimb(Strategy):
         "Lines 4-7 for the next step: one task per child not yet logged."
         step = self.step + 1
         n_steps = self.config.n_steps
-        if self.waiting or (step > self.walk.first_step and n_steps is not None and step > n_steps): return None
+        if self.waiting or (step > self.walk.first_step and n_steps is not None and step > n_steps):
+            return None
         n = 1 if step == 0 else self.config.n_child
         ids, done = run.store.ids(step, n), run.store.finished(step)
         parent_id = run.store.best["id"] if self.walk.climbs and run.store.best is not None else None
@@ -155,8 +176,11 @@ class HillClimb(Strategy):
         fields = {j: dict(id=ids[j], parent=parent_id, step=step, child=j) for j in range(n)}
         return Plan(step, ids, tasks, fields, required=step == self.walk.first_step)
 
-    def opened(self, run: Run, plan: Plan): self.waiting = True
-    def feed(self, run: Run, plan: Plan, j: int, record: dict): pass  # line 8 needs every child: see close
+    def opened(self, run: Run, plan: Plan):
+        self.waiting = True
+
+    def feed(self, run: Run, plan: Plan, j: int, record: dict):
+        pass  # line 8 needs every child: see close
 
     def close(self, run: Run, plan: Plan):
         "Line 8: move to the step's best child (NASH), keep the best ever."
@@ -169,14 +193,26 @@ class HillClimb(Strategy):
         store = run.store
         net, ever = store.load(BEST_EVER)
         paper, last = (store.load(BEST)[0], store.best) if self.walk.climbs else (net, ever)
-        return NashResult(net, ever["val_error"], ever["id"], ever["step"], store.log(),
-                          store.dir if self.named else None, paper, last["val_error"], last["id"], last["step"],
-                          run.cost, self.walk.name)
+        return NashResult(
+            net,
+            ever["val_error"],
+            ever["id"],
+            ever["step"],
+            store.log(),
+            store.dir if self.named else None,
+            paper,
+            last["val_error"],
+            last["id"],
+            last["step"],
+            run.cost,
+            self.walk.name,
+        )
 
 # %% ../nbs/05_nash.ipynb #ffc28e18
 @dataclass(repr=False)
 class NashResult:
     "What a search found: the best network it ever trained, and beside it the network the paper returns."
+
     net: Net  # the best network ever trained, by validation error (ties: the earlier id), with its weights
     val_error: float  # its validation error
     id: int  # its id in the log
@@ -191,55 +227,80 @@ class NashResult:
     search: str = "nash"  # which search: "nash" or "random_search"
 
     @property
-    def arch(self) -> Arch: return self.net.arch
+    def arch(self) -> Arch:
+        return self.net.arch
+
     @property
-    def paper_arch(self) -> Arch: return self.paper_net.arch
+    def paper_arch(self) -> Arch:
+        return self.paper_net.arch
 
     def __repr__(self):
         paper = "the paper's N* (the last step's best)" if self.search == "nash" else "the control's best child"
         same = " (the same network)" if self.paper_id == self.id else ""
-        return (f"NashResult({self.search}; net, val_error, id, step: the best-ever network, id {self.id} from step "
-                f"{self.step}, validation error {self.val_error:.4f}; paper_*: {paper}, id {self.paper_id} from step "
-                f"{self.paper_step}, validation error {self.paper_val_error:.4f}{same}; {len(self.log)} networks "
-                f"logged; cost: {self.cost}; run_dir={self.run_dir})")
+        return (
+            f"NashResult({self.search}; net, val_error, id, step: the best-ever network, id {self.id} from step "
+            f"{self.step}, validation error {self.val_error:.4f}; paper_*: {paper}, id {self.paper_id} from step "
+            f"{self.paper_step}, validation error {self.paper_val_error:.4f}{same}; {len(self.log)} networks "
+            f"logged; cost: {self.cost}; run_dir={self.run_dir})"
+        )
 
 # %% ../nbs/05_nash.ipynb #7dc00982
 def _run(walk: Walk, seed_net, data, config, run_dir, resume, executor, progress) -> NashResult:
     if not isinstance(seed_net, (Arch, Net)):
-        raise TypeError(f"{walk.name} takes the seed network as an Arch or a Net, got {type(seed_net).__name__}: the search "
-                        "makes children by changing the architecture, so it needs one it can read; build it with "
-                        "seed_arch(...), or Net(arch) for an architecture with weights of your own")
+        raise TypeError(
+            f"{walk.name} takes the seed network as an Arch or a Net, got {type(seed_net).__name__}: the search "
+            "makes children by changing the architecture, so it needs one it can read; build it with "
+            "seed_arch(...), or Net(arch) for an architecture with weights of your own"
+        )
     config = config if config is not None else NashConfig()
     if isinstance(seed_net, Arch):
         torch.manual_seed(config.seed)
         seed_net = Net(seed_net)
-    stored = dict(format=f"nash_lit.{walk.name}/3", config=config.to_dict(), seed_arch=json.loads(seed_net.arch.to_json()))
+    stored = dict(
+        format=f"nash_lit.{walk.name}/3", config=config.to_dict(), seed_arch=json.loads(seed_net.arch.to_json())
+    )
     seed = 1 if walk.first_step == 0 else 0
     total = None if config.n_steps is None else seed + config.n_steps * config.n_child  # children the bar expects
-    return search(HillClimb(walk, seed_net, config), {"the seed network": seed_net}, data, config, stored, run_dir,
-                  resume, executor, progress, recovers=walk.climbs, total=lambda store: total, n_units=config.n_steps,
-                  extend=("config.n_steps",), stacklevel=4)  # the warning about in-memory data names the user's call
+    return search(
+        HillClimb(walk, seed_net, config),
+        {"the seed network": seed_net},
+        data,
+        config,
+        stored,
+        run_dir,
+        resume,
+        executor,
+        progress,
+        recovers=walk.climbs,
+        total=lambda store: total,
+        n_units=config.n_steps,
+        extend=("config.n_steps",),
+        stacklevel=4,
+    )  # the warning about in-memory data names the user's call
 
 # %% ../nbs/05_nash.ipynb #b0ade0c8
-def nash(seed_net: Net | Arch,  # N0: a network (its weights are the start), or an architecture (initialised with the seed)
-         data: Data | DataSpec,  # training and validation data, or a spec that each worker loads
-         config: NashConfig | None = None,  # Algorithm 1's settings; default NashConfig()
-         run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
-         resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
-         executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', 'dask:tcp://host:8786'), made and closed here; or any executor (a pool must spawn)
-         progress: bool = True,  # draw one progress bar for the search (never stored: a resume may change it)
-         ) -> NashResult:
+def nash(
+    seed_net: Net | Arch,  # N0: a network (its weights are the start), or an architecture (initialised with the seed)
+    data: Data | DataSpec,  # training and validation data, or a spec that each worker loads
+    config: NashConfig | None = None,  # Algorithm 1's settings; default NashConfig()
+    run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
+    resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
+    executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', 'dask:tcp://host:8786'), made and closed here; or any executor (a pool must spawn)
+    progress: bool = True,  # draw one progress bar for the search (never stored: a resume may change it)
+) -> NashResult:
     "Algorithm 1: hill climbing on architectures with network morphisms, logged and resumable; the best-ever network."
     return _run(NASH, seed_net, data, config, run_dir, resume, executor, progress)
 
-def random_search(seed_net: Net | Arch,  # the seed: every chain starts from its architecture
-                  data: Data | DataSpec,  # training and validation data, or a spec that each worker loads
-                  config: NashConfig | None = None,  # the same settings as NASH's (seed_epochs is unused)
-                  run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
-                  resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
-                  executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', 'dask:tcp://host:8786'), made and closed here; or any executor (a pool must spawn)
-                  progress: bool = True,  # draw one progress bar for the search
-                  ) -> NashResult:
+
+def random_search(
+    seed_net: Net | Arch,  # the seed: every chain starts from its architecture
+    data: Data | DataSpec,  # training and validation data, or a spec that each worker loads
+    config: NashConfig | None = None,  # the same settings as NASH's (seed_epochs is unused)
+    run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
+    resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
+    executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', 'dask:tcp://host:8786'), made and closed here; or any executor (a pool must spawn)
+    progress: bool = True,  # draw one progress bar for the search
+) -> NashResult:
     "Table 1's control: NASH's chains of operators on the seed, each child trained from scratch; the best child."
     config = config if config is not None else NashConfig()
     if config.n_steps == 0:

@@ -23,28 +23,42 @@ def looks_nhwc(shape) -> bool:
     "A 4-D shape whose last axis could hold channels (1 to 4) while axis 1 could not (more than 4)."
     return len(shape) == 4 and 1 <= shape[-1] <= 4 and shape[1] > 4
 
+
 def looks_nchw(shape) -> bool:
     "A 4-D shape whose axis 1 could hold channels (1 to 4) while the last axis could not (more than 4)."
     return len(shape) == 4 and 1 <= shape[1] <= 4 and shape[-1] > 4
 
-def check_unit_range(x: torch.Tensor,  # float images
-                     what: str = "images",  # what they are, for the error message
-                     ) -> None:
+
+def check_unit_range(
+    x: torch.Tensor,  # float images
+    what: str = "images",  # what they are, for the error message
+) -> None:
     "Raise unless the float images `x` lie in [0, 1], naming the likely cause: bytes stored as floats, or normalised images."
-    if not x.numel(): return
-    if not bool(torch.isfinite(x).all()): raise ValueError(f"{what}: float images hold NaN or infinite values")
+    if not x.numel():
+        return
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what}: float images hold NaN or infinite values")
     lo, hi = x.min().item(), x.max().item()
-    if 0 <= lo and hi <= 1: return
-    hint = ("; negative values look normalised: pass the images as they were before normalisation (a torchvision "
-            "transform: drop Normalize); the networks normalise them with the training statistics" if lo < 0
-            else "; floats on the 0..255 scale: divide them by 255" if hi <= 255 else "")
+    if 0 <= lo and hi <= 1:
+        return
+    hint = (
+        "; negative values look normalised: pass the images as they were before normalisation (a torchvision "
+        "transform: drop Normalize); the networks normalise them with the training statistics"
+        if lo < 0
+        else "; floats on the 0..255 scale: divide them by 255"
+        if hi <= 255
+        else ""
+    )
     raise ValueError(f"{what}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]{hint}")
 
-def to_uint8(x: torch.Tensor,  # images of any real dtype
-             what: str = "images",  # what they are, for the error message
-             ) -> torch.Tensor:
+
+def to_uint8(
+    x: torch.Tensor,  # images of any real dtype
+    what: str = "images",  # what they are, for the error message
+) -> torch.Tensor:
     "Images as uint8: kept, or converted from float in [0, 1] (round(255 x)) or integers in 0..255."
-    if x.dtype == torch.uint8: return x
+    if x.dtype == torch.uint8:
+        return x
     if x.dtype == torch.bool or x.is_complex():
         raise ValueError(f"{what}: images of dtype {x.dtype} are not images; give uint8 (0..255) or float in [0, 1]")
     if x.dtype.is_floating_point:
@@ -55,28 +69,41 @@ def to_uint8(x: torch.Tensor,  # images of any real dtype
         raise ValueError(f"{what}: integer images must lie in 0..255, got values in [{lo}, {hi}]")
     return x.to(torch.uint8)
 
-def resize(x: torch.Tensor,  # uint8 images (N, C, H, W)
-           size: int,  # side of the output images
-           ) -> torch.Tensor:
+
+def resize(
+    x: torch.Tensor,  # uint8 images (N, C, H, W)
+    size: int,  # side of the output images
+) -> torch.Tensor:
     "uint8 images (N, C, H, W) resized to size×size: bilinear and antialiased in float32, rounded back to uint8."
-    if tuple(x.shape[-2:]) == (size, size): return x
-    chunks = [F.interpolate(c.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-              .round_().clamp_(0, 255).to(torch.uint8) for c in x.split(1024)]  # chunks bound the float copy
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    chunks = [
+        F.interpolate(c.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        for c in x.split(1024)
+    ]  # chunks bound the float copy
     return torch.cat(chunks) if chunks else x.new_empty(0, x.shape[1], size, size)
 
 # %% ../nbs/10_images.ipynb #a0000009
-def as_images(x,  # images: a torch tensor or a numpy array, (N, C, H, W), (N, H, W, C) or (N, H, W)
-              what: str = "x",  # what they are, for the error messages
-              layout: str = "NCHW",  # 'NCHW', or 'NHWC' for channels-last images
-              size: int | None = None,  # resize to size×size; None: keep
-              ) -> torch.Tensor:
+def as_images(
+    x,  # images: a torch tensor or a numpy array, (N, C, H, W), (N, H, W, C) or (N, H, W)
+    what: str = "x",  # what they are, for the error messages
+    layout: str = "NCHW",  # 'NCHW', or 'NHWC' for channels-last images
+    size: int | None = None,  # resize to size×size; None: keep
+) -> torch.Tensor:
     "`x` as uint8 (N, C, H, W): uint8 kept, float in [0, 1] and integers in 0..255 converted; (N, H, W) is one channel."
-    if layout not in ("NCHW", "NHWC"): raise ValueError(f"{what}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"{what}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
     if isinstance(x, np.ndarray):  # torch does few operations on uint16..64: those go through int64
         x = torch.from_numpy(np.ascontiguousarray(x.astype(np.int64) if x.dtype.kind == "u" and x.itemsize > 1 else x))
-    if not isinstance(x, torch.Tensor): raise TypeError(f"{what} must be a torch tensor or a numpy array, got {type(x).__name__}")
-    if x.ndim == 3: x = x.unsqueeze(1)  # (N, H, W): one channel
-    elif x.ndim != 4: raise ValueError(f"{what} must be (N, C, H, W), (N, H, W, C) or (N, H, W), got shape {tuple(x.shape)}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a torch tensor or a numpy array, got {type(x).__name__}")
+    if x.ndim == 3:
+        x = x.unsqueeze(1)  # (N, H, W): one channel
+    elif x.ndim != 4:
+        raise ValueError(f"{what} must be (N, C, H, W), (N, H, W, C) or (N, H, W), got shape {tuple(x.shape)}")
     elif layout == "NHWC":
         if looks_nchw(x.shape):
             raise ValueError(f"{what} has shape {tuple(x.shape)}, which looks (N, C, H, W) already; drop layout='NHWC'")
@@ -84,8 +111,10 @@ def as_images(x,  # images: a torch tensor or a numpy array, (N, C, H, W), (N, H
     elif looks_nhwc(x.shape):
         raise ValueError(f"{what} has shape {tuple(x.shape)}, which looks channels-last: pass layout='NHWC'")
     x = to_uint8(x, what)
-    if size is not None: x = resize(x, check_side(size))
+    if size is not None:
+        x = resize(x, check_side(size))
     return x.contiguous()
+
 
 def check_side(size) -> int:
     "`size` checked: a positive int, the side of square images."
@@ -93,83 +122,118 @@ def check_side(size) -> int:
         raise ValueError(f"size must be a positive int (images become size×size), got {size!r}")
     return size
 
-def check_labels(y,  # labels to check
-                 n: int,  # the number of images they label
-                 what: str = "y",  # what they are, for the error messages
-                 ) -> None:
-    "Raise, naming `what` and the fix, unless `y` is an int64 tensor (N,) of `n` class indices, none negative."
-    if not isinstance(y, torch.Tensor): raise TypeError(f"{what} must be a torch tensor of int64 labels, got {type(y).__name__}")
-    if y.ndim != 1: raise ValueError(f"{what} must be 1-D class indices (N,), got shape {tuple(y.shape)} (one-hot: y.argmax(1))")
-    if y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
-        raise ValueError(f"{what} is {y.dtype}: labels are integer class indices 0, 1, ...; use y.long() if they are whole numbers")
-    if y.dtype != torch.int64: raise ValueError(f"{what} is {y.dtype}: labels are int64 class indices; use y.long()")
-    if len(y) != n: raise ValueError(f"{what} has {len(y)} labels for {n} images")
-    if n and y.min() < 0: raise ValueError(f"{what} holds the label {int(y.min())}: labels are class indices 0, 1, 2, ...")
 
-def as_labels(y,  # class indices 0, 1, ...: a tensor, an array or a list
-              n: int,  # the number of images they label
-              what: str = "y",  # what they are, for the error messages
-              ) -> torch.Tensor:
+def check_labels(
+    y,  # labels to check
+    n: int,  # the number of images they label
+    what: str = "y",  # what they are, for the error messages
+) -> None:
+    "Raise, naming `what` and the fix, unless `y` is an int64 tensor (N,) of `n` class indices, none negative."
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{what} must be a torch tensor of int64 labels, got {type(y).__name__}")
+    if y.ndim != 1:
+        raise ValueError(f"{what} must be 1-D class indices (N,), got shape {tuple(y.shape)} (one-hot: y.argmax(1))")
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
+        raise ValueError(
+            f"{what} is {y.dtype}: labels are integer class indices 0, 1, ...; use y.long() if they are whole numbers"
+        )
+    if y.dtype != torch.int64:
+        raise ValueError(f"{what} is {y.dtype}: labels are int64 class indices; use y.long()")
+    if len(y) != n:
+        raise ValueError(f"{what} has {len(y)} labels for {n} images")
+    if n and y.min() < 0:
+        raise ValueError(f"{what} holds the label {int(y.min())}: labels are class indices 0, 1, 2, ...")
+
+
+def as_labels(
+    y,  # class indices 0, 1, ...: a tensor, an array or a list
+    n: int,  # the number of images they label
+    what: str = "y",  # what they are, for the error messages
+) -> torch.Tensor:
     "`y` as int64 (N,): integers of any dtype converted, then checked by `check_labels`."
     if isinstance(y, (list, tuple, np.ndarray)):
         y = np.asarray(y)
-        if y.dtype.kind not in "iubf": raise ValueError(f"{what} must be integer class indices, got an array of {y.dtype}")
+        if y.dtype.kind not in "iubf":
+            raise ValueError(f"{what} must be integer class indices, got an array of {y.dtype}")
         y = torch.from_numpy(np.ascontiguousarray(y.astype(np.int64) if y.dtype.kind == "u" else y))
-    if not isinstance(y, torch.Tensor): raise TypeError(f"{what} must be a tensor, an array or a list of labels, got {type(y).__name__}")
-    if not (y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex()): y = y.long()
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{what} must be a tensor, an array or a list of labels, got {type(y).__name__}")
+    if not (y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex()):
+        y = y.long()
     check_labels(y, n, what)
     return y
 
 # %% ../nbs/10_images.ipynb #a000000c
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # PIL's 32-bit, 16-bit and float modes
 
+
 def _read_wide(img, what: str) -> torch.Tensor:
     "A 16-bit, 32-bit or float PIL image as uint8 (1, H, W) when its values are bytes (or floats in [0, 1]); else refused."
     a = np.array(img)
-    try: return to_uint8(torch.from_numpy(a.astype(np.float32 if a.dtype.kind == "f" else np.int64)), what)[None]
+    try:
+        return to_uint8(torch.from_numpy(a.astype(np.float32 if a.dtype.kind == "f" else np.int64)), what)[None]
     except ValueError as e:
-        raise ValueError(f"{e}. It is a PIL image of mode {img.mode!r}, which convert('RGB') would clip to near white: "
-                         "scale it to 0..255 first, in the dataset's loader or transform (16-bit images: "
-                         "Image.fromarray((np.array(img) // 257).astype(np.uint8)))") from None
+        raise ValueError(
+            f"{e}. It is a PIL image of mode {img.mode!r}, which convert('RGB') would clip to near white: "
+            "scale it to 0..255 first, in the dataset's loader or transform (16-bit images: "
+            "Image.fromarray((np.array(img) // 257).astype(np.uint8)))"
+        ) from None
 
-def read_image(img,  # a PIL image, a tensor (C, H, W) or (H, W), or an array (H, W, C) or (H, W)
-               what: str = "image",  # what it is, for the error messages
-               ) -> torch.Tensor:
+
+def read_image(
+    img,  # a PIL image, a tensor (C, H, W) or (H, W), or an array (H, W, C) or (H, W)
+    what: str = "image",  # what it is, for the error messages
+) -> torch.Tensor:
     "One dataset image (PIL, tensor (C, H, W) or array (H, W, C)) as uint8 (C, H, W)."
     if hasattr(img, "getbands") and hasattr(img, "convert"):  # a PIL image, without importing PIL here
-        if img.mode in _WIDE_MODES: return _read_wide(img, what)
+        if img.mode in _WIDE_MODES:
+            return _read_wide(img, what)
         img = np.array(img if img.mode in ("L", "RGB") else img.convert("L" if img.mode in ("1", "LA") else "RGB"))
     if isinstance(img, np.ndarray):
         img = img.astype(np.int64) if img.dtype.kind == "u" and img.itemsize > 1 else img  # e.g. 16-bit PNGs
         if img.ndim == 3 and 1 <= img.shape[0] <= 4 and img.shape[-1] > 4:
-            raise ValueError(f"{what}: an array image of shape {img.shape} looks (C, H, W); arrays are read as (H, W, C)")
+            raise ValueError(
+                f"{what}: an array image of shape {img.shape} looks (C, H, W); arrays are read as (H, W, C)"
+            )
         img = torch.from_numpy(np.ascontiguousarray(img))
         img = img.permute(2, 0, 1) if img.ndim == 3 else img
     elif isinstance(img, torch.Tensor):
         if img.ndim == 3 and 1 <= img.shape[-1] <= 4 and img.shape[0] > 4:
-            raise ValueError(f"{what}: a tensor image of shape {tuple(img.shape)} looks (H, W, C); tensors are read "
-                             "as (C, H, W), as torchvision's ToTensor gives them: img.permute(2, 0, 1)")
-    else: raise TypeError(f"{what}: an image must be a PIL image, a tensor or an array, got {type(img).__name__}")
-    if img.ndim == 2: img = img.unsqueeze(0)
-    if img.ndim != 3: raise ValueError(f"{what}: an image must be (C, H, W) or (H, W), got shape {tuple(img.shape)}")
+            raise ValueError(
+                f"{what}: a tensor image of shape {tuple(img.shape)} looks (H, W, C); tensors are read "
+                "as (C, H, W), as torchvision's ToTensor gives them: img.permute(2, 0, 1)"
+            )
+    else:
+        raise TypeError(f"{what}: an image must be a PIL image, a tensor or an array, got {type(img).__name__}")
+    if img.ndim == 2:
+        img = img.unsqueeze(0)
+    if img.ndim != 3:
+        raise ValueError(f"{what}: an image must be (C, H, W) or (H, W), got shape {tuple(img.shape)}")
     return to_uint8(img, what)
+
 
 def open_rgb(path):
     "An image file as a PIL image in RGB, as ImageFolder's loader gives it, except 16-bit, 32-bit and float images, kept for `read_image` to check."
     from PIL import Image
+
     with open(path, "rb") as f:
         img = Image.open(f)
         img.load()
     return img if img.mode in _WIDE_MODES else img.convert("RGB")
 
-def read_dataset(ds,  # a dataset of (image, label) pairs with len() and [i]
-                 size: int | None = None,  # resize every image to size×size; None: they must agree
-                 where: str = "dataset",  # what it is, for the error messages
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+
+def read_dataset(
+    ds,  # a dataset of (image, label) pairs with len() and [i]
+    size: int | None = None,  # resize every image to size×size; None: they must agree
+    where: str = "dataset",  # what it is, for the error messages
+) -> tuple[torch.Tensor, torch.Tensor]:
     "Every (image, label) of `ds`, in order, as uint8 (N, C, H, W) and int64 (N,)."
     if not hasattr(ds, "__len__") or not hasattr(ds, "__getitem__"):
-        raise TypeError(f"{where} must be a dataset of (image, label) pairs with len() and [i], got {type(ds).__name__}")
-    if len(ds) == 0: raise ValueError(f"{where} is empty")
+        raise TypeError(
+            f"{where} must be a dataset of (image, label) pairs with len() and [i], got {type(ds).__name__}"
+        )
+    if len(ds) == 0:
+        raise ValueError(f"{where} is empty")
     side, images, labels = None if size is None else check_side(size), [], []
     for i in range(len(ds)):
         item = ds[i]
@@ -178,31 +242,39 @@ def read_dataset(ds,  # a dataset of (image, label) pairs with len() and [i]
         img = read_image(item[0], f"{where}[{i}]")
         images.append(img if side is None else resize(img[None], side)[0])
         label = item[1]
-        if isinstance(label, torch.Tensor) and label.numel() == 1: label = label.item()
+        if isinstance(label, torch.Tensor) and label.numel() == 1:
+            label = label.item()
         if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
             raise TypeError(f"{where}[{i}] has the label {label!r}: labels must be class indices (int)")
         labels.append(int(label))
     shapes = sorted({tuple(im.shape) for im in images})
     if len({s[0] for s in shapes}) > 1:
-        raise ValueError(f"{where} mixes images with {sorted({s[0] for s in shapes})} channels: convert them to one "
-                         "mode first (ImageFolder reads every image as RGB)")
+        raise ValueError(
+            f"{where} mixes images with {sorted({s[0] for s in shapes})} channels: convert them to one "
+            "mode first (ImageFolder reads every image as RGB)"
+        )
     if len(shapes) > 1:
-        raise ValueError(f"{where} holds images of different sizes, e.g. {shapes[0][1:]} and {shapes[-1][1:]} (H, W): "
-                         "pass size=... to resize every image to size×size")
+        raise ValueError(
+            f"{where} holds images of different sizes, e.g. {shapes[0][1:]} and {shapes[-1][1:]} (H, W): "
+            "pass size=... to resize every image to size×size"
+        )
     return torch.stack(images), as_labels(labels, len(images), where)
 
 # %% ../nbs/10_images.ipynb #5cb23ce1
 ARCHIVE, FOLDER = "cifar-10-python.tar.gz", "cifar-10-batches-py"
 _BATCHES = tuple(f"data_batch_{k}" for k in range(1, 6)) + ("test_batch",)
 
+
 def data_root(root=None) -> Path:
     "The data root: `root`, else the environment variable `NASH_LIT_DATA`, else `data/`."
     return Path(root if root is not None else os.environ.get("NASH_LIT_DATA", "data")).expanduser()
 
+
 def _unpickle(f) -> tuple[np.ndarray, np.ndarray]:
-    with f: d = pickle.load(f, encoding="bytes")
-    return (np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32),
-            np.asarray(d[b"labels"], dtype=np.int64))
+    with f:
+        d = pickle.load(f, encoding="bytes")
+    return (np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], dtype=np.int64))
+
 
 def _read_batches(root: Path) -> dict | None:
     folder, archive = root / FOLDER, root / ARCHIVE
@@ -212,19 +284,23 @@ def _read_batches(root: Path) -> dict | None:
         with tarfile.open(archive, "r:gz") as tar:
             found = {Path(m.name).name: m for m in tar if m.isfile() and Path(m.name).name in _BATCHES}
             missing = set(_BATCHES) - set(found)
-            if missing: raise ValueError(f"{archive} lacks the CIFAR-10 batches {sorted(missing)}")
+            if missing:
+                raise ValueError(f"{archive} lacks the CIFAR-10 batches {sorted(missing)}")
             return {b: _unpickle(tar.extractfile(found[b])) for b in _BATCHES}
     return None
 
-def read_cifar10(root=None,  # data root; default `NASH_LIT_DATA` or `data/`
-                 download: bool = True,  # when absent, download through torchvision
-                 ) -> dict:
+
+def read_cifar10(
+    root=None,  # data root; default `NASH_LIT_DATA` or `data/`
+    download: bool = True,  # when absent, download through torchvision
+) -> dict:
     "CIFAR-10 as numpy arrays: {'train': (x uint8 (50000, 3, 32, 32), y int64), 'test': (x, y)}."
     root = data_root(root)
     batches, reason = _read_batches(root), "downloading is off"
     if batches is None and download:
         try:
             from torchvision.datasets import CIFAR10
+
             CIFAR10(str(root), train=True, download=True)
             batches, reason = _read_batches(root), "the download did not produce them"
         except Exception as e:  # offline, or the download was refused
@@ -233,7 +309,10 @@ def read_cifar10(root=None,  # data root; default `NASH_LIT_DATA` or `data/`
         raise FileNotFoundError(
             f"CIFAR-10 not found under the data root {root.resolve()}: there is neither {ARCHIVE} nor "
             f"{FOLDER}/, and {reason}. Put the python version of CIFAR-10, {ARCHIVE}, into "
-            f"{root.resolve()}/ (or set NASH_LIT_DATA to the folder that holds it).")
+            f"{root.resolve()}/ (or set NASH_LIT_DATA to the folder that holds it)."
+        )
     train = [batches[b] for b in _BATCHES[:5]]
-    return {"train": (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])),
-            "test": batches["test_batch"]}
+    return {
+        "train": (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])),
+        "test": batches["test_batch"],
+    }

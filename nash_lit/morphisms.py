@@ -11,8 +11,18 @@ import torch
 from torch import nn
 
 from .arch import OPS, Arch, Net, Node, conv_block_ids, eval_mode, param_name
-from .surgery import (Child, as_rng, clone_state, insert_after, make_child, pick, propagate, rewire, site_node,
-                              take_filters)
+from nash_lit.surgery import (
+    Child,
+    as_rng,
+    clone_state,
+    insert_after,
+    make_child,
+    pick,
+    propagate,
+    rewire,
+    site_node,
+    take_filters,
+)
 
 # %% auto #0
 __all__ = ['scramble', 'morphism_error', 'deeper', 'wider', 'skip_pairs', 'add_skip', 'concat_skip', 'skip']
@@ -23,12 +33,17 @@ def scramble(net: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module:
     "Give every parameter and BatchNorm statistic random values, in place (stands in for training in checks)."
     g = torch.Generator().manual_seed(seed)
     for name, t in net.state_dict().items():
-        if not t.is_floating_point(): continue
+        if not t.is_floating_point():
+            continue
         noise = torch.randn(t.shape, generator=g, dtype=torch.float64).to(t)
-        if name.endswith("running_var"): t.copy_(torch.exp(noise))
-        elif name.endswith((".bn.weight", ".lam")): t.copy_(1 + scale * noise)
-        else: t.add_(scale * noise * (t.std() if t.numel() > 1 else 1.0))
+        if name.endswith("running_var"):
+            t.copy_(torch.exp(noise))
+        elif name.endswith((".bn.weight", ".lam")):
+            t.copy_(1 + scale * noise)
+        else:
+            t.add_(scale * noise * (t.std() if t.numel() > 1 else 1.0))
     return net
+
 
 @torch.no_grad()
 def morphism_error(parent: nn.Module, child: nn.Module, x: torch.Tensor) -> float:
@@ -45,24 +60,33 @@ def _batch_stats(parent: Net, site: int, calib: torch.Tensor) -> tuple:
     h = probe.features(calib.to(next(parent.parameters())), [site])[site]
     return h.mean((0, 2, 3)), h.var((0, 2, 3), unbiased=False)
 
+
 def _identity_block(op: str, id: int, c: int, kernel: int, mean, var, eps: float) -> dict:
     "State of a block that is the identity on non-negative input: `OpSpec.identity`, BN with γ = √(σ²+ε), β = μ."
     state = {param_name(id, tensor): value for tensor, value in OPS[op].identity(c, kernel, mean).items()}
-    bn = {"weight": torch.sqrt(var + eps), "bias": mean.clone(), "running_mean": mean.clone(),
-          "running_var": var.clone(), "num_batches_tracked": torch.zeros((), dtype=torch.long, device=mean.device)}
+    bn = {
+        "weight": torch.sqrt(var + eps),
+        "bias": mean.clone(),
+        "running_mean": mean.clone(),
+        "running_var": var.clone(),
+        "num_batches_tracked": torch.zeros((), dtype=torch.long, device=mean.device),
+    }
     state.update({param_name(id, "bn." + tensor): value for tensor, value in bn.items()})
     return state
 
 # %% ../nbs/02_morphisms.ipynb #75d0a642
-def deeper(net: Net,  # the parent, never changed
-           rng=None,  # numpy Generator or seed: picks the place
-           site: int | None = None,  # id of the block to insert after; random when None
-           calib: torch.Tensor | None = None,  # a batch of inputs to calibrate the new BatchNorm (optional)
-           kernel: int = 3,  # kernel size of the new convolution, odd (so that it keeps the resolution)
-           ) -> Child:
+def deeper(
+    net: Net,  # the parent, never changed
+    rng=None,  # numpy Generator or seed: picks the place
+    site: int | None = None,  # id of the block to insert after; random when None
+    calib: torch.Tensor | None = None,  # a batch of inputs to calibrate the new BatchNorm (optional)
+    kernel: int = 3,  # kernel size of the new convolution, odd (so that it keeps the resolution)
+) -> Child:
     "Insert an identity Conv-BN-ReLU block after a Conv-BN-ReLU block (Types I and III)."
     if not isinstance(kernel, int) or isinstance(kernel, bool) or kernel < 1 or kernel % 2 == 0:
-        raise ValueError(f"deeper: kernel must be a positive odd integer (an even one changes the size), got {kernel!r}")
+        raise ValueError(
+            f"deeper: kernel must be a positive odd integer (an even one changes the size), got {kernel!r}"
+        )
     rng, arch = as_rng(rng), net.arch
     site = pick(rng, conv_block_ids(arch), "deeper", arch) if site is None else site
     node = site_node(arch, site, "deeper")
@@ -70,8 +94,10 @@ def deeper(net: Net,  # the parent, never changed
         raise ValueError(f"deeper: node {site} is {node.op}, not a conv block")
     c, new = arch.channels(site), arch.next_id
     like = net.state_dict()[param_name(site, "bn.weight")]
-    if calib is not None: mean, var = _batch_stats(net, site, calib)
-    else: mean, var = torch.zeros_like(like), torch.ones_like(like)
+    if calib is not None:
+        mean, var = _batch_stats(net, site, calib)
+    else:
+        mean, var = torch.zeros_like(like), torch.ones_like(like)
     state = clone_state(net)
     state.update(_identity_block(node.op, new, c, kernel, mean, var, net.blocks[str(site)].bn.eps))
     block = Node(new, node.op, (site,), {"channels": c, "kernel": kernel})
@@ -79,11 +105,12 @@ def deeper(net: Net,  # the parent, never changed
     return Child(make_child(net, nodes, state), ("deeper",))
 
 # %% ../nbs/02_morphisms.ipynb #5052db65
-def wider(net: Net,  # the parent, never changed
-          rng=None,  # numpy Generator or seed: picks the block and initialises the new filters
-          site: int | None = None,  # id of the block to widen; random when None
-          factor: float = 1.5,  # the width is multiplied by this, rounded up
-          ) -> Child:
+def wider(
+    net: Net,  # the parent, never changed
+    rng=None,  # numpy Generator or seed: picks the block and initialises the new filters
+    site: int | None = None,  # id of the block to widen; random when None
+    factor: float = 1.5,  # the width is multiplied by this, rounded up
+) -> Child:
     "Multiply the filters of a Conv-BN-ReLU block by `factor`; every reader gets zero weights on them (Type II)."
     if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 1 < factor < math.inf:
         raise ValueError(f"wider: factor must be a finite number > 1 (widening adds filters), got {factor!r}")
@@ -107,26 +134,32 @@ def skip_pairs(arch: Arch) -> list:
     ancestors, pairs = {}, []
     for n in arch.nodes:
         ancestors[n.id] = set(n.inputs).union(*(ancestors[i] for i in n.inputs))
-        if n.id in (arch.input.id, arch.head.id): continue
+        if n.id in (arch.input.id, arch.head.id):
+            continue
         pairs += [(a, n.id) for a in sorted(ancestors[n.id]) if arch.shape(a)[1] == arch.shape(n.id)[1]]
     return pairs
 
+
 def _skip_site(net: Net, rng, site, what: str) -> tuple:
     pairs = skip_pairs(net.arch)
-    if site is None: return pick(rng, pairs, what, net.arch)
+    if site is None:
+        return pick(rng, pairs, what, net.arch)
     if not isinstance(site, (tuple, list)) or len(site) != 2:
         raise ValueError(f"{what}: site must be a (from, to) pair of node ids, got {site!r}")
     a, b = (site_node(net.arch, s, what).id for s in site)
     if (a, b) not in pairs:
-        raise ValueError(f"{what}: {site} is not a valid (from, to) pair in {net.arch} "
-                         f"(from must be an ancestor of to, at the same resolution)")
+        raise ValueError(
+            f"{what}: {site} is not a valid (from, to) pair in {net.arch} "
+            f"(from must be an ancestor of to, at the same resolution)"
+        )
     return a, b
 
 # %% ../nbs/02_morphisms.ipynb #b283bcc0
-def add_skip(net: Net,  # the parent, never changed
-             rng=None,  # numpy Generator or seed: picks the pair
-             site: tuple | None = None,  # (from, to) node ids; random when None
-             ) -> Child:
+def add_skip(
+    net: Net,  # the parent, never changed
+    rng=None,  # numpy Generator or seed: picks the pair
+    site: tuple | None = None,  # (from, to) node ids; random when None
+) -> Child:
     "Add tensor `from` to tensor `to` through a merge λ·to + (1−λ)·from with λ = 1 (Type IV)."
     rng, arch = as_rng(rng), net.arch
     a, b = _skip_site(net, rng, site, "add_skip")
@@ -138,10 +171,12 @@ def add_skip(net: Net,  # the parent, never changed
     nodes = insert_after(rewire(list(arch.nodes), b, new, skip=new), b, merge)
     return Child(make_child(net, nodes, state), ("add_skip",))
 
-def concat_skip(net: Net,  # the parent, never changed
-                rng=None,  # numpy Generator or seed: picks the pair
-                site: tuple | None = None,  # (from, to) node ids; random when None
-                ) -> Child:
+
+def concat_skip(
+    net: Net,  # the parent, never changed
+    rng=None,  # numpy Generator or seed: picks the pair
+    site: tuple | None = None,  # (from, to) node ids; random when None
+) -> Child:
     "Concatenate tensor `from` to tensor `to`; every reader gets zero weights on the new channels (Type II)."
     rng, arch = as_rng(rng), net.arch
     a, b = _skip_site(net, rng, site, "concat_skip")
@@ -153,10 +188,12 @@ def concat_skip(net: Net,  # the parent, never changed
     nodes = propagate(nodes, {new: (origin, arch.channels(b))}, state, rng)
     return Child(make_child(net, nodes, state), ("concat_skip",))
 
-def skip(net: Net,  # the parent, never changed
-         rng=None,  # numpy Generator or seed: picks the kind of merge, then the pair
-         site: tuple | None = None,  # (from, to) node ids; random when None
-         ) -> Child:
+
+def skip(
+    net: Net,  # the parent, never changed
+    rng=None,  # numpy Generator or seed: picks the kind of merge, then the pair
+    site: tuple | None = None,  # (from, to) node ids; random when None
+) -> Child:
     "The paper's operator 3: a skip connection, merged by addition or by concatenation with equal chance."
     rng = as_rng(rng)
     merge = (add_skip, concat_skip)[rng.integers(2)]

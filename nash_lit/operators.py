@@ -21,9 +21,11 @@ __all__ = ['OPERATORS', 'Operator', 'resolve_operators', 'merge_affected', 'gene
 # %% ../nbs/04_operators.ipynb #557e266d
 class Operator(NamedTuple):
     "An entry of the operator registry."
+
     fn: Callable  # (net, rng=None, **kw) -> Child
     exact: bool  # a network morphism (Eq. 1): the child computes the parent's function, `affected` is empty
     shrinks: bool  # never increases the number of parameters
+
 
 OPERATORS: dict[str, Operator] = {
     "deeper": Operator(deeper, exact=True, shrinks=False),
@@ -36,12 +38,15 @@ OPERATORS: dict[str, Operator] = {
     "to_separable": Operator(to_separable, exact=False, shrinks=True),
 }
 
+
 def _registry_name(fn: Callable) -> str | None:
     "The registry's name of an operator function; None for a function outside the registry."
     return next((name for name, entry in OPERATORS.items() if entry.fn is fn), None)
 
-def resolve_operators(operators,  # names of the registry, `Operator`s or functions
-                      ) -> dict:
+
+def resolve_operators(
+    operators,  # names of the registry, `Operator`s or functions
+) -> dict:
     "{name: Operator} for the given operators; unknown names fail at once."
     out = {}
     for op in operators:
@@ -59,22 +64,26 @@ def resolve_operators(operators,  # names of the registry, `Operator`s or functi
     return out
 
 # %% ../nbs/04_operators.ipynb #5de5376b
-def merge_affected(affected,  # the chain's affected parameter names so far
-                   step: Child,  # what the next operator returned
-                   ) -> set:
+def merge_affected(
+    affected,  # the chain's affected parameter names so far
+    step: Child,  # what the next operator returned
+) -> set:
     "The chain's affected names after one more step: the earlier ones whose tensor still exists, and the step's own."
     present = {name for name, _ in step.net.named_parameters()}
     return (set(affected) & present) | set(step.affected)
 
 # %% ../nbs/04_operators.ipynb #e04fbfac
-def _takes_calib(fn: Callable) -> bool: return "calib" in inspect.signature(fn).parameters
+def _takes_calib(fn: Callable) -> bool:
+    return "calib" in inspect.signature(fn).parameters
 
-def generate_child(net: Net,  # the parent, never changed
-                   n_op: int,  # number of operators to draw
-                   operators=("deeper", "wider", "skip"),  # names (or Operators) to draw from, uniformly
-                   rng=None,  # numpy Generator or seed
-                   calib: torch.Tensor | None = None,  # calibration batch, for operators that take one
-                   ) -> Child:
+
+def generate_child(
+    net: Net,  # the parent, never changed
+    n_op: int,  # number of operators to draw
+    operators=("deeper", "wider", "skip"),  # names (or Operators) to draw from, uniformly
+    rng=None,  # numpy Generator or seed
+    calib: torch.Tensor | None = None,  # calibration batch, for operators that take one
+) -> Child:
     "GenerateChild of Algorithms 1 and 2: apply `n_op` uniformly drawn operators, skipping inapplicable ones."
     ops, rng = resolve_operators(operators), as_rng(rng)
     names, applied, affected, child = list(ops), [], set(), net
@@ -82,8 +91,10 @@ def generate_child(net: Net,  # the parent, never changed
         name = names[rng.integers(len(names))]
         op = ops[name]
         extra = {"calib": calib} if calib is not None and _takes_calib(op.fn) else {}
-        try: step = op.fn(child, rng, **extra)
-        except NotApplicable: continue
+        try:
+            step = op.fn(child, rng, **extra)
+        except NotApplicable:
+            continue
         child = step.net
         applied += step.ops
         affected = merge_affected(affected, step)

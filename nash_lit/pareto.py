@@ -20,8 +20,18 @@ from .checks import check_setting
 from .data import Data, DataSpec, default_device
 from .driver import Cost, Plan, Run, SearchConfig, SearchFailed, Strategy, child_task
 from .evaluation import build_parent, calibration_batch, child_seeds, fresh, make_child
-from .front import (OBJECTIVES, SAMPLINGS, accept, cheap_objectives, hypervolume, pareto_front,
-                            log_params, parent_probabilities, reads_weights, resolve_objectives)
+from nash_lit.front import (
+    OBJECTIVES,
+    SAMPLINGS,
+    accept,
+    cheap_objectives,
+    hypervolume,
+    pareto_front,
+    log_params,
+    parent_probabilities,
+    reads_weights,
+    resolve_objectives,
+)
 from .operators import generate_child
 from .runs import SEED, RunStore, atomic_write_text, child_checkpoint
 from .training import TrainConfig, train
@@ -36,29 +46,45 @@ def _proposal(parent: Net, T: tuple, n_op: int, draws: list, calib, min_convs: i
     "GenerateChild, drawn again until the child is new and keeps footnote 1's bound: (the Child, its attempt) or (None, None)."
     for attempt in range(attempts):
         child = generate_child(parent, n_op, T, np.random.default_rng(draws + [attempt]), calib)
-        if child.ops and satisfies_constraint(child.net.arch, min_convs, min_filters): return child, attempt
+        if child.ops and satisfies_constraint(child.net.arch, min_convs, min_filters):
+            return child, attempt
     return None, None
 
-def pareto_reference(P0: list,  # [(network, validation error)]: P0, trained
-                     T: tuple, n_gen: int, n_pc: int, n_ac: int, n_op: tuple, n_epochs: int,  # Algorithm 2's numbers
-                     data: Data,  # training and validation images, in memory
-                     train_config: TrainConfig,  # SGDR's settings; the epochs and the seed are set per child
-                     seed: int = 0, sampling: str = "kde",  # the run's seed; "kde" (Eq. 9-10) or "uniform"
-                     recovery_epochs: int = 1, calib_size: int = 256,  # Eq. 8's epochs; a new BatchNorm's batch
-                     min_convs: int = MIN_CONVS, min_filters: int = MIN_FILTERS, attempts: int = 10,  # footnote 1
-                     ) -> list:
+
+def pareto_reference(
+    P0: list,  # [(network, validation error)]: P0, trained
+    T: tuple,
+    n_gen: int,
+    n_pc: int,
+    n_ac: int,
+    n_op: tuple,
+    n_epochs: int,  # Algorithm 2's numbers
+    data: Data,  # training and validation images, in memory
+    train_config: TrainConfig,  # SGDR's settings; the epochs and the seed are set per child
+    seed: int = 0,
+    sampling: str = "kde",  # the run's seed; "kde" (Eq. 9-10) or "uniform"
+    recovery_epochs: int = 1,
+    calib_size: int = 256,  # Eq. 8's epochs; a new BatchNorm's batch
+    min_convs: int = MIN_CONVS,
+    min_filters: int = MIN_FILTERS,
+    attempts: int = 10,  # footnote 1
+) -> list:
     "Algorithm 2 line by line, in memory: the front P after n_gen generations, as (network, validation error) pairs."
     calib, f = calibration_batch(data, calib_size, seed), lambda N: (log_params(N),)
     front = lambda nets: [nets[k] for k in pareto_front([(e, *f(N)) for N, e in nets])]  # the non-dominated, in f
-    recovery = replace(RECOVERY, device=train_config.device, amp=train_config.amp, channels_last=train_config.channels_last)
+    recovery = replace(
+        RECOVERY, device=train_config.device, amp=train_config.amp, channels_last=train_config.channels_last
+    )
     P = front([(N.to(memory_format=torch.contiguous_format), e) for N, e in P0])  # line 2: P0's front
     for i in range(1, n_gen + 1):  # line 3
         rng = np.random.default_rng([seed, i, 3])
         p_P, p_KDE = parent_probabilities(np.array([f(N) for N, _ in P]), sampling)  # lines 4-5: the KDE, Eq. 9
         parents = [P[k][0] for k in rng.choice(len(P), size=n_pc, p=p_P)]
         n_ops = [int(np.random.default_rng([seed, i, j, 2]).integers(n_op[0], n_op[1] + 1)) for j in range(n_pc)]
-        proposals = [_proposal(N, T, n_ops[j], child_seeds(seed, i, j)[0], None, min_convs, min_filters, attempts)
-                     for j, N in enumerate(parents)]  # line 6: architectures only, nothing trained
+        proposals = [
+            _proposal(N, T, n_ops[j], child_seeds(seed, i, j)[0], None, min_convs, min_filters, attempts)
+            for j, N in enumerate(parents)
+        ]  # line 6: architectures only, nothing trained
         valid = [c is not None for c, _ in proposals]
         points = np.array([f(c.net) if c is not None else f(P[0][0]) for c, _ in proposals])
         accepted = accept(p_KDE, points, n_ac, rng, sampling, allowed=valid)  # lines 7-8: Eq. 10
@@ -67,7 +93,9 @@ def pareto_reference(P0: list,  # [(network, validation error)]: P0, trained
             draws, train_seed = child_seeds(seed, i, j)
             child = generate_child(parents[j], n_ops[j], T, np.random.default_rng(draws + [proposals[j][1]]), calib)
             if child.affected:
-                recover(parents[j], child.net, child.affected, data, recovery_epochs, replace(recovery, seed=train_seed))
+                recover(
+                    parents[j], child.net, child.affected, data, recovery_epochs, replace(recovery, seed=train_seed)
+                )
             history = train(child.net, data, replace(train_config, epochs=n_epochs, seed=train_seed))
             trained.append((child.net.to(memory_format=torch.contiguous_format), history[-1]["val_error"]))
         P = front(P + trained)  # line 10
@@ -78,14 +106,19 @@ PARETO_OPERATORS = ("deeper", "wider", "skip", "remove", "prune", "to_separable"
 
 SMALL_BUDGET = dict(  # ParetoConfig.small_budget(): what won at equal images trained in 33_inheritance (cpu profile)
     n_gen=10,  # generations, or fewer: pass budget_images (or budget_seconds) and the budget decides
-    n_pc=24, n_ac=4, n_op=(1, 3),  # a generation: 24 cheap proposals, 4 of them trained
+    n_pc=24,
+    n_ac=4,
+    n_op=(1, 3),  # a generation: 24 cheap proposals, 4 of them trained
     n_epochs=4,  # epochs per child: 4 beat 1 and 2 at 200,000 images trained, and tied NSGA-II's best arm
-    seed_epochs=2, recovery_epochs=1,  # each network of P0, and each recovery of an approximate operator
+    seed_epochs=2,
+    recovery_epochs=1,  # each network of P0, and each recovery of an approximate operator
 )
+
 
 @dataclass(kw_only=True)
 class ParetoConfig(SearchConfig):
     "Settings of one Pareto-NASH run (Algorithm 2); the defaults are the paper's (Section 5.2), `small_budget()` ours for small budgets; the shared ones are `SearchConfig`'s."
+
     n_gen: int = 32  # generations
     n_pc: int = 200  # proposed children per generation (cheap: never trained)
     n_ac: int = 40  # accepted children per generation: re-made with weights, recovered, trained
@@ -98,19 +131,36 @@ class ParetoConfig(SearchConfig):
     min_filters: int = MIN_FILTERS  # ... of at least this many filters, else it is not proposed
     max_attempts: int = 10  # draws of a proposal's operators before its slot is left empty
     max_failed_generations: int = 3  # consecutive generations without a trained child before the search stops
-    n_instances: int = 1  # asynchronous instances sharing one front (the paper: 8; chapter 08_pareto_async); 1: synchronous
+    n_instances: int = (
+        1  # asynchronous instances sharing one front (the paper: 8; chapter 08_pareto_async); 1: synchronous
+    )
 
-    RULES: ClassVar[dict] = {**{k: (int, dict(low=1)) for k in ("n_pc", "n_ac", "min_convs", "min_filters", "max_attempts",
-                                                                 "max_failed_generations", "n_instances")},
-                             "n_gen": (int, dict(low=0))}  # besides SearchConfig's
+    RULES: ClassVar[dict] = {
+        **{
+            k: (int, dict(low=1))
+            for k in (
+                "n_pc",
+                "n_ac",
+                "min_convs",
+                "min_filters",
+                "max_attempts",
+                "max_failed_generations",
+                "n_instances",
+            )
+        },
+        "n_gen": (int, dict(low=0)),
+    }  # besides SearchConfig's
 
     def __post_init__(self):
         super().__post_init__()
         self.objectives = resolve_objectives(self.objectives)
         if self.n_ac > self.n_pc:
-            raise ValueError(f"ParetoConfig.n_ac ({self.n_ac}) must be <= n_pc ({self.n_pc}): accepted children are proposals")
+            raise ValueError(
+                f"ParetoConfig.n_ac ({self.n_ac}) must be <= n_pc ({self.n_pc}): accepted children are proposals"
+            )
         _check_choices(self)
-        if self.reference is None: self.reference = (1.0,) + tuple(OBJECTIVES[n].reference for n in self.objectives)
+        if self.reference is None:
+            self.reference = (1.0,) + tuple(OBJECTIVES[n].reference for n in self.objectives)
         self.reference = _check_reference(self.reference, len(self.objectives))
 
     @classmethod
@@ -118,7 +168,9 @@ class ParetoConfig(SearchConfig):
         "Settings for a search of a few hundred thousand images trained (`SMALL_BUDGET`, measured in 33_inheritance); `changes` override them."
         return cls(**{**SMALL_BUDGET, **changes})
 
-    def to_dict(self) -> dict:  # n_instances = 1 is not stored: a synchronous run's config is as before, and older runs resume
+    def to_dict(
+        self,
+    ) -> dict:  # n_instances = 1 is not stored: a synchronous run's config is as before, and older runs resume
         return {k: v for k, v in asdict(self).items() if k != "n_instances" or v != 1}
 
 # %% ../nbs/07_pareto.ipynb #ccb6a180
@@ -127,35 +179,49 @@ def _check_choices(c: ParetoConfig):
         raise TypeError(f"ParetoConfig.n_op must be (fewest, most) operators per child, two ints, got {c.n_op!r}")
     lo, hi = (check_setting("ParetoConfig", f"n_op[{k}]", v, int) for k, v in enumerate(c.n_op))
     if not 1 <= lo <= hi:
-        raise ValueError(f"ParetoConfig.n_op must satisfy 1 <= fewest <= most, got {c.n_op!r} (an empty range of operator counts)")
+        raise ValueError(
+            f"ParetoConfig.n_op must satisfy 1 <= fewest <= most, got {c.n_op!r} (an empty range of operator counts)"
+        )
     c.n_op = (lo, hi)
-    if c.sampling not in SAMPLINGS: raise ValueError(f"ParetoConfig.sampling must be one of {SAMPLINGS}, got {c.sampling!r}")
+    if c.sampling not in SAMPLINGS:
+        raise ValueError(f"ParetoConfig.sampling must be one of {SAMPLINGS}, got {c.sampling!r}")
+
 
 def _check_reference(ref, n: int) -> tuple:
     if not isinstance(ref, (tuple, list)) or len(ref) != n + 1:
-        raise ValueError(f"ParetoConfig.reference must have {n + 1} values (error, then one per objective), got {ref!r}")
+        raise ValueError(
+            f"ParetoConfig.reference must have {n + 1} values (error, then one per objective), got {ref!r}"
+        )
     ref = tuple(check_setting("ParetoConfig", f"reference[{k}]", v, float) for k, v in enumerate(ref))
-    if not ref[0] > 0: raise ValueError(f"ParetoConfig.reference's error coordinate must be > 0, got {ref[0]}")
+    if not ref[0] > 0:
+        raise ValueError(f"ParetoConfig.reference's error coordinate must be > 0, got {ref[0]}")
     return ref
 
 # %% ../nbs/07_pareto.ipynb #3375ea3d
 class Member(NamedTuple):
     "A network of the front."
+
     id: int  # its id in the log
     net: Net  # with its trained weights
     val_error: float  # the expensive objective
     objectives: tuple  # the cheap ones, in the config's order
 
-    def point(self) -> tuple: return (self.val_error,) + tuple(self.objectives)
+    def point(self) -> tuple:
+        return (self.val_error,) + tuple(self.objectives)
 
-def update_front(members: list,  # the front, then the new trained children, in the order of their ids
-                 ) -> list:
+
+def update_front(
+    members: list,  # the front, then the new trained children, in the order of their ids
+) -> list:
     "Line 10: the non-dominated members in f = (error, f_cheap); of equal ones the first (the older)."
-    if not members: return []
+    if not members:
+        return []
     keep = pareto_front([m.point() for m in members])
     return [members[k] for k in keep]
 
-def front_hypervolume(front: list, reference) -> float: return hypervolume([m.point() for m in front], reference)
+
+def front_hypervolume(front: list, reference) -> float:
+    return hypervolume([m.point() for m in front], reference)
 
 # %% ../nbs/07_pareto.ipynb #c5bd026b
 def draw_n_op(config: ParetoConfig, step: int, j: int) -> int:
@@ -164,13 +230,15 @@ def draw_n_op(config: ParetoConfig, step: int, j: int) -> int:
     return int(np.random.default_rng([config.seed, step, j, 2]).integers(lo, hi + 1))
 
 # %% ../nbs/07_pareto.ipynb #18a1a57b
-def propose(config: ParetoConfig,  # the run's settings
-            data: DataSpec,  # its data
-            parent: Net,  # the drawn parent
-            step: int, j: int,  # generation and proposal index
-            loaded: Data,  # the data, loaded here (for the calibration batch)
-            built: Net | None = None,  # `build_parent` of this parent, shared by the generation's proposals; None: built here
-            ) -> dict:
+def propose(
+    config: ParetoConfig,  # the run's settings
+    data: DataSpec,  # its data
+    parent: Net,  # the drawn parent
+    step: int,
+    j: int,  # generation and proposal index
+    loaded: Data,  # the data, loaded here (for the calibration batch)
+    built: Net | None = None,  # `build_parent` of this parent, shared by the generation's proposals; None: built here
+) -> dict:
     "Proposal j: drawn until it is new and keeps the constraint (footnote 1); its architecture and cheap objectives."
     n_op = draw_n_op(config, step, j)
     # calibrating a new BatchNorm sets weights only, never the architecture or the draws: skip it unless f reads weights
@@ -179,29 +247,37 @@ def propose(config: ParetoConfig,  # the run's settings
         task = replace(child_task(config, data, parent, step, j, n_op, stream=(attempt,)), calib_size=calib_size)
         _, child = make_child(task, loaded, built)
         # a chain of inapplicable operators changes nothing: the parent again is no proposal
-        if not child.ops or not satisfies_constraint(child.net.arch, config.min_convs, config.min_filters): continue
+        if not child.ops or not satisfies_constraint(child.net.arch, config.min_convs, config.min_filters):
+            continue
         objectives = cheap_objectives(child.net, config.objectives)
-        if all(math.isfinite(v) for v in objectives): break  # a user's objective may fail on some networks
+        if all(math.isfinite(v) for v in objectives):
+            break  # a user's objective may fail on some networks
     else:
         return dict(n_op=n_op, attempt=None, arch=None, ops=[], objectives=None)
-    return dict(n_op=n_op, attempt=attempt, arch=child.net.arch.to_json(), ops=list(child.ops),
-                objectives=list(objectives))
+    return dict(
+        n_op=n_op, attempt=attempt, arch=child.net.arch.to_json(), ops=list(child.ops), objectives=list(objectives)
+    )
 
 # %% ../nbs/07_pareto.ipynb #f2e9154e
-def plan_name(step: int) -> str: return f"plan_{step}.json"
+def plan_name(step: int) -> str:
+    return f"plan_{step}.json"
+
 
 class Generation:
     "One generation of Algorithm 2: its plan (proposals, the accepted ones), the front it starts from, the driver's Plan, its close."
-    def __init__(self, store: RunStore,  # the run
-                 config: ParetoConfig,  # its settings (an asynchronous instance's: its own seed)
-                 data: DataSpec,  # its data
-                 front: list,  # the Members of the front the generation starts from (empty for P0)
-                 step: int,  # generation g (0: training P0)
-                 plan: dict,  # what `make_plan` (or `seed_plan`) made, or its file on disk
-                 ids: list,  # the proposals' ids in the log
-                 p0: list | None = None,  # for g = 0: the networks of P0
-                 tag: dict | None = None,  # fields every record of the generation carries (an instance's index)
-                 ):
+
+    def __init__(
+        self,
+        store: RunStore,  # the run
+        config: ParetoConfig,  # its settings (an asynchronous instance's: its own seed)
+        data: DataSpec,  # its data
+        front: list,  # the Members of the front the generation starts from (empty for P0)
+        step: int,  # generation g (0: training P0)
+        plan: dict,  # what `make_plan` (or `seed_plan`) made, or its file on disk
+        ids: list,  # the proposals' ids in the log
+        p0: list | None = None,  # for g = 0: the networks of P0
+        tag: dict | None = None,  # fields every record of the generation carries (an instance's index)
+    ):
         self.store, self.config, self.data, self.front, self.step, self.plan = store, config, data, front, step, plan
         self.ids, self.p0, self.tag = ids, p0, tag or {}
         self.by_id = {m.id: m for m in front}
@@ -214,22 +290,44 @@ class Generation:
     def fields(self, j: int) -> dict:
         "What proposal j's record says besides its result: id, parent, generation, its operators, architecture, objectives."
         p = self.plan["proposals"][j]
-        return dict(id=self.ids[j], parent=p["parent"], step=self.step, child=j, n_op=p["n_op"], ops=p["ops"], arch=p["arch"],
-                    objectives=p["objectives"], accepted=j in self.plan["accepted"], **self.tag)
+        return dict(
+            id=self.ids[j],
+            parent=p["parent"],
+            step=self.step,
+            child=j,
+            n_op=p["n_op"],
+            ops=p["ops"],
+            arch=p["arch"],
+            objectives=p["objectives"],
+            accepted=j in self.plan["accepted"],
+            **self.tag,
+        )
 
     def as_plan(self, key=None) -> Plan:
         "The driver's Plan: the accepted children not yet logged (in the order they were accepted), the others logged untrained."
         done, accepted = self.finished(), self.plan["accepted"]
-        untrained = [{**self.fields(j), "status": "rejected" if p["arch"] else "invalid", "val_error": None}
-                     for j, p in enumerate(self.plan["proposals"]) if j not in done and j not in accepted]
+        untrained = [
+            {**self.fields(j), "status": "rejected" if p["arch"] else "invalid", "val_error": None}
+            for j, p in enumerate(self.plan["proposals"])
+            if j not in done and j not in accepted
+        ]
         tasks = {}
         for j in accepted:
-            if j in done: continue
+            if j in done:
+                continue
             p = self.plan["proposals"][j]
             parent = self.by_id[p["parent"]].net if self.step else self.p0[j]
             tasks[j] = child_task(self.config, self.data, parent, self.step, j, p["n_op"], stream=(p["attempt"] or 0,))
-        return Plan(self.step, self.ids, tasks, {j: self.fields(j) for j in accepted}, untrained,
-                    required=self.step == 0, key=key, state=self)
+        return Plan(
+            self.step,
+            self.ids,
+            tasks,
+            {j: self.fields(j) for j in accepted},
+            untrained,
+            required=self.step == 0,
+            key=key,
+            state=self,
+        )
 
     def close(self) -> tuple[list, int]:
         "Line 10: (the front after this generation, its trained children)."
@@ -237,7 +335,8 @@ class Generation:
         trained = []
         for j in sorted(self.plan["accepted"], key=lambda j: self.ids[j]):
             r = done[j]
-            if r["status"] != "ok": continue
+            if r["status"] != "ok":
+                continue
             net, _ = self.store.load(child_checkpoint(r["id"]))
             trained.append(Member(r["id"], net, r["val_error"], tuple(r["objectives"])))
         return update_front(self.front + trained), len(trained)
@@ -251,32 +350,51 @@ def make_plan(config: ParetoConfig, data: DataSpec, front: list, step: int) -> d
     parents = rng.choice(len(front), size=config.n_pc, p=probs)
     loaded = data.load(default_device(config.train.device))
     built = {k: build_parent(child_task(config, data, front[k].net, step, 0, 0)) for k in sorted(set(parents.tolist()))}
-    proposals = [dict(parent=front[k].id, **propose(config, data, front[k].net, step, j, loaded, built[k]))
-                 for j, k in enumerate(parents)]
+    proposals = [
+        dict(parent=front[k].id, **propose(config, data, front[k].net, step, j, loaded, built[k]))
+        for j, k in enumerate(parents)
+    ]
     valid = [p["arch"] is not None for p in proposals]
     points = np.array([p["objectives"] if ok else front[0].objectives for p, ok in zip(proposals, valid)])
     accepted = accept(density, points, config.n_ac, rng, config.sampling, allowed=valid)
-    return dict(branch=density.branch, parent_probabilities=dict(zip([m.id for m in front], probs.tolist())),
-                proposals=proposals, accepted=accepted)
+    return dict(
+        branch=density.branch,
+        parent_probabilities=dict(zip([m.id for m in front], probs.tolist())),
+        proposals=proposals,
+        accepted=accepted,
+    )
 
 # %% ../nbs/07_pareto.ipynb #747a1956
 def seed_plan(config: ParetoConfig, p0: list) -> dict:
     "Generation 0: every network of P0 is accepted and trained as it is (no operators)."
-    proposals = [dict(parent=None, n_op=0, attempt=0, arch=net.arch.to_json(), ops=[],
-                      objectives=list(cheap_objectives(net, config.objectives))) for net in p0]
+    proposals = [
+        dict(
+            parent=None,
+            n_op=0,
+            attempt=0,
+            arch=net.arch.to_json(),
+            ops=[],
+            objectives=list(cheap_objectives(net, config.objectives)),
+        )
+        for net in p0
+    ]
     return dict(branch=None, parent_probabilities={}, proposals=proposals, accepted=list(range(len(p0))))
 
 # %% ../nbs/07_pareto.ipynb #4e2c4c1a
-def p0_name(k: int) -> str: return SEED if k == 0 else f"seed_{k}.pt"
+def p0_name(k: int) -> str:
+    return SEED if k == 0 else f"seed_{k}.pt"
+
 
 def store_p0(store: RunStore, p0: list) -> list:
     "P0 as stored in the run (saved on the first start; on resume, checked against the given networks)."
     if not store.exists(SEED):
-        for k, net in enumerate(p0): store.save(p0_name(k), net, role="P0", index=k, n=len(p0))
+        for k, net in enumerate(p0):
+            store.save(p0_name(k), net, role="P0", index=k, n=len(p0))
     stored = [store.load(p0_name(k))[0] for k in range(store.load(SEED)[1]["n"])]
     if [n.arch for n in stored] != [n.arch for n in p0]:
         raise ValueError(f"P0 differs from the networks stored in {store.dir}")
     return stored
+
 
 def front_of(store: RunStore) -> list:
     "The front saved when the last generation closed."
@@ -287,10 +405,12 @@ def front_of(store: RunStore) -> list:
         front.append(Member(i, net, by_id[i]["val_error"], tuple(by_id[i]["objectives"])))
     return front
 
+
 def sweep(store: RunStore, keep: set):
     "Delete the checkpoints of closed generations' networks that are not on the front."
     for path in store.dir.glob(child_checkpoint("*")):
-        if int(path.stem.split("_")[1]) not in keep: path.unlink(missing_ok=True)
+        if int(path.stem.split("_")[1]) not in keep:
+            path.unlink(missing_ok=True)
 
 # %% ../nbs/07_pareto.ipynb #62a7bcdc
 def close_generation(store: RunStore, config: ParetoConfig, gen: Generation, front: list, n_trained: int):
@@ -301,16 +421,21 @@ def close_generation(store: RunStore, config: ParetoConfig, gen: Generation, fro
         raise SearchFailed(f"every network of P0 failed; the log {store.dir / 'log.jsonl'} keeps their errors")
     hv = meta["hypervolume"] + [front_hypervolume(front, config.reference)]
     best = min(front, key=lambda m: (m.val_error, m.id))
-    store.save_best(best.net, gen.step, front=[m.id for m in front], hypervolume=hv, failed=failed, branch=gen.plan["branch"])
+    store.save_best(
+        best.net, gen.step, front=[m.id for m in front], hypervolume=hv, failed=failed, branch=gen.plan["branch"]
+    )
     sweep(store, {m.id for m in front})
     store.delete(plan_name(gen.step))
     if failed >= config.max_failed_generations:
-        raise SearchFailed(f"{failed} consecutive generations (up to {gen.step}) trained no child "
-                           f"(max_failed_generations={config.max_failed_generations}); see {store.dir / 'log.jsonl'}")
+        raise SearchFailed(
+            f"{failed} consecutive generations (up to {gen.step}) trained no child "
+            f"(max_failed_generations={config.max_failed_generations}); see {store.dir / 'log.jsonl'}"
+        )
 
 # %% ../nbs/07_pareto.ipynb #8113d12e
 class ParetoSearch(Strategy):
     "Algorithm 2, one generation at a time, as a strategy of the search driver; resumed or extended (a larger n_gen)."
+
     name, prefix, unit = "Pareto-NASH", "pareto", "generation"
 
     def __init__(self, p0: list, config: ParetoConfig):
@@ -320,7 +445,8 @@ class ParetoSearch(Strategy):
         "P0 as stored; resumed: the front of the last closed generation, what it left swept away."
         store = run.store
         self.p0, self.front, self.step = store_p0(store, self.p0), [], -1
-        if store.best is None: return
+        if store.best is None:
+            return
         self.front, self.step = front_of(store), store.best["step"]
         sweep(store, {m.id for m in self.front} | {r["id"] for r in store.records if r["step"] > self.step})
         store.delete(plan_name(self.step))  # killed between best.pt and this delete, a closed generation leaves it
@@ -330,21 +456,29 @@ class ParetoSearch(Strategy):
     def plan(self, run: Run) -> Plan | None:
         "Lines 4-8 of the next generation (P0 first), or its plan file when resumed."
         g = self.step + 1
-        if self.waiting or g > self.config.n_gen: return None
+        if self.waiting or g > self.config.n_gen:
+            return None
         path = run.store.path(plan_name(g))
-        if path.exists(): plan = json.loads(path.read_text())
-        elif g == 0: plan = seed_plan(self.config, self.p0)
-        else: plan = make_plan(self.config, run.data, self.front, g)
+        if path.exists():
+            plan = json.loads(path.read_text())
+        elif g == 0:
+            plan = seed_plan(self.config, self.p0)
+        else:
+            plan = make_plan(self.config, run.data, self.front, g)
         ids = run.store.ids(g, len(plan["proposals"]))
-        return Generation(run.store, self.config, run.data, self.front, g, plan, ids, self.p0 if g == 0 else None).as_plan()
+        return Generation(
+            run.store, self.config, run.data, self.front, g, plan, ids, self.p0 if g == 0 else None
+        ).as_plan()
 
     def opened(self, run: Run, plan: Plan):
         "Store the generation's plan before any of its children trains."
         self.waiting = True
         path = run.store.path(plan_name(plan.step))
-        if not path.exists(): atomic_write_text(path, json.dumps(plan.state.plan))
+        if not path.exists():
+            atomic_write_text(path, json.dumps(plan.state.plan))
 
-    def feed(self, run: Run, plan: Plan, j: int, record: dict): pass  # line 10 needs every child: see close
+    def feed(self, run: Run, plan: Plan, j: int, record: dict):
+        pass  # line 10 needs every child: see close
 
     def close(self, run: Run, plan: Plan):
         "Line 10, then the new front saved in best.pt and what left it deleted."
@@ -354,13 +488,15 @@ class ParetoSearch(Strategy):
 
     def result(self, run: Run) -> ParetoResult:
         front = sorted(self.front, key=lambda m: (m.val_error, m.id))
-        return ParetoResult(front, run.store.best["hypervolume"], run.store.log(), run.store.dir if self.named else None,
-                            run.cost)
+        return ParetoResult(
+            front, run.store.best["hypervolume"], run.store.log(), run.store.dir if self.named else None, run.cost
+        )
 
 # %% ../nbs/07_pareto.ipynb #6e25dabd
 @dataclass(repr=False)
 class ParetoResult:
     "What Pareto-NASH found."
+
     front: list  # the final front: Members (id, net with weights, val_error, cheap objectives), by error
     hypervolume: list  # the front's hypervolume after each generation (0: P0; asynchronous: each closed one, in order)
     log: object  # every proposal and trained network, as a pandas DataFrame
@@ -369,20 +505,26 @@ class ParetoResult:
 
     def __repr__(self):
         best = self.front[0]
-        return (f"ParetoResult({len(self.front)} networks on the front, the lowest validation error {best.val_error:.4f} "
-                f"(id {best.id}, {n_params(best.net.arch):,} parameters); hypervolume {self.hypervolume[-1]:.4f} after "
-                f"{len(self.hypervolume)} closed generations; {len(self.log)} proposals logged; cost: {self.cost}; "
-                f"run_dir={self.run_dir})")
+        return (
+            f"ParetoResult({len(self.front)} networks on the front, the lowest validation error {best.val_error:.4f} "
+            f"(id {best.id}, {n_params(best.net.arch):,} parameters); hypervolume {self.hypervolume[-1]:.4f} after "
+            f"{len(self.hypervolume)} closed generations; {len(self.log)} proposals logged; cost: {self.cost}; "
+            f"run_dir={self.run_dir})"
+        )
+
 
 def default_p0(seed: int = 0) -> list:
     "The paper's four seed networks (about 15k, 50k, 100k, 400k parameters; Section 5.2), freshly initialised."
     return [fresh(seed_arch(**kwargs), seed + k) for k, kwargs in enumerate(PARETO_SEEDS.values())]
+
 
 def check_reference(p0: list, config: ParetoConfig):
     "Every network of P0 must dominate the reference point in the cheap objectives, before anything trains."
     for k, net in enumerate(p0):
         f = cheap_objectives(net, config.objectives)
         broken = [n for n, v in zip(config.objectives, f) if not math.isfinite(v)]
-        if broken: raise ValueError(f"objectives: {broken} of P0 network {k} is not finite ({f})")
+        if broken:
+            raise ValueError(f"objectives: {broken} of P0 network {k} is not finite ({f})")
         bad = [n for n, v, r in zip(config.objectives, f, config.reference[1:]) if not v < r]
-        if bad: raise ValueError(f"reference: P0 network {k} does not dominate it in {bad} ({f} vs {config.reference[1:]})")
+        if bad:
+            raise ValueError(f"reference: P0 network {k} does not dominate it in {bad} ({f} vs {config.reference[1:]})")

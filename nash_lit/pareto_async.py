@@ -18,8 +18,21 @@ from .data import Data, DataSpec
 from .driver import Plan, Run, SearchFailed, Strategy, search
 from .evaluation import fresh
 from .front import pareto_front
-from .pareto import (Generation, Member, ParetoConfig, ParetoResult, ParetoSearch, check_reference, default_p0,
-                             front_hypervolume, make_plan, seed_plan, store_p0, sweep, update_front)
+from nash_lit.pareto import (
+    Generation,
+    Member,
+    ParetoConfig,
+    ParetoResult,
+    ParetoSearch,
+    check_reference,
+    default_p0,
+    front_hypervolume,
+    make_plan,
+    seed_plan,
+    store_p0,
+    sweep,
+    update_front,
+)
 from .runs import LOG, RECORD, SEED, RunDamaged, RunStore, atomic_write_text, child_checkpoint, read_records
 
 # %% auto #0
@@ -28,28 +41,34 @@ __all__ = ['STATE', 'instance_seed', 'instance_config', 'shared_front_ids', 'mer
            'pareto_nash']
 
 # %% ../nbs/08_pareto_async.ipynb #91b9efd2
-def instance_seed(seed: int,  # the run's seed
-                  instance: int,  # the instance's index, 0 .. n_instances - 1
-                  ) -> int:
+def instance_seed(
+    seed: int,  # the run's seed
+    instance: int,  # the instance's index, 0 .. n_instances - 1
+) -> int:
     "The seed of instance i's own draws: the run's seed for instance 0, one derived from (seed, i) for the others."
-    if instance == 0: return seed
+    if instance == 0:
+        return seed
     return int(np.random.SeedSequence([seed, instance, 4]).generate_state(1, np.uint64)[0])
+
 
 def instance_config(config: ParetoConfig, instance: int) -> ParetoConfig:
     "The run's settings with the instance's seed: what its generations plan and train with."
     return replace(config, seed=instance_seed(config.seed, instance))
 
 # %% ../nbs/08_pareto_async.ipynb #43c228ca
-def shared_front_ids(records: list,  # the log's records
-                     ) -> list[int]:
+def shared_front_ids(
+    records: list,  # the log's records
+) -> list[int]:
     "The shared front: ids, ascending, of the non-dominated trained networks of the log (any instance's), of equal ones the oldest."
     ok = sorted((r for r in records if r["status"] == "ok"), key=lambda r: r["id"])
     keep = pareto_front([(r["val_error"], *r["objectives"]) for r in ok])
     return [ok[k]["id"] for k in keep]
 
-def merge_fronts(own: list,  # an instance's front (Members)
-                 shared: list,  # the shared front (Members)
-                 ) -> list:
+
+def merge_fronts(
+    own: list,  # an instance's front (Members)
+    shared: list,  # the shared front (Members)
+) -> list:
     "The non-dominated Members of both, in the order of their ids (of equal ones the older): where an instance plans from."
     by_id = {m.id: m for m in own + shared}
     return update_front([by_id[i] for i in sorted(by_id)])
@@ -57,38 +76,53 @@ def merge_fronts(own: list,  # an instance's front (Members)
 # %% ../nbs/08_pareto_async.ipynb #6ea33654
 STATE = "instances.json"  # each instance's last closed generation, front and failures; the hypervolume history
 
-def plan_file(instance: int, step: int) -> str: return f"plan_{instance}_{step}.json"
+
+def plan_file(instance: int, step: int) -> str:
+    return f"plan_{instance}_{step}.json"
 
 # %% ../nbs/08_pareto_async.ipynb #d1301d6e
-def check_async_files(run_dir: Path,  # the run folder
-                      records: list,  # its log's complete records
-                      state: dict | None,  # instances.json (None: absent, P0 not closed)
-                      ):
+def check_async_files(
+    run_dir: Path,  # the run folder
+    records: list,  # its log's complete records
+    state: dict | None,  # instances.json (None: absent, P0 not closed)
+):
     "The log, seed.pt and instances.json of an asynchronous run against each other; RunDamaged naming what contradicts what."
     if records and not (run_dir / SEED).exists():
         raise RunDamaged(f"{run_dir / SEED} is missing, but the log has {len(records)} records of this run")
     first = {}
     for k, r in enumerate(records):
-        for what, key in (("id", r["id"]), ("instance, generation and child", (r.get("instance"), r["step"], r["child"]))):
+        for what, key in (
+            ("id", r["id"]),
+            ("instance, generation and child", (r.get("instance"), r["step"], r["child"])),
+        ):
             j = first.setdefault((what, key), k)
-            if j != k: raise RunDamaged(f"{run_dir / LOG}: records {j + 1} and {k + 1} have the same {what} {key}: "
-                                        f"a network was logged twice, by hand or by two runs sharing the folder")
+            if j != k:
+                raise RunDamaged(
+                    f"{run_dir / LOG}: records {j + 1} and {k + 1} have the same {what} {key}: "
+                    f"a network was logged twice, by hand or by two runs sharing the folder"
+                )
     if state is None:
         late = [r for r in records if r["step"] > 0]
-        if late: raise RunDamaged(f"{run_dir / STATE} is missing, but the log has children of generation {late[0]['step']}")
+        if late:
+            raise RunDamaged(f"{run_dir / STATE} is missing, but the log has children of generation {late[0]['step']}")
         return
     if len(records) < state["logged"]:
-        raise RunDamaged(f"{run_dir / LOG} holds {len(records)} records, but {run_dir / STATE} was written after "
-                         f"{state['logged']}: the log was cut")
+        raise RunDamaged(
+            f"{run_dir / LOG} holds {len(records)} records, but {run_dir / STATE} was written after "
+            f"{state['logged']}: the log was cut"
+        )
     for r in records:
         i = r.get("instance")
         if i is not None and r["step"] > state["instances"][i]["step"] + 1:
-            raise RunDamaged(f"{run_dir / LOG}: instance {i} logged a child of generation {r['step']}, but {run_dir / STATE} "
-                             f"says it closed generation {state['instances'][i]['step']}: the state file is an older copy")
+            raise RunDamaged(
+                f"{run_dir / LOG}: instance {i} logged a child of generation {r['step']}, but {run_dir / STATE} "
+                f"says it closed generation {state['instances'][i]['step']}: the state file is an older copy"
+            )
 
 # %% ../nbs/08_pareto_async.ipynb #db7eebdd
 class AsyncStore(RunStore):
     "The run store of asynchronous instances: RunStore's files and instances.json, checked for many open generations at once."
+
     def check_files(self, run_dir: Path):
         "Read the log and the state, check them against each other (before open_run writes an extended budget)."
         self.records = read_records(run_dir, fields=RECORD)
@@ -104,27 +138,37 @@ class AsyncStore(RunStore):
 # %% ../nbs/08_pareto_async.ipynb #8ded1dc1
 class Instance:
     "One instance of Algorithm 2: its settings (its own seed), front, last closed generation, open or stored plan."
-    def __init__(self, index: int,  # 0 .. n_instances - 1
-                 config: ParetoConfig,  # the run's settings with its own seed (`instance_config`)
-                 state: dict,  # what instances.json holds for it: step (last closed generation), front (ids), failed
-                 ):
+
+    def __init__(
+        self,
+        index: int,  # 0 .. n_instances - 1
+        config: ParetoConfig,  # the run's settings with its own seed (`instance_config`)
+        state: dict,  # what instances.json holds for it: step (last closed generation), front (ids), failed
+    ):
         self.index, self.config = index, config
-        self.front, self.step, self.failed = state["front"], state["step"], state["failed"]  # ids, last closed generation
+        self.front, self.step, self.failed = (
+            state["front"],
+            state["step"],
+            state["failed"],
+        )  # ids, last closed generation
         self.gen = None  # the open Generation
         self.stored = None  # the plan of its next generation a killed run left on disk, until it is opened
 
-    def state(self) -> dict: return dict(step=self.step, front=self.front, failed=self.failed)
+    def state(self) -> dict:
+        return dict(step=self.step, front=self.front, failed=self.failed)
 
 # %% ../nbs/08_pareto_async.ipynb #3869d9c3
 def next_id(store: AsyncStore) -> int:
     "One after every id logged or reserved by a plan on disk."
     ids = [r["id"] for r in store.records]
-    for path in store.dir.glob("plan_*_*.json"): ids += json.loads(path.read_text())["ids"]
+    for path in store.dir.glob("plan_*_*.json"):
+        ids += json.loads(path.read_text())["ids"]
     return max(ids) + 1
 
 # %% ../nbs/08_pareto_async.ipynb #99582f9f
 class AsyncPareto(Strategy):
     "n_instances instances of Algorithm 2 sharing one front, as a strategy of the driver: one open plan per instance."
+
     name, prefix, unit = "Pareto-NASH", "pareto", "generation"
 
     def __init__(self, p0: list, config: ParetoConfig):
@@ -140,42 +184,74 @@ class AsyncPareto(Strategy):
             self.members[i] = Member(i, self.store.load(child_checkpoint(i))[0], r["val_error"], tuple(r["objectives"]))
         return self.members[i]
 
-    def shared(self) -> list: return [self.member(i) for i in shared_front_ids(self.store.records)]
+    def shared(self) -> list:
+        return [self.member(i) for i in shared_front_ids(self.store.records)]
 
     def start(self, run: Run):
         "P0 as stored; resumed: the instances' state, their stored plans read, what nothing needs deleted."
         self.store = store = run.store
         self.p0 = store_p0(store, self.p0)
-        if store.state is None: return  # P0 is not closed yet: it is the first plan
-        self.instances = [Instance(i, instance_config(self.config, i), s) for i, s in enumerate(store.state["instances"])]
+        if store.state is None:
+            return  # P0 is not closed yet: it is the first plan
+        self.instances = [
+            Instance(i, instance_config(self.config, i), s) for i, s in enumerate(store.state["instances"])
+        ]
         for inst in self.instances:
             store.delete(plan_file(inst.index, inst.step))  # killed after closing it
             path = store.path(plan_file(inst.index, inst.step + 1))
-            if path.exists(): inst.stored = json.loads(path.read_text())
+            if path.exists():
+                inst.stored = json.loads(path.read_text())
         if any(inst.failed >= self.config.max_failed_generations for inst in self.instances):
-            raise SearchFailed(f"the run stopped after {self.config.max_failed_generations} consecutive failed generations "
-                               f"of an instance")
+            raise SearchFailed(
+                f"the run stopped after {self.config.max_failed_generations} consecutive failed generations "
+                f"of an instance"
+            )
         self.next = next_id(store)
         sweep_unneeded(self)  # what the last run left that nothing needs
 
     def plan(self, run: Run) -> Plan | None:
         "P0 (once), then the next generation of each instance that has none open, the stored ones first."
         if not self.instances:
-            if self.p0_open: return None
-            gen = Generation(run.store, self.config, run.data, [], 0, seed_plan(self.config, self.p0),
-                             list(range(len(self.p0))), self.p0, tag=dict(instance=None))
+            if self.p0_open:
+                return None
+            gen = Generation(
+                run.store,
+                self.config,
+                run.data,
+                [],
+                0,
+                seed_plan(self.config, self.p0),
+                list(range(len(self.p0))),
+                self.p0,
+                tag=dict(instance=None),
+            )
             return gen.as_plan(key="P0")
         idle = [inst for inst in self.instances if inst.gen is None and inst.step < self.config.n_gen]
-        idle.sort(key=lambda inst: inst.stored is None)  # resumed: every stored plan opens before anything new is planned
-        if not idle: return None
+        idle.sort(
+            key=lambda inst: inst.stored is None
+        )  # resumed: every stored plan opens before anything new is planned
+        if not idle:
+            return None
         inst, g = idle[0], idle[0].step + 1
         plan = inst.stored
         if plan is None:
             start = merge_fronts([self.member(i) for i in inst.front], self.shared())
             plan = make_plan(inst.config, run.data, start, g)
-            plan.update(instance=inst.index, front=[m.id for m in start], ids=list(range(self.next, self.next + len(plan["proposals"]))))
-        gen = Generation(run.store, inst.config, run.data, [self.member(i) for i in plan["front"]], g, plan, plan["ids"],
-                         tag=dict(instance=inst.index))
+            plan.update(
+                instance=inst.index,
+                front=[m.id for m in start],
+                ids=list(range(self.next, self.next + len(plan["proposals"]))),
+            )
+        gen = Generation(
+            run.store,
+            inst.config,
+            run.data,
+            [self.member(i) for i in plan["front"]],
+            g,
+            plan,
+            plan["ids"],
+            tag=dict(instance=inst.index),
+        )
         return gen.as_plan(key=inst.index)
 
     def opened(self, run: Run, plan: Plan):
@@ -190,7 +266,8 @@ class AsyncPareto(Strategy):
             atomic_write_text(path, json.dumps(plan.state.plan))
             self.next += len(plan.ids)
 
-    def feed(self, run: Run, plan: Plan, j: int, record: dict): pass  # an instance's line 10 needs all its children
+    def feed(self, run: Run, plan: Plan, j: int, record: dict):
+        pass  # an instance's line 10 needs all its children
 
     def progress_step(self, plan: Plan) -> int:
         "The bar shows the generation the slowest instance is on."
@@ -198,12 +275,19 @@ class AsyncPareto(Strategy):
 
     def close(self, run: Run, plan: Plan):
         "P0: every instance starts from its front. Else line 10 for the plan's instance."
-        if plan.key != "P0": return close_instance(self, self.instances[plan.key])
+        if plan.key != "P0":
+            return close_instance(self, self.instances[plan.key])
         front, _ = plan.state.close()
-        if not front: raise SearchFailed(f"every network of P0 failed; the log {run.store.dir / LOG} keeps their errors")
+        if not front:
+            raise SearchFailed(f"every network of P0 failed; the log {run.store.dir / LOG} keeps their errors")
         start = dict(step=0, front=[m.id for m in front], failed=0)
-        run.store.save_state(dict(instances=[start] * self.config.n_instances, closed=[[None, 0]],
-                                  hypervolume=[front_hypervolume(front, self.config.reference)]))
+        run.store.save_state(
+            dict(
+                instances=[start] * self.config.n_instances,
+                closed=[[None, 0]],
+                hypervolume=[front_hypervolume(front, self.config.reference)],
+            )
+        )
         self.instances = [Instance(i, instance_config(self.config, i), start) for i in range(self.config.n_instances)]
         self.next = next_id(run.store)
 
@@ -220,12 +304,18 @@ def needed(search: AsyncPareto) -> set:
     keep = set(shared_front_ids(search.store.records))
     for inst in search.instances:
         keep |= set(inst.front)
-        if inst.gen is not None: keep |= set(inst.gen.by_id)
-        if inst.stored is not None: keep |= set(inst.stored["front"])
+        if inst.gen is not None:
+            keep |= set(inst.gen.by_id)
+        if inst.stored is not None:
+            keep |= set(inst.stored["front"])
         if inst.gen is not None or inst.stored is not None:  # its open generation's trained children
-            keep |= {r["id"] for r in search.store.records
-                     if r.get("instance") == inst.index and r["step"] == inst.step + 1 and r["status"] == "ok"}
+            keep |= {
+                r["id"]
+                for r in search.store.records
+                if r.get("instance") == inst.index and r["step"] == inst.step + 1 and r["status"] == "ok"
+            }
     return keep
+
 
 def sweep_unneeded(search: AsyncPareto):
     "Delete the checkpoints (and forget the loaded Members) that no instance needs."
@@ -247,34 +337,57 @@ def close_instance(search: AsyncPareto, inst: Instance):
     search.store.delete(plan_file(inst.index, inst.step))
     sweep_unneeded(search)
     if inst.failed >= search.config.max_failed_generations:
-        raise SearchFailed(f"instance {inst.index}: {inst.failed} consecutive generations (up to {inst.step}) trained no child "
-                           f"(max_failed_generations={search.config.max_failed_generations}); see {search.store.dir / LOG}")
+        raise SearchFailed(
+            f"instance {inst.index}: {inst.failed} consecutive generations (up to {inst.step}) trained no child "
+            f"(max_failed_generations={search.config.max_failed_generations}); see {search.store.dir / LOG}"
+        )
 
 # %% ../nbs/08_pareto_async.ipynb #07e93fdb
-def pareto_nash(p0: list | None = None,  # P0: networks or architectures; None: the four PARETO_SEEDS
-                data: Data | DataSpec = None,  # training and validation data, or a spec that each worker loads
-                config: ParetoConfig | None = None,  # Algorithm 2's settings; default ParetoConfig()
-                run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
-                resume: bool = False,  # continue (or, with a larger n_gen or budget, extend) the run stored in `run_dir`
-                executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', 'dask:tcp://host:8786'), made and closed here; or any executor (a pool must spawn)
-                progress: bool = True,  # draw one progress bar for the search (never stored: a resume may change it)
-                ) -> ParetoResult:
+def pareto_nash(
+    p0: list | None = None,  # P0: networks or architectures; None: the four PARETO_SEEDS
+    data: Data | DataSpec = None,  # training and validation data, or a spec that each worker loads
+    config: ParetoConfig | None = None,  # Algorithm 2's settings; default ParetoConfig()
+    run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
+    resume: bool = False,  # continue (or, with a larger n_gen or budget, extend) the run stored in `run_dir`
+    executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', 'dask:tcp://host:8786'), made and closed here; or any executor (a pool must spawn)
+    progress: bool = True,  # draw one progress bar for the search (never stored: a resume may change it)
+) -> ParetoResult:
     "Algorithm 2: evolve a Pareto front of (validation error, cheap objectives) with inverse-density sampling."
     config = config if config is not None else ParetoConfig()
-    if data is None: raise ValueError("data: Pareto-NASH needs training and validation data")
-    if isinstance(p0, (Arch, torch.nn.Module)): raise TypeError(f"p0 is a list of networks; got one {type(p0).__name__}: pass [it]")
+    if data is None:
+        raise ValueError("data: Pareto-NASH needs training and validation data")
+    if isinstance(p0, (Arch, torch.nn.Module)):
+        raise TypeError(f"p0 is a list of networks; got one {type(p0).__name__}: pass [it]")
     for k, n in enumerate(p0 or ()):
         if not isinstance(n, (Arch, Net)):
-            raise TypeError(f"p0[{k}] is a {type(n).__name__}, not an Arch or a Net: the search changes architectures, so it "
-                            "needs ones it can read; build them with seed_arch(...), or Net(arch) for weights of your own")
-    p0 = default_p0(config.seed) if p0 is None else [fresh(n, config.seed + k) if isinstance(n, Arch) else n
-                                                      for k, n in enumerate(p0)]
-    if not p0: raise ValueError("p0: the initial front needs at least one network")
+            raise TypeError(
+                f"p0[{k}] is a {type(n).__name__}, not an Arch or a Net: the search changes architectures, so it "
+                "needs ones it can read; build them with seed_arch(...), or Net(arch) for weights of your own"
+            )
+    p0 = (
+        default_p0(config.seed)
+        if p0 is None
+        else [fresh(n, config.seed + k) if isinstance(n, Arch) else n for k, n in enumerate(p0)]
+    )
+    if not p0:
+        raise ValueError("p0: the initial front needs at least one network")
     check_reference(p0, config)
     stored = dict(format="nash_lit.pareto/1", config=config.to_dict(), p0=[json.loads(n.arch.to_json()) for n in p0])
     k = config.n_instances
     strategy, store_type = (AsyncPareto(p0, config), AsyncStore) if k > 1 else (ParetoSearch(p0, config), RunStore)
     total = len(p0) + k * config.n_gen * config.n_ac  # children the bar expects: P0, then n_ac per generation
-    return search(strategy, {f"P0 network {i}": n for i, n in enumerate(p0)}, data, config, stored, run_dir, resume,
-                  executor, progress, total=lambda store: total, n_units=config.n_gen, extend=("config.n_gen",),
-                  store_type=store_type)
+    return search(
+        strategy,
+        {f"P0 network {i}": n for i, n in enumerate(p0)},
+        data,
+        config,
+        stored,
+        run_dir,
+        resume,
+        executor,
+        progress,
+        total=lambda store: total,
+        n_units=config.n_gen,
+        extend=("config.n_gen",),
+        store_type=store_type,
+    )

@@ -29,35 +29,46 @@ __all__ = ['WIDTHS', 'SAMPLERS', 'suggest_arch', 'PeerConfig', 'make_study', 'Op
 # %% ../nbs/22_peers.ipynb #96aee1bc
 WIDTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)  # a stage's width: choices of the space
 
-def suggest_arch(trial,  # an Optuna trial (or FixedTrial)
-                 widths: tuple = WIDTHS,  # a stage's width: choices
-                 max_blocks: int = 3,  # blocks per stage: 1 .. max_blocks
-                 in_channels: int = 3, size: int = 32, classes: int = 10,  # the data's shape
-                 ) -> Arch:
+
+def suggest_arch(
+    trial,  # an Optuna trial (or FixedTrial)
+    widths: tuple = WIDTHS,  # a stage's width: choices
+    max_blocks: int = 3,  # blocks per stage: 1 .. max_blocks
+    in_channels: int = 3,
+    size: int = 32,
+    classes: int = 10,  # the data's shape
+) -> Arch:
     "The network of one trial: three stages of 1..max_blocks blocks, a width each, regular or separable, an optional skip."
     nodes = [Node(0, "input", (), {"channels": in_channels, "size": size})]
+
     def add(op, inputs, **attrs):
         nodes.append(Node(len(nodes), op, tuple(inputs), attrs))
         return len(nodes) - 1
+
     last = 0
     for s in range(3):
         n = trial.suggest_int(f"blocks_{s}", 1, max_blocks)
         width = trial.suggest_categorical(f"width_{s}", widths)
         op = "sep" if trial.suggest_categorical(f"separable_{s}", (False, True)) else "conv"
         skip = trial.suggest_categorical(f"skip_{s}", (False, True)) if n >= 2 else False
-        if s: last = add("pool", [last])
+        if s:
+            last = add("pool", [last])
         first = last = add(op, [last], channels=width, kernel=3)
-        for _ in range(n - 1): last = add(op, [last], channels=width, kernel=3)
-        if skip: last = add("add", [last, first], src=tuple(range(width)), dst=tuple(range(width)))
+        for _ in range(n - 1):
+            last = add(op, [last], channels=width, kernel=3)
+        if skip:
+            last = add("add", [last, first], src=tuple(range(width)), dst=tuple(range(width)))
     add("head", [last], classes=classes)
     return Arch(tuple(nodes))
 
 # %% ../nbs/22_peers.ipynb #e477046b
 SAMPLERS = ("nsga2", "tpe")
 
+
 @dataclass(kw_only=True)
 class PeerConfig(SearchConfig):
     "Settings of a from-scratch peer: Optuna's NSGA-II (multi-objective) or TPE (validation error alone)."
+
     sampler: str = "nsga2"  # "nsga2": NSGA-II on (error, cheap objectives); "tpe": TPE on the validation error
     n_steps: int | None = 10  # steps of `population` trials each; None: as many as the budget allows
     population: int = 8  # trials per step (NSGA-II's population size)
@@ -71,24 +82,32 @@ class PeerConfig(SearchConfig):
     operators: tuple = ()  # none: a peer changes no network, it draws new ones
 
     needs_operators: ClassVar[bool] = False
-    RULES: ClassVar[dict] = dict(n_steps=(int, dict(low=1, optional=True)), population=(int, dict(low=1)),
-                                 max_blocks=(int, dict(low=1)), min_convs=(int, dict(low=0)),
-                                 min_filters=(int, dict(low=1)), max_attempts=(int, dict(low=1)))
+    RULES: ClassVar[dict] = dict(
+        n_steps=(int, dict(low=1, optional=True)),
+        population=(int, dict(low=1)),
+        max_blocks=(int, dict(low=1)),
+        min_convs=(int, dict(low=0)),
+        min_filters=(int, dict(low=1)),
+        max_attempts=(int, dict(low=1)),
+    )
 
     def __post_init__(self):
         super().__post_init__()
-        if self.sampler not in SAMPLERS: raise ValueError(f"PeerConfig.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"PeerConfig.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.n_steps is None and self.budget_seconds is None and self.budget_images is None:
             raise ValueError("PeerConfig needs a budget: set n_steps, budget_seconds or budget_images (or several)")
         self.objectives = resolve_objectives(self.objectives)
         self.widths = tuple(self.widths)
         if not self.widths or not all(isinstance(w, int) and w >= 1 for w in self.widths):
             raise ValueError(f"PeerConfig.widths must be positive ints, got {self.widths!r}")
-        if self.reference is None: self.reference = (1.0,) + tuple(OBJECTIVES[n].reference for n in self.objectives)
+        if self.reference is None:
+            self.reference = (1.0,) + tuple(OBJECTIVES[n].reference for n in self.objectives)
         self.reference = tuple(float(v) for v in self.reference)
 
     @property
-    def multi(self) -> bool: return self.sampler == "nsga2"
+    def multi(self) -> bool:
+        return self.sampler == "nsga2"
 
 # %% ../nbs/22_peers.ipynb #c3640ffb
 def make_study(config: PeerConfig) -> optuna.Study:
@@ -100,12 +119,14 @@ def make_study(config: PeerConfig) -> optuna.Study:
     sampler = optuna.samplers.TPESampler(seed=config.seed % 2**32, n_startup_trials=config.population)
     return optuna.create_study(direction="minimize", sampler=sampler)
 
+
 def _values(config: PeerConfig, record: dict) -> list:
     return [record["val_error"], *record["objectives"]] if config.multi else [record["val_error"]]
 
 # %% ../nbs/22_peers.ipynb #75c31313
 class OptunaPeer(Strategy):
     "An Optuna sampler as a strategy of the driver: a step asks `population` trials, trains them from scratch, tells them."
+
     prefix = "peer"
 
     def __init__(self, config: PeerConfig, shape: tuple, probe: Net):
@@ -117,8 +138,10 @@ class OptunaPeer(Strategy):
     def _slots(self, run: Run, step: int, closed: bool) -> int:
         "Trials of a step: as logged (a closed one), else the population, or as many as the image budget still allows."
         c = self.config
-        if closed: return len(run.store.finished(step))
-        if c.budget_images is None: return c.population
+        if closed:
+            return len(run.store.finished(step))
+        if c.budget_images is None:
+            return c.population
         spent = Cost.of([r for r in run.store.records if r["step"] < step]).images
         each = c.n_epochs * epoch_images(run.n_train, c.train.batch_size)  # a trial from scratch: no recovery
         return max(0, min(c.population, (c.budget_images - spent) // max(each, 1)))
@@ -131,7 +154,8 @@ class OptunaPeer(Strategy):
             for _ in range(c.max_attempts):
                 trial = self.study.ask()
                 arch = suggest_arch(trial, c.widths, c.max_blocks, *self.shape)
-                if c.min_convs == 0 or satisfies_constraint(arch, c.min_convs, c.min_filters): break
+                if c.min_convs == 0 or satisfies_constraint(arch, c.min_convs, c.min_filters):
+                    break
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)  # footnote 1: drawn again
             else:
                 trial, arch = None, None
@@ -142,7 +166,8 @@ class OptunaPeer(Strategy):
         "Replay the log: every closed step asked and told again, in order."
         if not run.store.exists(SEED):  # a peer has no seed; the store keeps the network the data was checked against
             run.store.save(SEED, self.probe, role="probe")
-        if run.store.best is None: return
+        if run.store.best is None:
+            return
         for step in range(1, run.store.best["step"] + 1):
             slots, _ = self._ask(run, step, self._slots(run, step, closed=True))
             self._tell(run, step, slots)
@@ -151,15 +176,24 @@ class OptunaPeer(Strategy):
     def plan(self, run: Run) -> Plan | None:
         "Ask the next step's trials; those trained before are duplicates, logged untrained."
         step = self.step + 1
-        if self.open is not None or (self.config.n_steps is not None and step > self.config.n_steps): return None
+        if self.open is not None or (self.config.n_steps is not None and step > self.config.n_steps):
+            return None
         n = self._slots(run, step, closed=False)
-        if n == 0: return None  # the image budget has no room for another trial
+        if n == 0:
+            return None  # the image budget has no room for another trial
         slots, trained = self._ask(run, step, n)
         ids, done = run.store.ids(step, len(slots)), run.store.finished(step)
         tasks, fields, untrained = {}, {}, []
         for j, (trial, arch) in enumerate(slots):
-            f = dict(id=ids[j], parent=None, step=step, child=j, trial=None if trial is None else trial.number,
-                     choices=None if trial is None else trial.params, arch=None if arch is None else arch.to_json())
+            f = dict(
+                id=ids[j],
+                parent=None,
+                step=step,
+                child=j,
+                trial=None if trial is None else trial.number,
+                choices=None if trial is None else trial.params,
+                arch=None if arch is None else arch.to_json(),
+            )
             if arch is None:
                 untrained.append({**f, "objectives": None, "status": "invalid", "val_error": None})
                 continue
@@ -169,21 +203,26 @@ class OptunaPeer(Strategy):
                 untrained.append({**f, "status": "duplicate", "val_error": same["val_error"], "same_as": same["id"]})
             else:
                 fields[j] = f
-                if j not in done: tasks[j] = child_task(self.config, run.data, fresh(arch, 0), step, j, 0, fresh_weights=True)
+                if j not in done:
+                    tasks[j] = child_task(self.config, run.data, fresh(arch, 0), step, j, 0, fresh_weights=True)
         untrained = [r for r in untrained if r["child"] not in done]
         self.open = (step, slots)
         return Plan(step, ids, tasks, fields, untrained)
 
-    def feed(self, run: Run, plan: Plan, j: int, record: dict): pass  # told when the step closes, in trial order
+    def feed(self, run: Run, plan: Plan, j: int, record: dict):
+        pass  # told when the step closes, in trial order
 
     def _tell(self, run: Run, step: int, slots: list):
         "Tell every trial of the step its values (failed children: FAIL), in trial order."
         done = run.store.finished(step)
         for j, (trial, arch) in enumerate(slots):
-            if trial is None: continue
+            if trial is None:
+                continue
             r = done[j]
-            if r["status"] in ("ok", "duplicate"): self.study.tell(trial, _values(self.config, r))
-            else: self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if r["status"] in ("ok", "duplicate"):
+                self.study.tell(trial, _values(self.config, r))
+            else:
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     def close(self, run: Run, plan: Plan):
         "Tell the step's trials, keep the front (NSGA-II) or the best network (TPE) in best.pt, delete the rest."
@@ -191,7 +230,9 @@ class OptunaPeer(Strategy):
         self._tell(run, step, slots)
         ok = sorted((r for r in run.store.records if r["status"] == "ok"), key=lambda r: r["id"])
         if not ok:
-            raise SearchFailed(f"no trial of steps 1-{step} trained; the log {run.store.dir / 'log.jsonl'} keeps their errors")
+            raise SearchFailed(
+                f"no trial of steps 1-{step} trained; the log {run.store.dir / 'log.jsonl'} keeps their errors"
+            )
         keep = self._keep(ok)
         best = min(keep, key=lambda r: (r["val_error"], r["id"]))
         net, _ = run.store.load(child_checkpoint(best["id"]))
@@ -203,60 +244,110 @@ class OptunaPeer(Strategy):
 
     def _keep(self, ok: list) -> list:
         "The trained networks whose weights a result needs: the front (NSGA-II) or the best (TPE)."
-        if not self.config.multi: return [min(ok, key=lambda r: (r["val_error"], r["id"]))]
+        if not self.config.multi:
+            return [min(ok, key=lambda r: (r["val_error"], r["id"]))]
         return [ok[k] for k in pareto_front([_values(self.config, r) for r in ok])]
 
     def result(self, run: Run):
         log = run.store.log()
         if self.config.multi:
             front = sorted(front_of(run.store), key=lambda m: (m.val_error, m.id))
-            return ParetoResult(front, peer_hypervolumes(log, self.config.reference), log,
-                                run.store.dir if self.named else None, run.cost)
+            return ParetoResult(
+                front,
+                peer_hypervolumes(log, self.config.reference),
+                log,
+                run.store.dir if self.named else None,
+                run.cost,
+            )
         net, ever = run.store.load(BEST_EVER)
-        return NashResult(net, ever["val_error"], ever["id"], ever["step"], log, run.store.dir if self.named else None,
-                          net, ever["val_error"], ever["id"], ever["step"], run.cost, "tpe")
+        return NashResult(
+            net,
+            ever["val_error"],
+            ever["id"],
+            ever["step"],
+            log,
+            run.store.dir if self.named else None,
+            net,
+            ever["val_error"],
+            ever["id"],
+            ever["step"],
+            run.cost,
+            "tpe",
+        )
 
 # %% ../nbs/22_peers.ipynb #02b0bdcb
-def peer_hypervolumes(log,  # a peer's (or any search's) log
-                      reference: tuple,  # the reference point (error, *objectives)
-                      ) -> list:
+def peer_hypervolumes(
+    log,  # a peer's (or any search's) log
+    reference: tuple,  # the reference point (error, *objectives)
+) -> list:
     "The hypervolume of the front of every network trained up to each step, from the log alone (step 0 first, if any)."
     ok = log[log.status == "ok"]
     out = []
     for step in sorted(log.step.unique()):
         upto = ok[ok.step <= step]
         points = [(e, *f) for e, f in zip(upto.val_error, upto.objectives)]
-        if points: out.append(hypervolume(points, reference))
+        if points:
+            out.append(hypervolume(points, reference))
     return out
 
 # %% ../nbs/22_peers.ipynb #85dca1dd
-def peer_search(data: Data | DataSpec,  # training and validation data, or a spec each worker loads
-                config: PeerConfig | None = None,  # the peer's settings; default PeerConfig() (NSGA-II)
-                run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
-                resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
-                executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', ...); or any executor
-                progress: bool = True,  # draw one progress bar
-                ):
+def peer_search(
+    data: Data | DataSpec,  # training and validation data, or a spec each worker loads
+    config: PeerConfig | None = None,  # the peer's settings; default PeerConfig() (NSGA-II)
+    run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
+    resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
+    executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', ...); or any executor
+    progress: bool = True,  # draw one progress bar
+):
     "A from-scratch peer (Optuna's NSGA-II or TPE) over the macro space: ParetoResult (NSGA-II) or NashResult (TPE)."
     config = config if config is not None else PeerConfig()
     loaded = data if isinstance(data, Data) else data.load("cpu")
     shape = (loaded.x_train.shape[1], loaded.x_train.shape[-1], loaded.n_classes)
     if loaded.x_train.shape[-1] != loaded.x_train.shape[-2]:
-        raise ValueError(f"the peers' space is built for square images; the data's are {tuple(loaded.x_train.shape[-2:])}")
+        raise ValueError(
+            f"the peers' space is built for square images; the data's are {tuple(loaded.x_train.shape[-2:])}"
+        )
     stored = dict(format="nash_lit.peer/1", config=config.to_dict(), shape=list(shape))
     total = None if config.n_steps is None else config.n_steps * config.population
-    probe = fresh(suggest_arch(optuna.trial.FixedTrial({f"{k}_{s}": v for s in range(3) for k, v in
-                                                 (("blocks", 1), ("width", config.widths[0]), ("separable", False))}),
-                         config.widths, config.max_blocks, *shape), config.seed)
-    return search(OptunaPeer(config, shape, probe), {"a network of the space": probe}, data, config, stored, run_dir, resume,
-                  executor, progress, recovers=False, total=lambda store: total, n_units=config.n_steps,
-                  extend=("config.n_steps",))
+    probe = fresh(
+        suggest_arch(
+            optuna.trial.FixedTrial(
+                {
+                    f"{k}_{s}": v
+                    for s in range(3)
+                    for k, v in (("blocks", 1), ("width", config.widths[0]), ("separable", False))
+                }
+            ),
+            config.widths,
+            config.max_blocks,
+            *shape,
+        ),
+        config.seed,
+    )
+    return search(
+        OptunaPeer(config, shape, probe),
+        {"a network of the space": probe},
+        data,
+        config,
+        stored,
+        run_dir,
+        resume,
+        executor,
+        progress,
+        recovers=False,
+        total=lambda store: total,
+        n_units=config.n_steps,
+        extend=("config.n_steps",),
+    )
+
 
 def nsga2(data, config: PeerConfig | None = None, **kwargs):
     "Optuna's NSGA-II on (validation error, cheap objectives), every trial trained from scratch: Pareto-NASH's peer."
     return peer_search(data, PeerConfig() if config is None else config, **kwargs)
 
+
 def tpe(data, config: PeerConfig | None = None, **kwargs):
     "Optuna's TPE on the validation error, every trial trained from scratch: NASH's peer."
     from dataclasses import replace
+
     return peer_search(data, replace(PeerConfig() if config is None else config, sampler="tpe"), **kwargs)

@@ -20,20 +20,24 @@ __all__ = ['mean_std', 'PairedDifference', 'paired_difference', 'paired_test_dif
            'markdown_table', 'device_name', 'provenance']
 
 # %% ../nbs/24_report.ipynb #91a71f0e
-def mean_std(values,  # one number per run
-             scale: float = 1.0,  # multiply by this first (100: fractions as percent)
-             digits: int = 2,  # decimals
-             ) -> str:
+def mean_std(
+    values,  # one number per run
+    scale: float = 1.0,  # multiply by this first (100: fractions as percent)
+    digits: int = 2,  # decimals
+) -> str:
     "'mean ± std' over the finite values (just the mean for one, '' for none)."
     x = np.array([float(v) * scale for v in values if v is not None and math.isfinite(float(v))])
-    if len(x) == 0: return ""
-    if len(x) == 1: return f"{x[0]:.{digits}f}"
+    if len(x) == 0:
+        return ""
+    if len(x) == 1:
+        return f"{x[0]:.{digits}f}"
     return f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f}"
 
 # %% ../nbs/24_report.ipynb #8eef64c4
 @dataclass
 class PairedDifference:
     "The mean of a − b over paired runs, with its t-interval."
+
     mean: float  # mean difference
     low: float  # lower end of the interval (nan with fewer than two runs)
     high: float  # upper end
@@ -43,32 +47,40 @@ class PairedDifference:
     @property
     def verdict(self) -> str:
         "'lower', 'higher', 'indistinguishable' or 'undecided', from the interval."
-        if self.n < 2 or not math.isfinite(self.low): return "undecided"
-        if self.high < 0: return "lower"
-        if self.low > 0: return "higher"
+        if self.n < 2 or not math.isfinite(self.low):
+            return "undecided"
+        if self.high < 0:
+            return "lower"
+        if self.low > 0:
+            return "higher"
         return "indistinguishable"
 
-def paired_difference(a: dict,  # seed -> value of method a
-                      b: dict,  # seed -> value of method b
-                      confidence: float = 0.95,  # of the t-interval
-                      ) -> PairedDifference:
+
+def paired_difference(
+    a: dict,  # seed -> value of method a
+    b: dict,  # seed -> value of method b
+    confidence: float = 0.95,  # of the t-interval
+) -> PairedDifference:
     "a − b over the seeds both have, with a Student-t confidence interval."
     seeds = sorted(set(a) & set(b))
     if not seeds:
         raise ValueError(f"no seed in common: a has {sorted(a)}, b has {sorted(b)}")
     d = np.array([float(a[s]) - float(b[s]) for s in seeds])
-    if len(d) < 2: return PairedDifference(float(d.mean()), math.nan, math.nan, len(d), confidence)
+    if len(d) < 2:
+        return PairedDifference(float(d.mean()), math.nan, math.nan, len(d), confidence)
     half = scipy.stats.t.ppf((1 + confidence) / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
     return PairedDifference(float(d.mean()), float(d.mean() - half), float(d.mean() + half), len(d), confidence)
 
 # %% ../nbs/24_report.ipynb #be4b908f
-def paired_test_difference(a: dict,  # seed -> which test images method a got wrong (bools, one per image)
-                           b: dict,  # seed -> the same for method b, on the same test images
-                           confidence: float = 0.95,  # of the interval
-                           ) -> PairedDifference:
+def paired_test_difference(
+    a: dict,  # seed -> which test images method a got wrong (bools, one per image)
+    b: dict,  # seed -> the same for method b, on the same test images
+    confidence: float = 0.95,  # of the interval
+) -> PairedDifference:
     "Test error of a − b in points over the seeds both have: the runs' spread (t) and the shared test set's noise, both paired."
     seeds = sorted(set(a) & set(b))
-    if not seeds: raise ValueError(f"no seed in common: a has {sorted(a)}, b has {sorted(b)}")
+    if not seeds:
+        raise ValueError(f"no seed in common: a has {sorted(a)}, b has {sorted(b)}")
     wa, wb = (np.array([np.asarray(x[s], dtype=float) for s in seeds]) for x in (a, b))
     if wa.shape != wb.shape or wa.ndim != 2:
         raise ValueError(f"a and b must mark the same test images for every seed, got shapes {wa.shape} and {wb.shape}")
@@ -76,31 +88,36 @@ def paired_test_difference(a: dict,  # seed -> which test images method a got wr
     mean, n = float(per_run.mean()), len(seeds)
     z = scipy.stats.norm.ppf((1 + confidence) / 2)
     test_half = z * per_image.std(ddof=1) / math.sqrt(per_image.size) if per_image.size > 1 else 0.0
-    if n < 2: return PairedDifference(mean, mean - test_half, mean + test_half, n, confidence)
+    if n < 2:
+        return PairedDifference(mean, mean - test_half, mean + test_half, n, confidence)
     runs_half = scipy.stats.t.ppf((1 + confidence) / 2, n - 1) * per_run.std(ddof=1) / math.sqrt(n)
     half = math.hypot(runs_half, test_half)
     return PairedDifference(mean, mean - half, mean + half, n, confidence)
 
 # %% ../nbs/24_report.ipynb #456a62ee
-def describe_difference(p: PairedDifference,  # the comparison
-                        a: str,  # name of method a
-                        b: str,  # name of method b
-                        what: str = "test error",  # the quantity compared
-                        unit: str = " points",  # after each number
-                        ) -> str:
+def describe_difference(
+    p: PairedDifference,  # the comparison
+    a: str,  # name of method a
+    b: str,  # name of method b
+    what: str = "test error",  # the quantity compared
+    unit: str = " points",  # after each number
+) -> str:
     "One sentence: a − b with its interval, and what the interval says (lower error is better)."
-    words = {"lower": f"{a} beats {b}", "higher": f"{a} does not beat {b}: it is worse",
-             "indistinguishable": f"{a} is indistinguishable from {b}",
-             "undecided": f"{a} vs {b} cannot be decided from one paired run"}[p.verdict]
-    interval = "" if p.verdict == "undecided" else \
-        f", {p.confidence:.0%} interval [{p.low:+.2f}, {p.high:+.2f}]{unit}"
+    words = {
+        "lower": f"{a} beats {b}",
+        "higher": f"{a} does not beat {b}: it is worse",
+        "indistinguishable": f"{a} is indistinguishable from {b}",
+        "undecided": f"{a} vs {b} cannot be decided from one paired run",
+    }[p.verdict]
+    interval = "" if p.verdict == "undecided" else f", {p.confidence:.0%} interval [{p.low:+.2f}, {p.high:+.2f}]{unit}"
     return f"{words} ({what} difference {p.mean:+.2f}{unit} over {p.n} paired run{'s' if p.n != 1 else ''}{interval})."
 
 # %% ../nbs/24_report.ipynb #19251609
-def beside_paper(ours: pd.DataFrame,  # our summary rows
-                 paper: pd.DataFrame,  # the paper's rows, with the same column names where they exist
-                 scaled: bool = True,  # our rows come from a scaled profile
-                 ) -> pd.DataFrame:
+def beside_paper(
+    ours: pd.DataFrame,  # our summary rows
+    paper: pd.DataFrame,  # the paper's rows, with the same column names where they exist
+    scaled: bool = True,  # our rows come from a scaled profile
+) -> pd.DataFrame:
     "Our rows, then the paper's, with a `source` column first; columns one side lacks are empty."
     a = ours.assign(source="ours (scaled)" if scaled else "ours")
     b = paper.assign(source="paper (full scale)")
@@ -108,37 +125,46 @@ def beside_paper(ours: pd.DataFrame,  # our summary rows
     columns = ["source"] + [c for c in table.columns if c != "source"]
     return table[columns].astype(object).where(table[columns].notna(), "")
 
-def markdown_table(df: pd.DataFrame,  # the table
-                   columns: dict | None = None,  # column -> header (and order); None: all, as named
-                   ) -> str:
+
+def markdown_table(
+    df: pd.DataFrame,  # the table
+    columns: dict | None = None,  # column -> header (and order); None: all, as named
+) -> str:
     "A Markdown table of `df`."
     columns = columns if columns is not None else {c: c for c in df.columns}
     head = "| " + " | ".join(columns.values()) + " |\n|" + "---|" * len(columns) + "\n"
     return head + "".join("| " + " | ".join(str(r[c]) for c in columns) + " |\n" for _, r in df.iterrows())
 
 # %% ../nbs/24_report.ipynb #65740833
-def device_name(device: torch.device,  # the device the reproduction ran on
-                ) -> str:
+def device_name(
+    device: torch.device,  # the device the reproduction ran on
+) -> str:
     "The device in words: the GPU's name, or the CPU with its threads and cores."
     device = torch.device(device)
-    if device.type == "cuda": return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
     n = torch.get_num_threads()
     cpu = platform.processor() or platform.machine()
     return f"{device.type} ({cpu}, {n} torch thread{'s' if n != 1 else ''} of {os.cpu_count()} cores)"
 
-def provenance(profile: str,  # the settings.ini profile
-               device: str,  # `device_name(...)`
-               wall_seconds: float,  # the notebook's wall time
-               seeds: list,  # the runs' seeds
-               commit: str | None,  # the commit passed by tools/reproduce.py (None: not run through it)
-               scale: str | None = None,  # a line on the data and settings
-               ) -> str:
+
+def provenance(
+    profile: str,  # the settings.ini profile
+    device: str,  # `device_name(...)`
+    wall_seconds: float,  # the notebook's wall time
+    seeds: list,  # the runs' seeds
+    commit: str | None,  # the commit passed by tools/reproduce.py (None: not run through it)
+    scale: str | None = None,  # a line on the data and settings
+) -> str:
     "The header of a report, as Markdown bullets."
-    lines = [f"- profile: `{profile}`" + (" (scaled: not the paper’s settings)" if profile != "paper" else ""),
-             f"- device: {device}",
-             f"- wall time: {wall_seconds:.0f} s ({wall_seconds / 60:.1f} min) for the whole notebook",
-             f"- seeds: {list(seeds)}",
-             f"- git commit: {commit if commit else 'not recorded (run through tools/reproduce.py to record it)'}",
-             f"- torch {torch.__version__}"]
-    if scale: lines.append(f"- scale: {scale}")
+    lines = [
+        f"- profile: `{profile}`" + (" (scaled: not the paper’s settings)" if profile != "paper" else ""),
+        f"- device: {device}",
+        f"- wall time: {wall_seconds:.0f} s ({wall_seconds / 60:.1f} min) for the whole notebook",
+        f"- seeds: {list(seeds)}",
+        f"- git commit: {commit if commit else 'not recorded (run through tools/reproduce.py to record it)'}",
+        f"- torch {torch.__version__}",
+    ]
+    if scale:
+        lines.append(f"- scale: {scale}")
     return "\n".join(lines)

@@ -22,15 +22,22 @@ __all__ = ['LOG', 'CONFIG', 'RECORD', 'FIX', 'BEST', 'SEED', 'BEST_EVER', 'atomi
 # %% ../nbs/17_runs.ipynb #c3bd64a5
 def _fsync_dir(path: Path):
     "Make a rename in `path` durable (a no-op where directories cannot be opened)."
-    try: fd = os.open(path, os.O_RDONLY)
-    except OSError: return
-    try: os.fsync(fd)
-    except OSError: pass
-    finally: os.close(fd)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
-def atomic_write(path,  # the file to (re)write
-                 write,  # function taking an open binary file and writing the content
-                 ):
+
+def atomic_write(
+    path,  # the file to (re)write
+    write,  # function taking an open binary file and writing the content
+):
     "Write `path` through a temporary file that is fsynced and then `os.replace`d over it."
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -41,19 +48,24 @@ def atomic_write(path,  # the file to (re)write
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
-def atomic_write_text(path, text: str): atomic_write(path, lambda f: f.write(text.encode()))
+
+def atomic_write_text(path, text: str):
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 # %% ../nbs/17_runs.ipynb #3b9d4596
 LOG, CONFIG = "log.jsonl", "config.json"
 RECORD = dict(id=int, step=int, child=int, status=str)  # the fields every record of a search has, and their types
 FIX = "restore it from a backup, or start the run again in a new folder"
 
+
 class RunDamaged(RuntimeError):
     "A run's files contradict each other; resuming would silently replay it from an older state."
 
-def append_record(run_dir,  # the run folder
-                  record: dict,  # JSON-serialisable values
-                  ):
+
+def append_record(
+    run_dir,  # the run folder
+    record: dict,  # JSON-serialisable values
+):
     "Append one line to the run's log, flushed and fsynced before returning."
     line = json.dumps(record, allow_nan=True) + "\n"
     with open(Path(run_dir) / LOG, "ab") as f:
@@ -61,31 +73,39 @@ def append_record(run_dir,  # the run folder
         f.flush()
         os.fsync(f.fileno())
 
+
 def _parse_line(path: Path, number: int, line: bytes, fields: dict) -> dict:
     "The record on line `number` of the log at `path`, or RunDamaged naming the line and what it lacks."
     where, text = f"{path}: line {number}", repr(line[:80])
     fix = f"delete that line if it was added by hand, else {FIX}"
-    try: record = json.loads(line)
+    try:
+        record = json.loads(line)
     except json.JSONDecodeError:
-        raise RunDamaged(f"{where} is not valid JSON, and it is not the last line, so no crash wrote it ({text}): "
-                         f"{fix}") from None
+        raise RunDamaged(
+            f"{where} is not valid JSON, and it is not the last line, so no crash wrote it ({text}): {fix}"
+        ) from None
     if not isinstance(record, dict):
         kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(record), "a number")
         raise RunDamaged(f"{where} is {kind}, not a record (a JSON object) ({text}): {fix}")
     bad = [k for k, t in fields.items() if type(record.get(k)) is not t]  # `type`: true and false are not ids
     if bad:
         need = ", ".join(f"{k} ({t.__name__})" for k, t in fields.items())
-        raise RunDamaged(f"{where} is not a search's record: it lacks a valid {', '.join(bad)} ({text}); every "
-                         f"record of a search has {need}: {fix}")
+        raise RunDamaged(
+            f"{where} is not a search's record: it lacks a valid {', '.join(bad)} ({text}); every "
+            f"record of a search has {need}: {fix}"
+        )
     return record
 
-def read_records(run_dir,  # the run folder
-                 repair: bool = False,  # truncate a half-written last line away
-                 fields: dict | None = None,  # name -> type that every record must have (RECORD: a search's)
-                 ) -> list[dict]:
+
+def read_records(
+    run_dir,  # the run folder
+    repair: bool = False,  # truncate a half-written last line away
+    fields: dict | None = None,  # name -> type that every record must have (RECORD: a search's)
+) -> list[dict]:
     "The log's records; a half-written last line (a crash mid-write) is ignored, any other bad line is `RunDamaged`."
     path = Path(run_dir) / LOG
-    if not path.exists(): return []
+    if not path.exists():
+        return []
     raw = path.read_bytes()
     *complete, torn = raw.split(b"\n")  # the text after the final newline: empty unless a crash cut the last write
     records = [_parse_line(path, k + 1, line, fields or {}) for k, line in enumerate(complete) if line.strip()]
@@ -97,33 +117,44 @@ def read_records(run_dir,  # the run folder
     return records
 
 # %% ../nbs/17_runs.ipynb #e52bc11e
-def read_log(run_dir,  # the run folder
-             ):
+def read_log(
+    run_dir,  # the run folder
+):
     "The run's log as a pandas DataFrame, one row per evaluated network."
     import pandas as pd
+
     df = pd.DataFrame.from_records(read_records(run_dir))
     for col in ("id", "parent"):  # integer ids, with <NA> where there is none (the seed has no parent)
-        if col in df: df[col] = df[col].astype("Int64")
+        if col in df:
+            df[col] = df[col].astype("Int64")
     return df
 
 # %% ../nbs/17_runs.ipynb #a98f89d1
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict): out.update(_flatten(v, f"{prefix}{k}."))
-        else: out[f"{prefix}{k}"] = v
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
+
 
 def _no_run(run_dir: Path) -> str:
     "Why `run_dir` holds no run, in words."
-    if not run_dir.exists(): return "does not exist"
-    if not any(run_dir.iterdir()): return "is empty"
+    if not run_dir.exists():
+        return "does not exist"
+    if not any(run_dir.iterdir()):
+        return "is empty"
     return f"has no {CONFIG}"
+
 
 def _grows(old, new) -> bool:
     "Whether the budget `new` is at least `old` (None: no limit)."
-    if new is None: return True
+    if new is None:
+        return True
     return old is not None and new >= old
+
 
 def _config_diff(old: dict, new: dict, ignore: tuple, extend: tuple) -> list[str]:
     "What keeps `new` from resuming a run of `old`, one phrase per key; budgets in `extend` may grow."
@@ -131,53 +162,68 @@ def _config_diff(old: dict, new: dict, ignore: tuple, extend: tuple) -> list[str
     diff = sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k, "<absent>") != b.get(k, "<absent>"))
     said = lambda k: f"{k} (stored {a.get(k, '<absent>')!r}, given {b.get(k, '<absent>')!r})"
     bad = [said(k) for k in diff if k not in extend]
-    bad += [f"{said(k)}, which would shorten it: a run can be extended with a larger budget, never cut"
-            for k in diff if k in extend and not _grows(a.get(k), b.get(k))]
+    bad += [
+        f"{said(k)}, which would shorten it: a run can be extended with a larger budget, never cut"
+        for k in diff
+        if k in extend and not _grows(a.get(k), b.get(k))
+    ]
     return bad
 
-def open_run(run_dir,  # the run folder, created if needed
-             config: dict,  # JSON-serialisable settings of the run
-             resume: bool = False,  # continue the run stored there
-             ignore: tuple = (),  # flattened keys ('train.progress') allowed to differ on resume
-             extend: tuple = (),  # flattened keys of budgets ('config.n_steps') that may grow on resume
-             check=None,  # called with the folder before config.json is written or extended (RunStore: its files)
-             ) -> Path:
+
+def open_run(
+    run_dir,  # the run folder, created if needed
+    config: dict,  # JSON-serialisable settings of the run
+    resume: bool = False,  # continue the run stored there
+    ignore: tuple = (),  # flattened keys ('train.progress') allowed to differ on resume
+    extend: tuple = (),  # flattened keys of budgets ('config.n_steps') that may grow on resume
+    check=None,  # called with the folder before config.json is written or extended (RunStore: its files)
+) -> Path:
     "Create the run folder, or check that it holds a run of the same `config` (or a larger budget) to resume."
     run_dir = Path(run_dir)
     config = json.loads(json.dumps(config))  # as it reads back: tuples become lists
     stored = run_dir / CONFIG
     if stored.exists() and not resume:
-        raise FileExistsError(f"{run_dir} already holds a run; pass resume=True to continue it, "
-                              f"or choose another folder")
+        raise FileExistsError(
+            f"{run_dir} already holds a run; pass resume=True to continue it, or choose another folder"
+        )
     if resume and not stored.exists():
-        raise FileNotFoundError(f"cannot resume {run_dir}: the folder {_no_run(run_dir)}, so it holds no run to "
-                                f"continue (is the name mistyped?); pass resume=False to start a new run there")
+        raise FileNotFoundError(
+            f"cannot resume {run_dir}: the folder {_no_run(run_dir)}, so it holds no run to "
+            f"continue (is the name mistyped?); pass resume=False to start a new run there"
+        )
     if stored.exists():
         old = json.loads(stored.read_text())
         bad = _config_diff(old, config, ignore, extend)
-        if bad: raise ValueError(f"cannot resume {run_dir}: its config differs in " + ", ".join(bad))
-        if check is not None: check(run_dir)  # a run refused here keeps the config it was made with
-        if old != config: atomic_write_text(stored, json.dumps(config, indent=1))  # extended: the new budget is the run's
+        if bad:
+            raise ValueError(f"cannot resume {run_dir}: its config differs in " + ", ".join(bad))
+        if check is not None:
+            check(run_dir)  # a run refused here keeps the config it was made with
+        if old != config:
+            atomic_write_text(stored, json.dumps(config, indent=1))  # extended: the new budget is the run's
         return run_dir
     if (run_dir / LOG).exists():
         raise FileExistsError(f"{run_dir} has a log but no {CONFIG}; it is not a run this code can resume")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if check is not None: check(run_dir)
+    if check is not None:
+        check(run_dir)
     atomic_write_text(stored, json.dumps(config, indent=1))
     return run_dir
 
 # %% ../nbs/17_runs.ipynb #416c8990
-def save_checkpoint(path,  # the file
-                    net: Net,  # the network
-                    **meta,  # what the search needs to know about it (JSON-serialisable)
-                    ):
+def save_checkpoint(
+    path,  # the file
+    net: Net,  # the network
+    **meta,  # what the search needs to know about it (JSON-serialisable)
+):
     "Save (architecture, weights, meta) atomically."
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     blob = {"arch": net.arch.to_json(), "state": state, "meta": meta}
     atomic_write(path, lambda f: torch.save(blob, f))
 
-def load_checkpoint(path,  # the file
-                    ) -> tuple[Net, dict]:
+
+def load_checkpoint(
+    path,  # the file
+) -> tuple[Net, dict]:
     "(network, meta) from a checkpoint written by `save_checkpoint`."
     blob = torch.load(path, map_location="cpu", weights_only=True)
     return Net(Arch.from_json(blob["arch"]), blob["state"]), blob["meta"]
@@ -185,45 +231,59 @@ def load_checkpoint(path,  # the file
 # %% ../nbs/17_runs.ipynb #3e365814
 BEST, SEED, BEST_EVER = "best.pt", "seed.pt", "best_ever.pt"
 
-def child_checkpoint(id: int,  # the child's id in the log
-                     ) -> str:
+
+def child_checkpoint(
+    id: int,  # the child's id in the log
+) -> str:
     "The file name of a trained child's checkpoint."
     return f"child_{id}.pt"
 
-def step_ids(records: list,  # the log's records
-             step: int,  # the step being planned
-             n: int,  # its number of children
-             ) -> list[int]:
+
+def step_ids(
+    records: list,  # the log's records
+    step: int,  # the step being planned
+    n: int,  # its number of children
+) -> list[int]:
     "The ids of a step's children: consecutive, after the largest id of the earlier steps (0 for the first)."
     earlier = [r["id"] for r in records if r["step"] < step]
     first = max(earlier) + 1 if earlier else 0
     return list(range(first, first + n))
 
 # %% ../nbs/17_runs.ipynb #d21aa4ef
-def checkpoint_meta(path,  # a checkpoint written by `save_checkpoint`
-                    ) -> dict:
+def checkpoint_meta(
+    path,  # a checkpoint written by `save_checkpoint`
+) -> dict:
     "The metadata saved with a checkpoint."
     return torch.load(path, map_location="cpu", weights_only=True)["meta"]
 
+
 def _check_unique(run_dir: Path, records: list):
     "No id, and no child of a step, is logged twice."
-    def name(r): return f"id {r['id']} (step {r['step']}, child {r['child']})"
+
+    def name(r):
+        return f"id {r['id']} (step {r['step']}, child {r['child']})"
+
     for what, key in (("id", lambda r: r["id"]), ("step and child", lambda r: (r["step"], r["child"]))):
         first = {}
         for k, r in enumerate(records):
             j = first.setdefault(key(r), k)
             if j != k:
-                raise RunDamaged(f"{run_dir / LOG}: records {j + 1} and {k + 1} have the same {what}: "
-                                 f"{name(records[j])} and {name(r)}; a network was logged twice, by hand or by two "
-                                 f"runs sharing the folder: delete the extra line if it was added by hand, else {FIX}")
+                raise RunDamaged(
+                    f"{run_dir / LOG}: records {j + 1} and {k + 1} have the same {what}: "
+                    f"{name(records[j])} and {name(r)}; a network was logged twice, by hand or by two "
+                    f"runs sharing the folder: delete the extra line if it was added by hand, else {FIX}"
+                )
+
 
 def _check_best(run_dir: Path, records: list, meta: dict):
     "The log must hold every record that existed when best.pt was written."
     if len(records) < meta["logged"]:
         last = records[-1]["step"] if records else None
-        raise RunDamaged(f"{run_dir / LOG} ends before what {run_dir / BEST} records: best.pt was written after step "
-                         f"{meta['step']} with {meta['logged']} log records, but the log holds {len(records)} complete "
-                         f"records{'' if last is None else f' and stops in step {last}'}; the log was cut or replaced: {FIX}")
+        raise RunDamaged(
+            f"{run_dir / LOG} ends before what {run_dir / BEST} records: best.pt was written after step "
+            f"{meta['step']} with {meta['logged']} log records, but the log holds {len(records)} complete "
+            f"records{'' if last is None else f' and stops in step {last}'}; the log was cut or replaced: {FIX}"
+        )
 
 # %% ../nbs/17_runs.ipynb #34b67c68
 def _check_open(run_dir: Path, records: list, meta: dict | None):
@@ -231,73 +291,98 @@ def _check_open(run_dir: Path, records: list, meta: dict | None):
     done = "is missing" if meta is None else f"records step {meta['step']}"
     open_steps = sorted({r["step"] for r in records if meta is None or r["step"] > meta["step"]})
     if len(open_steps) > 1:
-        raise RunDamaged(f"{run_dir / BEST} {done}, but {run_dir / LOG} has finished children of steps {open_steps}: "
-                         f"best.pt was deleted or replaced by an older copy: {FIX}")
+        raise RunDamaged(
+            f"{run_dir / BEST} {done}, but {run_dir / LOG} has finished children of steps {open_steps}: "
+            f"best.pt was deleted or replaced by an older copy: {FIX}"
+        )
     for r in records:
         path = run_dir / child_checkpoint(r["id"])
         if r["step"] in open_steps and r["status"] == "ok" and not path.exists():
-            raise RunDamaged(f"{path} is missing: the log records child {r['id']} of step {r['step']} as trained, and "
-                             f"{BEST} {done}, so the unfinished step needs its weights (this checkpoint or best.pt was "
-                             f"deleted): {FIX}")
+            raise RunDamaged(
+                f"{path} is missing: the log records child {r['id']} of step {r['step']} as trained, and "
+                f"{BEST} {done}, so the unfinished step needs its weights (this checkpoint or best.pt was "
+                f"deleted): {FIX}"
+            )
+
 
 def _check_late(run_dir: Path, records: list, meta: dict):
     "After the records best.pt saw come only children of the next step."
-    for k, r in enumerate(records[meta["logged"]:], start=meta["logged"]):
+    for k, r in enumerate(records[meta["logged"] :], start=meta["logged"]):
         if r["step"] != meta["step"] + 1:
-            raise RunDamaged(f"{run_dir / LOG}: record {k + 1} (id {r['id']}, step {r['step']}, child {r['child']}) "
-                             f"comes after the {meta['logged']} records that {run_dir / BEST} saw when step {meta['step']} "
-                             f"finished, and only children of step {meta['step'] + 1} can follow them: delete that line "
-                             f"if it was added by hand, else {FIX}")
+            raise RunDamaged(
+                f"{run_dir / LOG}: record {k + 1} (id {r['id']}, step {r['step']}, child {r['child']}) "
+                f"comes after the {meta['logged']} records that {run_dir / BEST} saw when step {meta['step']} "
+                f"finished, and only children of step {meta['step'] + 1} can follow them: delete that line "
+                f"if it was added by hand, else {FIX}"
+            )
+
 
 def _child_id(path: Path) -> int:
     "The id saved in a child's checkpoint."
-    try: return checkpoint_meta(path)["id"]
+    try:
+        return checkpoint_meta(path)["id"]
     except Exception as e:
-        raise RunDamaged(f"{path} is not a readable child checkpoint with an id ({type(e).__name__}: {e}): "
-                         f"delete it if it is not this run's, else {FIX}") from e
+        raise RunDamaged(
+            f"{path} is not a readable child checkpoint with an id ({type(e).__name__}: {e}): "
+            f"delete it if it is not this run's, else {FIX}"
+        ) from e
+
 
 def _check_unlogged(run_dir: Path, records: list):
     "A crash between a checkpoint and its log line leaves one child without a record; more mean the log was cut."
     logged = {r["id"] for r in records}
     lost = sorted((i, p.name) for p in run_dir.glob(child_checkpoint("*")) if (i := _child_id(p)) not in logged)
     if len(lost) > 1:
-        raise RunDamaged(f"{run_dir / LOG} was cut: it lacks the records of {', '.join(name for _, name in lost)} "
-                         f"(trained children; a crash leaves at most one checkpoint without its record), so resuming "
-                         f"would train them again and forget what was logged: {FIX}")
+        raise RunDamaged(
+            f"{run_dir / LOG} was cut: it lacks the records of {', '.join(name for _, name in lost)} "
+            f"(trained children; a crash leaves at most one checkpoint without its record), so resuming "
+            f"would train them again and forget what was logged: {FIX}"
+        )
+
 
 def _check_best_ever(run_dir: Path, records: list, meta: dict | None):
     "best_ever.pt, when best.pt says the run keeps one: a trained network of the log that no completed step beat."
     path = run_dir / BEST_EVER
     if not path.exists():
         if meta is not None and "best_ever" in meta:
-            raise RunDamaged(f"{path} is missing, but {run_dir / BEST} says it holds network {meta['best_ever']}, the "
-                             f"best the search ever saw: {FIX}")
+            raise RunDamaged(
+                f"{path} is missing, but {run_dir / BEST} says it holds network {meta['best_ever']}, the "
+                f"best the search ever saw: {FIX}"
+            )
         return
     ever = checkpoint_meta(path)
     logged = {r["id"]: r for r in records}.get(ever["id"], {})
     if logged.get("status") != "ok" or logged.get("val_error") != ever["val_error"]:
-        raise RunDamaged(f"{path} holds network {ever['id']} with validation error {ever['val_error']}, but the log "
-                         f"{'has no such trained network' if logged else 'has no record of it'}: {FIX}")
+        raise RunDamaged(
+            f"{path} holds network {ever['id']} with validation error {ever['val_error']}, but the log "
+            f"{'has no such trained network' if logged else 'has no record of it'}: {FIX}"
+        )
     done = -1 if meta is None else meta["step"]
     better = [r for r in records if r["step"] <= done and r["status"] == "ok" and r["val_error"] < ever["val_error"]]
     if better:
         b = min(better, key=lambda r: (r["val_error"], r["id"]))
-        raise RunDamaged(f"{path} holds network {ever['id']} (validation error {ever['val_error']}), but the log has "
-                         f"network {b['id']} of completed step {b['step']} with the lower {b['val_error']}: "
-                         f"best_ever.pt was replaced by an older copy: {FIX}")
+        raise RunDamaged(
+            f"{path} holds network {ever['id']} (validation error {ever['val_error']}), but the log has "
+            f"network {b['id']} of completed step {b['step']} with the lower {b['val_error']}: "
+            f"best_ever.pt was replaced by an older copy: {FIX}"
+        )
 
-def check_run_files(run_dir,  # the run folder
-                    records: list,  # its log's complete records, each with the fields RECORD names
-                    ) -> dict | None:
+
+def check_run_files(
+    run_dir,  # the run folder
+    records: list,  # its log's complete records, each with the fields RECORD names
+) -> dict | None:
     "Check the log, seed.pt, best.pt, best_ever.pt and the children's checkpoints against each other; best.pt's meta (None: absent)."
     run_dir = Path(run_dir)
     if records and not (run_dir / SEED).exists():
         raise RunDamaged(f"{run_dir / SEED} is missing, but the log has {len(records)} records of this run: {FIX}")
     _check_unique(run_dir, records)
     meta = checkpoint_meta(run_dir / BEST) if (run_dir / BEST).exists() else None
-    if meta is not None: _check_best(run_dir, records, meta)
+    if meta is not None:
+        _check_best(run_dir, records, meta)
     _check_open(run_dir, records, meta)
-    if meta is not None: _check_late(run_dir, records, meta)
+    if meta is not None:
+        _check_late(run_dir, records, meta)
     _check_unlogged(run_dir, records)
     _check_best_ever(run_dir, records, meta)
     return meta
@@ -305,10 +390,18 @@ def check_run_files(run_dir,  # the run folder
 # %% ../nbs/17_runs.ipynb #53e39d1f
 class Checkpoints:
     "A folder of named checkpoints."
-    def __init__(self, folder): self.dir = Path(folder)
-    def path(self, name: str) -> Path: return self.dir / name
-    def exists(self, name: str) -> bool: return self.path(name).exists()
-    def delete(self, name: str): self.path(name).unlink(missing_ok=True)
+
+    def __init__(self, folder):
+        self.dir = Path(folder)
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def delete(self, name: str):
+        self.path(name).unlink(missing_ok=True)
 
     def save(self, name: str, net: Net, **meta):
         "Checkpoint `net` atomically under `name`."
@@ -323,12 +416,15 @@ class Checkpoints:
 # %% ../nbs/17_runs.ipynb #a1e80844
 class RunStore(Checkpoints):
     "A run's folder: config, log, checkpoints and clock, checked against each other when resumed."
-    def __init__(self, run_dir,  # the run folder, created if needed
-                 config: dict,  # JSON-serialisable settings of the run
-                 resume: bool = False,  # continue the run stored there
-                 ignore: tuple = (),  # flattened config keys allowed to differ on resume
-                 extend: tuple = (),  # flattened config keys of budgets that may grow on resume
-                 ):
+
+    def __init__(
+        self,
+        run_dir,  # the run folder, created if needed
+        config: dict,  # JSON-serialisable settings of the run
+        resume: bool = False,  # continue the run stored there
+        ignore: tuple = (),  # flattened config keys allowed to differ on resume
+        extend: tuple = (),  # flattened config keys of budgets that may grow on resume
+    ):
         super().__init__(open_run(run_dir, config, resume, ignore, extend, check=self.check_files))
         self.best_ever = checkpoint_meta(self.path(BEST_EVER)) if self.exists(BEST_EVER) else None
         read_records(self.dir, repair=True)  # only once the files agree: a torn last line is cut away
@@ -348,7 +444,8 @@ class RunStore(Checkpoints):
         "child index -> record, for the children of `step` already in the log."
         return {r["child"]: r for r in self.records if r["step"] == step}
 
-    def ids(self, step: int, n: int) -> list[int]: return step_ids(self.records, step, n)
+    def ids(self, step: int, n: int) -> list[int]:
+        return step_ids(self.records, step, n)
 
     def append(self, record: dict) -> dict:
         "Log `record`, stamped with the search clock and the time of day; returns it as logged."
@@ -367,4 +464,5 @@ class RunStore(Checkpoints):
         self.best_ever = dict(meta)
         self.save(BEST_EVER, net, **meta)
 
-    def log(self): return read_log(self.dir)
+    def log(self):
+        return read_log(self.dir)

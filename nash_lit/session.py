@@ -24,125 +24,181 @@ __all__ = ['NO_VAL', 'REPLAYS', 'UNTRAINED', 'PROGRESS_KEYS', 'BAR', 'check_sear
            'with_note', 'run_folder', 'SearchProgress']
 
 # %% ../nbs/20_session.ipynb #570d1e78
-NO_VAL = ("the data has no validation images, and a search ranks its children by their validation error: hold some "
-          "out with val_size (Data.from_tensors(..., val_size=...), Data.from_dataset(..., val_size=...), "
-          "DataSpec.image_folder(..., val_size=...), DataSpec.cifar10(val_size=...) without final=True, "
-          "DataSpec.synthetic(n_val=...))")
+NO_VAL = (
+    "the data has no validation images, and a search ranks its children by their validation error: hold some "
+    "out with val_size (Data.from_tensors(..., val_size=...), Data.from_dataset(..., val_size=...), "
+    "DataSpec.image_folder(..., val_size=...), DataSpec.cifar10(val_size=...) without final=True, "
+    "DataSpec.synthetic(n_val=...))"
+)
 
-def check_search_start(nets: dict,  # name in messages -> a network the search trains first (an Arch or a Net)
-                       data: Data | DataSpec,  # the search's data
-                       device,  # the training device (`config.train.device`)
-                       executor,  # where the children will be trained (None: in this process)
-                       configs: dict | None = None,  # name in messages -> a TrainConfig the search trains with (None: unused)
-                       ) -> DataSpec:
+
+def check_search_start(
+    nets: dict,  # name in messages -> a network the search trains first (an Arch or a Net)
+    data: Data | DataSpec,  # the search's data
+    device,  # the training device (`config.train.device`)
+    executor,  # where the children will be trained (None: in this process)
+    configs: dict | None = None,  # name in messages -> a TrainConfig the search trains with (None: unused)
+) -> DataSpec:
     "Before anything trains: the executor, the device, the data's splits, the training settings and every network against the data; the data's spec."
     check_executor(executor)
-    try: device = default_device(device)
-    except ValueError as e: raise ValueError(f"train.device: {e}") from None
+    try:
+        device = default_device(device)
+    except ValueError as e:
+        raise ValueError(f"train.device: {e}") from None
     spec = as_spec(data)
     loaded = data if isinstance(data, Data) else spec.load(device if in_process(executor) else "cpu")
-    if len(loaded.y_train) == 0: raise ValueError("the data has no training images")
-    if len(loaded.y_val) == 0: raise ValueError(NO_VAL)
+    if len(loaded.y_train) == 0:
+        raise ValueError("the data has no training images")
+    if len(loaded.y_val) == 0:
+        raise ValueError(NO_VAL)
     for name, config in (configs or {}).items():
-        if config is None: continue
-        try: config.for_size(tuple(loaded.x_train.shape[-2:]))  # as `train` resolves and refuses them
-        except ValueError as e: raise ValueError(f"{name}: {e}") from None
-    for name, net in nets.items(): check_fit(net, loaded, name=name)
+        if config is None:
+            continue
+        try:
+            config.for_size(tuple(loaded.x_train.shape[-2:]))  # as `train` resolves and refuses them
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
+    for name, net in nets.items():
+        check_fit(net, loaded, name=name)
     return spec
 
 # %% ../nbs/20_session.ipynb #0270639b
-def warn_if_data_travels(data,  # what the search was given
-                         executor,  # where its tasks go (None: in this process)
-                         stacklevel: int = 2,  # the caller to name in the warning
-                         ):
+def warn_if_data_travels(
+    data,  # what the search was given
+    executor,  # where its tasks go (None: in this process)
+    stacklevel: int = 2,  # the caller to name in the warning
+):
     "Warn when every task sent to another process would carry an in-memory dataset, not a spec its worker loads."
-    if in_process(executor) or not isinstance(data, Data): return
+    if in_process(executor) or not isinstance(data, Data):
+        return
     where = executor if isinstance(executor, str) else type(executor).__name__  # a name, or the executor's type
     mb = sum(t.numel() * t.element_size() for t in data.split("train") + data.split("val")) / 2**20
-    warnings.warn(f"data is an in-memory Data, so every task submitted to {where} carries the whole "
-                  f"dataset ({mb:.1f} MB of training and validation images); pass a DataSpec that each worker "
-                  f"loads once instead, e.g. DataSpec.cifar10(...) or DataSpec.synthetic(...)", UserWarning,
-                  stacklevel=stacklevel + 1)
+    warnings.warn(
+        f"data is an in-memory Data, so every task submitted to {where} carries the whole "
+        f"dataset ({mb:.1f} MB of training and validation images); pass a DataSpec that each worker "
+        f"loads once instead, e.g. DataSpec.cifar10(...) or DataSpec.synthetic(...)",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 # %% ../nbs/20_session.ipynb #f2c8bb52
-REPLAYS = (ValueError, TypeError, RunDamaged)  # failures a resume would only repeat: the config, the input, damaged files
+REPLAYS = (
+    ValueError,
+    TypeError,
+    RunDamaged,
+)  # failures a resume would only repeat: the config, the input, damaged files
 _HAS_NOTES = hasattr(BaseException, "add_note")  # Python 3.11+
 
-def kept_note(folder: Path,  # the kept temporary folder
-              error: BaseException,  # why the search stopped
-              replays: tuple = (),  # further exception types that a resume would repeat (the search's SearchFailed)
-              ) -> str:
+
+def kept_note(
+    folder: Path,  # the kept temporary folder
+    error: BaseException,  # why the search stopped
+    replays: tuple = (),  # further exception types that a resume would repeat (the search's SearchFailed)
+) -> str:
     "Where a failed search's files are, and whether resuming from them helps."
     if isinstance(error, REPLAYS + tuple(replays)):
-        return (f"the run's files are kept in {folder}, to see what failed; resuming from them would fail the same way: "
-                f"fix the cause and start a new run (then delete the folder)")
-    return (f"the run's files are kept in {folder}: pass run_dir={str(folder)!r} and resume=True to continue the search "
-            f"where it stopped, or delete the folder")
+        return (
+            f"the run's files are kept in {folder}, to see what failed; resuming from them would fail the same way: "
+            f"fix the cause and start a new run (then delete the folder)"
+        )
+    return (
+        f"the run's files are kept in {folder}: pass run_dir={str(folder)!r} and resume=True to continue the search "
+        f"where it stopped, or delete the folder"
+    )
 
-def with_note(error: BaseException,  # an exception being raised
-              note: str,  # what to tell beside it
-              ) -> BaseException:
+
+def with_note(
+    error: BaseException,  # an exception being raised
+    note: str,  # what to tell beside it
+) -> BaseException:
     "`error` with `note` added (Python 3.11+); on 3.10 a new exception of its type with the note in its message, or, where none can be made, `error` itself with the note printed to stderr."
     if _HAS_NOTES:
         error.add_note(note)
         return error
     if isinstance(error, Exception):
-        try: return type(error)(f"{error}\n{note}")
-        except Exception: pass  # its type takes other arguments
+        try:
+            return type(error)(f"{error}\n{note}")
+        except Exception:
+            pass  # its type takes other arguments
     print(note, file=sys.stderr)
     return error
 
+
 @contextmanager
-def run_folder(run_dir,  # the run's folder; None: a temporary one
-               prefix: str,  # the temporary folder's name starts with it
-               replays: tuple = (),  # exception types of the search that a resume would repeat (besides REPLAYS)
-               ):
+def run_folder(
+    run_dir,  # the run's folder; None: a temporary one
+    prefix: str,  # the temporary folder's name starts with it
+    replays: tuple = (),  # exception types of the search that a resume would repeat (besides REPLAYS)
+):
     "Yield the run's folder; a temporary one is deleted when the search succeeds and kept, and named, when it fails."
     if run_dir is not None:
         yield Path(run_dir)
         return
     folder = Path(tempfile.mkdtemp(prefix=prefix))
-    try: yield folder
+    try:
+        yield folder
     except BaseException as e:
         told = with_note(e, kept_note(folder, e, replays))
-        if told is e: raise
+        if told is e:
+            raise
         raise told from e
     shutil.rmtree(folder, ignore_errors=True)
 
 # %% ../nbs/20_session.ipynb #f5cbb989
-UNTRAINED = ("rejected", "invalid", "duplicate")  # logged proposals never trained (Pareto-NASH; a peer's repeated trial)
-PROGRESS_KEYS = ("config.train.progress", "config.recovery.progress")  # bars are no part of a run: a resume may change them
+UNTRAINED = (
+    "rejected",
+    "invalid",
+    "duplicate",
+)  # logged proposals never trained (Pareto-NASH; a peer's repeated trial)
+PROGRESS_KEYS = (
+    "config.train.progress",
+    "config.recovery.progress",
+)  # bars are no part of a run: a resume may change them
 BAR = "{desc} |{bar:12}| {n_fmt}/{total_fmt} children{postfix}"
+
 
 def _seconds(s: float) -> str:
     "A duration in a few characters: 42s, 3m05s, 2h07m."
     s = int(round(s))
-    if s < 60: return f"{s}s"
-    if s < 3600: return f"{s // 60}m{s % 60:02d}s"
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 # %% ../nbs/20_session.ipynb #99e353bb
 class SearchProgress:
     "One bar for a search: its step or generation, children trained of all planned, the best error so far, time."
-    def __init__(self, name: str,  # the search, first on the bar ("NASH", "random search", "Pareto-NASH")
-                 total: int | None,  # children the budget plans in all; None: unknown (a budget in seconds)
-                 records: list,  # the log so far: a resumed search's bar starts where it stopped
-                 clock,  # the search's clock: seconds spent, across resumes
-                 unit: str = "step",  # what the search counts: "step" or "generation"
-                 n_units: int | None = None,  # how many the budget allows; None: unknown
-                 budget_seconds: float | None = None,  # the time budget, when there is one
-                 enabled: bool = True,  # False: show nothing
-                 ):
+
+    def __init__(
+        self,
+        name: str,  # the search, first on the bar ("NASH", "random search", "Pareto-NASH")
+        total: int | None,  # children the budget plans in all; None: unknown (a budget in seconds)
+        records: list,  # the log so far: a resumed search's bar starts where it stopped
+        clock,  # the search's clock: seconds spent, across resumes
+        unit: str = "step",  # what the search counts: "step" or "generation"
+        n_units: int | None = None,  # how many the budget allows; None: unknown
+        budget_seconds: float | None = None,  # the time budget, when there is one
+        enabled: bool = True,  # False: show nothing
+    ):
         self.name, self.clock, self.unit, self.n_units, self.budget = name, clock, unit, n_units, budget_seconds
         self.total, self.ends = total, {}  # step -> the search clock when its last record so far was logged
-        for r in records: self._ended(r)
+        for r in records:
+            self._ended(r)
         trained = [r for r in records if r["status"] not in UNTRAINED]
         self.done = len(trained)
         self.best = min((r["val_error"] for r in trained if r["status"] == "ok"), default=None)
         self.at = None
         desc, postfix = self._text()
-        self.bar = tqdm(total=total, initial=self.done, disable=not enabled, file=sys.stderr, bar_format=BAR,
-                        desc=desc, postfix=postfix)
+        self.bar = tqdm(
+            total=total,
+            initial=self.done,
+            disable=not enabled,
+            file=sys.stderr,
+            bar_format=BAR,
+            desc=desc,
+            postfix=postfix,
+        )
 
     def start(self, k: int):
         "Step (or generation) `k` begins."
@@ -152,7 +208,8 @@ class SearchProgress:
     def child(self, record: dict):
         "A child's record was logged."
         self._ended(record)
-        if record["status"] in UNTRAINED: return
+        if record["status"] in UNTRAINED:
+            return
         if record["status"] == "ok" and (self.best is None or record["val_error"] < self.best):
             self.best = record["val_error"]
         self.done += 1
@@ -162,14 +219,18 @@ class SearchProgress:
     def _ended(self, record: dict):
         "Note when the record's step last logged (records without a step or a clock stamp are skipped)."
         step, t = record.get("step"), record.get("search_seconds")
-        if step is not None and t is not None: self.ends[step] = max(t, self.ends.get(step, t))
+        if step is not None and t is not None:
+            self.ends[step] = max(t, self.ends.get(step, t))
 
     def left(self, spent: float) -> tuple[float, bool] | None:
         "(seconds left, whether estimated) by the budget in seconds or by the mean time of the finished steps; None: unknown."
         left = None if self.budget is None else max(0.0, self.budget - spent)
         k = self.at
-        if self.n_units is None or k is None or k < 2 or k - 1 not in self.ends: return None if left is None else (left, False)
-        mean = (self.ends[k - 1] - self.ends.get(0, 0.0)) / (k - 1)  # steps 1 .. k-1; step 0 (the seed, P0) is unlike them
+        if self.n_units is None or k is None or k < 2 or k - 1 not in self.ends:
+            return None if left is None else (left, False)
+        mean = (self.ends[k - 1] - self.ends.get(0, 0.0)) / (
+            k - 1
+        )  # steps 1 .. k-1; step 0 (the seed, P0) is unlike them
         done = self.total is not None and self.done >= self.total
         guess = 0.0 if done else max(0.0, mean * (self.n_units - k + 1) - (spent - self.ends[k - 1]))
         return (guess, True) if left is None or guess < left else (left, False)
@@ -189,6 +250,11 @@ class SearchProgress:
         self.bar.set_description_str(where, refresh=False)
         self.bar.set_postfix_str(found, refresh=refresh)
 
-    def close(self): self.bar.close()
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
+    def close(self):
+        self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -21,23 +21,28 @@ __all__ = ['BN_NEW', 'Child', 'NotApplicable', 'site_node', 'as_rng', 'clone_sta
 # %% ../nbs/15_surgery.ipynb #901eba8e
 class Child(NamedTuple):
     "What every operator returns."
+
     net: Net  # the child network
     ops: tuple = ()  # names of the operators applied, in order
     affected: tuple = ()  # sorted names of the child's parameters to train in recovery; empty for exact operators
 
+
 class NotApplicable(ValueError):
     "The operator has no place to act on this network (e.g. no pair of tensors for a skip)."
 
-def site_node(arch: Arch,  # the parent's architecture
-              site,  # the node id the caller forced
-              what: str,  # the operator, for the message
-              ) -> Node:
+
+def site_node(
+    arch: Arch,  # the parent's architecture
+    site,  # the node id the caller forced
+    what: str,  # the operator, for the message
+) -> Node:
     "The node of a forced `site`; a ValueError naming the operator and why when it is not a node's id."
     if not isinstance(site, numbers.Integral) or isinstance(site, bool):
         raise ValueError(f"{what}: site must be a node id (an int), got {site!r}")
     if int(site) not in arch:
         raise ValueError(f"{what}: no node {site} in {arch}")
     return arch.node(int(site))
+
 
 def as_rng(rng) -> np.random.Generator:
     "A numpy Generator from a seed, None, or a Generator (the same object)."
@@ -48,43 +53,57 @@ def clone_state(net: Net) -> dict:
     "A copy of every tensor of the network's state dict."
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
-def make_child(parent: Net,  # gives the train/eval mode
-               nodes,  # the child's nodes
-               state: dict,  # its complete state dict
-               ) -> Net:
+
+def make_child(
+    parent: Net,  # gives the train/eval mode
+    nodes,  # the child's nodes
+    state: dict,  # its complete state dict
+) -> Net:
     "The network of `nodes` with the weights of `state`."
     return Net(Arch(tuple(nodes)), state).train(parent.training)
 
 # %% ../nbs/15_surgery.ipynb #4a8a1242
-def rewire(nodes: list,  # the nodes
-           old: int,  # readers of this tensor ...
-           new: int,  # ... read this one instead
-           skip: int,  # except this node
-           ) -> list:
+def rewire(
+    nodes: list,  # the nodes
+    old: int,  # readers of this tensor ...
+    new: int,  # ... read this one instead
+    skip: int,  # except this node
+) -> list:
     "Every reader of `old` except node `skip` reads `new` instead."
-    def moved(n): return n.replace(inputs=tuple(new if i == old else i for i in n.inputs))
+
+    def moved(n):
+        return n.replace(inputs=tuple(new if i == old else i for i in n.inputs))
+
     return [n if n.id == skip or old not in n.inputs else moved(n) for n in nodes]
+
 
 def insert_after(nodes: list, after: int, node: Node) -> list:
     "The list with `node` placed right after node `after`."
     k = next(i for i, n in enumerate(nodes) if n.id == after)
-    return nodes[:k + 1] + [node] + nodes[k + 1:]
+    return nodes[: k + 1] + [node] + nodes[k + 1 :]
 
 # %% ../nbs/15_surgery.ipynb #5d96ec88
-def take(t: torch.Tensor,  # the tensor
-         origin: list,  # slice j of the result is slice origin[j] of `t`, or a new slice where it is None
-         dim: int,  # the dimension sliced
-         new: torch.Tensor | None = None,  # the new slices, in order; None: zeros
-         ) -> torch.Tensor:
+def take(
+    t: torch.Tensor,  # the tensor
+    origin: list,  # slice j of the result is slice origin[j] of `t`, or a new slice where it is None
+    dim: int,  # the dimension sliced
+    new: torch.Tensor | None = None,  # the new slices, in order; None: zeros
+) -> torch.Tensor:
     "A relayout of `t` along `dim`: kept, reordered, dropped and new slices."
     shape = list(t.shape)
     shape[dim] = len(origin)
     out = t.new_zeros(shape)
-    def index(ids): return torch.tensor(ids, dtype=torch.long, device=t.device)
+
+    def index(ids):
+        return torch.tensor(ids, dtype=torch.long, device=t.device)
+
     kept = [j for j, o in enumerate(origin) if o is not None]
-    if kept: out.index_copy_(dim, index(kept), t.index_select(dim, index([origin[j] for j in kept])))
-    if new is not None: out.index_copy_(dim, index([j for j, o in enumerate(origin) if o is None]), new)
+    if kept:
+        out.index_copy_(dim, index(kept), t.index_select(dim, index([origin[j] for j in kept])))
+    if new is not None:
+        out.index_copy_(dim, index([j for j, o in enumerate(origin) if o is None]), new)
     return out
+
 
 def moved(channels: tuple, origin: list) -> list:
     "New position of each old channel (None where it was dropped)."
@@ -92,23 +111,27 @@ def moved(channels: tuple, origin: list) -> list:
     return [where.get(c) for c in channels]
 
 # %% ../nbs/15_surgery.ipynb #eff65d67
-def he_normal(rng: np.random.Generator,  # the operator's generator
-              shape: tuple,  # shape of the new weights
-              fan_in: int,  # inputs of one output unit
-              like: torch.Tensor,  # gives dtype and device
-              ) -> torch.Tensor:
+def he_normal(
+    rng: np.random.Generator,  # the operator's generator
+    shape: tuple,  # shape of the new weights
+    fan_in: int,  # inputs of one output unit
+    like: torch.Tensor,  # gives dtype and device
+) -> torch.Tensor:
     "He-normal weights N(0, 2 / fan_in), drawn from `rng`."
     w = rng.standard_normal(shape) * math.sqrt(2.0 / max(fan_in, 1))
     return torch.from_numpy(w).to(dtype=like.dtype, device=like.device)
 
+
 BN_NEW = (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0))  # a new BatchNorm channel
 
-def take_filters(state: dict,  # the child's state dict, edited in place
-                 arch: Arch,  # the architecture the state belongs to (before the change)
-                 node_id: int,  # the convolution block
-                 origin: list,  # its new output layout
-                 rng: np.random.Generator | None = None,  # draws the new filters (needed only when origin has None)
-                 ) -> None:
+
+def take_filters(
+    state: dict,  # the child's state dict, edited in place
+    arch: Arch,  # the architecture the state belongs to (before the change)
+    node_id: int,  # the convolution block
+    origin: list,  # its new output layout
+    rng: np.random.Generator | None = None,  # draws the new filters (needed only when origin has None)
+) -> None:
     "Relayout the filters of block `node_id` and their BatchNorm channels to `origin`; new filters are He-normal."
     name = filters_name(arch, node_id)
     w, k = state[name], origin.count(None)
@@ -122,6 +145,7 @@ def _reader_tensors(node: Node) -> tuple:
     "Names of the tensors with which a reader reads its input channels (`OpSpec.reads`)."
     return tuple(param_name(node.id, tensor) for tensor, _ in OPS[node.op].reads)
 
+
 def _relayout_reader(node: Node, origin: list, state: dict, rng) -> None:
     "Give a reader (a block or the head) weights for its input's new channel layout `origin`."
     spec, k = OPS[node.op], origin.count(None)
@@ -134,36 +158,47 @@ def _relayout_reader(node: Node, origin: list, state: dict, rng) -> None:
             new = he_normal(rng, tuple(shape), w.numel() // w.shape[dim], w)
         state[name] = take(w, origin, dim, new)
 
+
 def _relay(node: Node, o: list, sizes: list, affected: set | None) -> tuple:
     "(node, output origin, old output channels) of a pool, concat or add whose inputs have layouts `o`."
-    if node.op == "pool": return node, o[0], sizes[0]
+    if node.op == "pool":
+        return node, o[0], sizes[0]
     if node.op == "concat":
         offsets = np.cumsum([0] + sizes)
         return node, [None if c is None else int(c + off) for oi, off in zip(o, offsets) for c in oi], sum(sizes)
-    pairs = [(s, d) for s, d in zip(moved(node["src"], o[1]), moved(node["dst"], o[0])) if s is not None and d is not None]
+    pairs = [
+        (s, d) for s, d in zip(moved(node["src"], o[1]), moved(node["dst"], o[0])) if s is not None and d is not None
+    ]
     if not pairs:  # every channel the skip fed was removed (approximate operators only)
         pairs = [(0, 0)]
-        if affected is not None: affected.add(param_name(node.id, "lam"))
+        if affected is not None:
+            affected.add(param_name(node.id, "lam"))
     node = node.replace(attrs={"src": tuple(s for s, _ in pairs), "dst": tuple(d for _, d in pairs)})
     return node, o[0], sizes[0]
 
 # %% ../nbs/15_surgery.ipynb #767255d6
-def propagate(nodes: list,  # the child's nodes before the walk (the changed tensors already have their new channels)
-              changed: dict,  # node id -> (origin, old channel count) of each tensor whose layout changed
-              state: dict | None = None,  # the child's state dict, edited in place; None: plan on the nodes only
-              rng=None,  # numpy Generator for new depthwise filters (used only with a state)
-              affected: set | None = None,  # collects the names of the tensors rewritten (or that would be)
-              scope: dict | None = None,  # id -> reader ids: only these readers of a changed tensor see its change
-              ) -> list:
+def propagate(
+    nodes: list,  # the child's nodes before the walk (the changed tensors already have their new channels)
+    changed: dict,  # node id -> (origin, old channel count) of each tensor whose layout changed
+    state: dict | None = None,  # the child's state dict, edited in place; None: plan on the nodes only
+    rng=None,  # numpy Generator for new depthwise filters (used only with a state)
+    affected: set | None = None,  # collects the names of the tensors rewritten (or that would be)
+    scope: dict | None = None,  # id -> reader ids: only these readers of a changed tensor see its change
+) -> list:
     "Adapt every reader of the tensors in `changed` to their new channel layout; returns the child's nodes."
     shapes = {}  # (channels, size) of every node of the result so far
     origins = {i: o for i, (o, _) in changed.items()}
     old = {i: c for i, (_, c) in changed.items()}  # channel counts before the change, where they differ
+
     def before(i, reader):  # (origin, old channel count) of input i as `reader` saw it
         if i not in shapes:
-            raise ValueError(f"propagate: node {reader} comes before its input {i} (nodes must be in topological order)")
-        if i in origins and (scope is None or i not in scope or reader in scope[i]): return origins[i], old[i]
+            raise ValueError(
+                f"propagate: node {reader} comes before its input {i} (nodes must be in topological order)"
+            )
+        if i in origins and (scope is None or i not in scope or reader in scope[i]):
+            return origins[i], old[i]
         return None, shapes[i][0]
+
     out = []
     for n in nodes:
         seen = [before(i, n.id) for i in n.inputs]
@@ -171,20 +206,24 @@ def propagate(nodes: list,  # the child's nodes before the walk (the changed ten
             o = [oi if oi is not None else list(range(shapes[i][0])) for (oi, _), i in zip(seen, n.inputs)]
             if OPS[n.op].relays_layout:
                 n, origins[n.id], old[n.id] = _relay(n, o, [c for _, c in seen], affected)
-                if origins[n.id] == list(range(old[n.id])): del origins[n.id]  # unchanged: stop following it
+                if origins[n.id] == list(range(old[n.id])):
+                    del origins[n.id]  # unchanged: stop following it
             else:
-                if state is not None: _relayout_reader(n, o[0], state, rng)
-                if affected is not None: affected.update(_reader_tensors(n))
+                if state is not None:
+                    _relayout_reader(n, o[0], state, rng)
+                if affected is not None:
+                    affected.update(_reader_tensors(n))
         shapes[n.id] = OPS[n.op].shape(n, [shapes[i] for i in n.inputs])
         out.append(n)
     return out
 
 # %% ../nbs/15_surgery.ipynb #d7c8ea1d
-def pick(rng: np.random.Generator,  # the operator's generator
-         candidates: list,  # the applicable places
-         what: str,  # the operator, for the message
-         arch: Arch,  # the architecture, for the message
-         ):
+def pick(
+    rng: np.random.Generator,  # the operator's generator
+    candidates: list,  # the applicable places
+    what: str,  # the operator, for the message
+    arch: Arch,  # the architecture, for the message
+):
     "A uniformly drawn candidate; `NotApplicable` when there is none."
     if not candidates:
         raise NotApplicable(f"{what}: no applicable place in {arch}")

@@ -28,11 +28,12 @@ __all__ = ['crop_flip', 'cutout', 'mixup', 'normalize', 'augment', 'TrainConfig'
            'TrainingDiverged', 'epoch_images', 'train', 'FinalResult', 'final_train']
 
 # %% ../nbs/13_training.ipynb #efebe952
-def crop_flip(x: torch.Tensor,  # images (N, C, H, W), any dtype
-              generator: torch.Generator,  # random source, on x's device
-              pad: int = 4,  # zero pixels added on each side before cropping back to H×W
-              flip: bool = True,  # also flip each image horizontally with probability 1/2
-              ) -> torch.Tensor:
+def crop_flip(
+    x: torch.Tensor,  # images (N, C, H, W), any dtype
+    generator: torch.Generator,  # random source, on x's device
+    pad: int = 4,  # zero pixels added on each side before cropping back to H×W
+    flip: bool = True,  # also flip each image horizontally with probability 1/2
+) -> torch.Tensor:
     "Random crop (of the zero-padded image) and horizontal flip, drawn per image, as one gather."
     n, c, h, w = x.shape
     dev = x.device
@@ -42,16 +43,22 @@ def crop_flip(x: torch.Tensor,  # images (N, C, H, W), any dtype
         flipped = torch.randint(0, 2, (n, 1), generator=generator, device=dev).bool()
         cols = torch.where(flipped, cols.flip(1), cols)
     padded = F.pad(x, (pad, pad, pad, pad)) if pad else x
-    return padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
-                  rows[:, None, :, None], cols[:, None, None, :]]
+    return padded[
+        torch.arange(n, device=dev)[:, None, None, None],
+        torch.arange(c, device=dev)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
 
 # %% ../nbs/13_training.ipynb #dfe49608
-def cutout(x: torch.Tensor,  # normalised images (N, C, H, W)
-           generator: torch.Generator,  # random source, on x's device
-           size: int = 16,  # side of the square; 0 turns cutout off
-           ) -> torch.Tensor:
+def cutout(
+    x: torch.Tensor,  # normalised images (N, C, H, W)
+    generator: torch.Generator,  # random source, on x's device
+    size: int = 16,  # side of the square; 0 turns cutout off
+) -> torch.Tensor:
     "Zero a size×size square at a random centre of each image (clipped at the border)."
-    if size <= 0: return x
+    if size <= 0:
+        return x
     n, _, h, w = x.shape
     dev = x.device
     cy = torch.randint(0, h, (n, 1), generator=generator, device=dev)
@@ -61,63 +68,91 @@ def cutout(x: torch.Tensor,  # normalised images (N, C, H, W)
     inside_y, inside_x = (dy >= 0) & (dy < size), (dx >= 0) & (dx < size)
     return x.masked_fill(inside_y[:, None, :, None] & inside_x[:, None, None, :], 0)
 
-def mixup(x: torch.Tensor,  # images (N, C, H, W)
-          y: torch.Tensor,  # labels (N,)
-          generator: torch.Generator,  # random source, on x's device
-          alpha: float = 0.2,  # λ ~ Beta(α, α); 0 turns mixup off
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+
+def mixup(
+    x: torch.Tensor,  # images (N, C, H, W)
+    y: torch.Tensor,  # labels (N,)
+    generator: torch.Generator,  # random source, on x's device
+    alpha: float = 0.2,  # λ ~ Beta(α, α); 0 turns mixup off
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     "λ·x + (1−λ)·x[perm]; returns the mixed images, both label sets and λ (the loss mixes by λ too)."
-    if alpha <= 0: return x, y, y, 1.0
+    if alpha <= 0:
+        return x, y, y, 1.0
     seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
     lam = float(np.random.default_rng(seed).beta(alpha, alpha))  # torch's Beta sampler takes no generator
     perm = torch.randperm(len(y), generator=generator, device=x.device)
     return x.mul(lam).add_(x[perm], alpha=1 - lam), y, y[perm], lam
 
 # %% ../nbs/13_training.ipynb #3c05995b
-def normalize(x: torch.Tensor,  # uint8 images (N, C, H, W)
-              mean: torch.Tensor,  # per-channel mean on the [0, 1] scale
-              std: torch.Tensor,  # per-channel standard deviation on the [0, 1] scale
-              ) -> torch.Tensor:
+def normalize(
+    x: torch.Tensor,  # uint8 images (N, C, H, W)
+    mean: torch.Tensor,  # per-channel mean on the [0, 1] scale
+    std: torch.Tensor,  # per-channel standard deviation on the [0, 1] scale
+) -> torch.Tensor:
     "(x / 255 − mean) / std, per channel, in float32."
     scale = (1 / (255 * std)).view(1, -1, 1, 1)
     return torch.addcmul((-mean / std).view(1, -1, 1, 1), x.float(), scale)
 
-def augment(x: torch.Tensor,  # uint8 images (N, C, H, W)
-            y: torch.Tensor,  # labels (N,)
-            mean: torch.Tensor,  # channel statistics of the training set
-            std: torch.Tensor,
-            generator: torch.Generator,  # random source, on x's device
-            config: TrainConfig,  # which augmentations, how strong (crop_pad, cutout None: scaled to the images)
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+
+def augment(
+    x: torch.Tensor,  # uint8 images (N, C, H, W)
+    y: torch.Tensor,  # labels (N,)
+    mean: torch.Tensor,  # channel statistics of the training set
+    std: torch.Tensor,
+    generator: torch.Generator,  # random source, on x's device
+    config: TrainConfig,  # which augmentations, how strong (crop_pad, cutout None: scaled to the images)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     "Crop, flip, normalise, cutout, mixup: returns (images, labels, partner labels, λ)."
-    if config.crop_pad is None or config.cutout is None: config = config.for_size(tuple(x.shape[-2:]))
-    if config.crop_pad or config.flip: x = crop_flip(x, generator, config.crop_pad, config.flip)
+    if config.crop_pad is None or config.cutout is None:
+        config = config.for_size(tuple(x.shape[-2:]))
+    if config.crop_pad or config.flip:
+        x = crop_flip(x, generator, config.crop_pad, config.flip)
     x = cutout(normalize(x, mean, std), generator, config.cutout)
     return mixup(x, y, generator, config.mixup_alpha)
 
 # %% ../nbs/13_training.ipynb #c93711a7
 def _cpu_has_bf16() -> bool:
-    try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError): return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
 
 _RULES = dict(  # field -> (kind, check_setting's bounds); `device` has its own check
-    epochs=(int, dict(low=0)), batch_size=(int, dict(low=1)), lr_max=(float, dict(low=0, above=True)),
-    momentum=(float, dict(low=0, below=1)), nesterov=(bool, {}), weight_decay=(float, dict(low=0)),
-    crop_pad=(int, dict(low=0, optional=True)), flip=(bool, {}), cutout=(int, dict(low=0, optional=True)),
-    mixup_alpha=(float, dict(low=0)), amp=(bool, dict(optional=True)), channels_last=(bool, dict(optional=True)),
-    seed=(int, dict(low=0, below=2**64)), eval_every=(int, dict(low=0)), eval_batch_size=(int, dict(low=1)),
-    progress=(bool, {}), bn_eval=(bool, {}), grad_clip=(float, dict(low=0)))
+    epochs=(int, dict(low=0)),
+    batch_size=(int, dict(low=1)),
+    lr_max=(float, dict(low=0, above=True)),
+    momentum=(float, dict(low=0, below=1)),
+    nesterov=(bool, {}),
+    weight_decay=(float, dict(low=0)),
+    crop_pad=(int, dict(low=0, optional=True)),
+    flip=(bool, {}),
+    cutout=(int, dict(low=0, optional=True)),
+    mixup_alpha=(float, dict(low=0)),
+    amp=(bool, dict(optional=True)),
+    channels_last=(bool, dict(optional=True)),
+    seed=(int, dict(low=0, below=2**64)),
+    eval_every=(int, dict(low=0)),
+    eval_batch_size=(int, dict(low=1)),
+    progress=(bool, {}),
+    bn_eval=(bool, {}),
+    grad_clip=(float, dict(low=0)),
+)
+
 
 @dataclass
 class TrainConfig:
     "Settings of one training call; the defaults reach ≈75% validation accuracy with the paper's seed in 20 epochs."
+
     epochs: int = 20  # epochs of this call; the learning rate restarts at lr_max on every call (SGDR)
     batch_size: int = 128  # images per SGD step
     lr_max: float = 0.05  # learning rate at the start of the call, annealed by a cosine to 0
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = True  # Nesterov momentum
     weight_decay: float = 5e-4  # L2 penalty on the trained parameters only
-    crop_pad: int | None = None  # random crops of the image padded by this many pixels; 0: off; None: side // 8 (CIFAR: 4)
+    crop_pad: int | None = (
+        None  # random crops of the image padded by this many pixels; 0: off; None: side // 8 (CIFAR: 4)
+    )
     flip: bool = True  # random horizontal flips
     cutout: int | None = None  # side of the Cutout square; 0: off; None: side // 2 (CIFAR: 16)
     mixup_alpha: float = 0.2  # mixup's λ ~ Beta(α, α); 0: off
@@ -145,12 +180,16 @@ class TrainConfig:
         pad = side // 8 if self.crop_pad is None else self.crop_pad
         cut = side // 2 if self.cutout is None else self.cutout
         if pad >= side:
-            raise ValueError(f"TrainConfig.crop_pad={pad} cannot apply to {h}×{w} images: the padding must be smaller "
-                             f"than the image ({side}); use crop_pad=None (scaled: {side // 8}) or 0 (off)")
+            raise ValueError(
+                f"TrainConfig.crop_pad={pad} cannot apply to {h}×{w} images: the padding must be smaller "
+                f"than the image ({side}); use crop_pad=None (scaled: {side // 8}) or 0 (off)"
+            )
         if cut >= side:
-            raise ValueError(f"TrainConfig.cutout={cut} cannot apply to {h}×{w} images: the square must be smaller than "
-                             f"the image's side ({side}), or it can blank whole images; use cutout=None (scaled: "
-                             f"{side // 2}) or 0 (off)")
+            raise ValueError(
+                f"TrainConfig.cutout={cut} cannot apply to {h}×{w} images: the square must be smaller than "
+                f"the image's side ({side}), or it can blank whole images; use cutout=None (scaled: "
+                f"{side // 2}) or 0 (off)"
+            )
         return replace(self, crop_pad=pad, cutout=cut)
 
     def speedups(self, device: torch.device) -> tuple[bool, bool]:
@@ -160,45 +199,53 @@ class TrainConfig:
         return amp, cl
 
 # %% ../nbs/13_training.ipynb #c3fac8a4
-def as_train_config(value,  # a TrainConfig or a dict of its fields
-                    name: str = "train",  # the field it came from, for the error message
-                    ) -> TrainConfig:
+def as_train_config(
+    value,  # a TrainConfig or a dict of its fields
+    name: str = "train",  # the field it came from, for the error message
+) -> TrainConfig:
     "`value` as a TrainConfig."
     if isinstance(value, dict):
         known = [f.name for f in fields(TrainConfig)]
         unknown = sorted(set(value) - set(known))
-        if unknown: raise ValueError(f"{name} has unknown TrainConfig field(s) {unknown}; its fields are {known}")
+        if unknown:
+            raise ValueError(f"{name} has unknown TrainConfig field(s) {unknown}; its fields are {known}")
         return TrainConfig(**value)
-    if isinstance(value, TrainConfig): return value
+    if isinstance(value, TrainConfig):
+        return value
     raise ValueError(f"{name} must be a TrainConfig or a dict of its fields, got {type(value).__name__}")
 
 # %% ../nbs/13_training.ipynb #ec5a0e99
-def mistakes(net: nn.Module,  # maps (N, C, H, W) normalised images to (N, classes) logits
-             data: Data,  # the dataset; its tensors are moved to the network's device if needed
-             split: str = "val",  # 'val', 'test' or 'train'
-             batch_size: int = 1024,  # images per forward pass
-             amp: bool = False,  # bf16 autocast
-             channels_last: bool = False,  # feed channels-last batches
-             ) -> torch.Tensor:
+def mistakes(
+    net: nn.Module,  # maps (N, C, H, W) normalised images to (N, classes) logits
+    data: Data,  # the dataset; its tensors are moved to the network's device if needed
+    split: str = "val",  # 'val', 'test' or 'train'
+    batch_size: int = 1024,  # images per forward pass
+    amp: bool = False,  # bf16 autocast
+    channels_last: bool = False,  # feed channels-last batches
+) -> torch.Tensor:
     "Which images of a split `net` classifies wrongly: a bool tensor, one per image (on the network's device)."
     x_all, y_all = data.split(split)
-    if len(y_all) == 0: raise ValueError(f"the data has no {split} images")
+    if len(y_all) == 0:
+        raise ValueError(f"the data has no {split} images")
     device = next(net.parameters(), x_all).device
     wrong = []
     with eval_mode(net), torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         for i in range(0, len(y_all), batch_size):
-            x = normalize(x_all[i:i + batch_size].to(device), data.mean.to(device), data.std.to(device))
-            if channels_last: x = x.contiguous(memory_format=torch.channels_last)
-            wrong.append(net(x).argmax(1) != y_all[i:i + batch_size].to(device))
+            x = normalize(x_all[i : i + batch_size].to(device), data.mean.to(device), data.std.to(device))
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            wrong.append(net(x).argmax(1) != y_all[i : i + batch_size].to(device))
     return torch.cat(wrong)
 
-def evaluate(net: nn.Module,  # maps (N, C, H, W) normalised images to (N, classes) logits
-             data: Data,  # the dataset; its tensors are moved to the network's device if needed
-             split: str = "val",  # 'val', 'test' or 'train'
-             batch_size: int = 1024,  # images per forward pass
-             amp: bool = False,  # bf16 autocast
-             channels_last: bool = False,  # feed channels-last batches
-             ) -> float:
+
+def evaluate(
+    net: nn.Module,  # maps (N, C, H, W) normalised images to (N, classes) logits
+    data: Data,  # the dataset; its tensors are moved to the network's device if needed
+    split: str = "val",  # 'val', 'test' or 'train'
+    batch_size: int = 1024,  # images per forward pass
+    amp: bool = False,  # bf16 autocast
+    channels_last: bool = False,  # feed channels-last batches
+) -> float:
     "Classification error (a fraction) of `net` on a split of `data`."
     wrong = mistakes(net, data, split, batch_size, amp, channels_last)
     return int(wrong.sum()) / len(wrong)
@@ -207,19 +254,29 @@ def evaluate(net: nn.Module,  # maps (N, C, H, W) normalised images to (N, class
 class TrainingDiverged(RuntimeError):
     "The training loss became NaN or infinite; a search catches this and discards the network."
 
+
 def _freeze(net: nn.Module, trainable) -> tuple[list, list]:
     "Set requires_grad from `trainable`; return the parameters to train and the BN layers to keep in eval mode."
     named = dict(net.named_parameters())
-    if trainable is None: return [p for p in named.values() if p.requires_grad], []
+    if trainable is None:
+        return [p for p in named.values() if p.requires_grad], []
     wanted = {trainable} if isinstance(trainable, str) else set(trainable)
     unknown = sorted(wanted - set(named))
     if unknown:
-        raise ValueError(f"trainable names not among the network's parameters: {unknown[:5]}"
-                         f"{' ...' if len(unknown) > 5 else ''}; its parameters are named like {list(named)[:4]}")
-    if not wanted: raise ValueError("trainable is empty: there is nothing to train")
-    for name, p in named.items(): p.requires_grad_(name in wanted)
-    frozen_bn = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                 and not any(p.requires_grad for p in m.parameters(recurse=False))]
+        raise ValueError(
+            f"trainable names not among the network's parameters: {unknown[:5]}"
+            f"{' ...' if len(unknown) > 5 else ''}; its parameters are named like {list(named)[:4]}"
+        )
+    if not wanted:
+        raise ValueError("trainable is empty: there is nothing to train")
+    for name, p in named.items():
+        p.requires_grad_(name in wanted)
+    frozen_bn = [
+        m
+        for m in net.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and not any(p.requires_grad for p in m.parameters(recurse=False))
+    ]
     return [p for p in named.values() if p.requires_grad], frozen_bn
 
 # %% ../nbs/13_training.ipynb #e2bb4853
@@ -242,109 +299,156 @@ def _prepare(net, data, config, teacher) -> tuple[TrainConfig, torch.device]:
         hint = "; build one with Net(arch)" if isinstance(net, Arch) else ""
         raise TypeError(f"train takes a network (an nn.Module), got {type(net).__name__}{hint}")
     if not isinstance(data, Data):
-        raise TypeError(f"train takes a Data, got {type(data).__name__} (a DataSpec: spec.load(); your own tensors: "
-                        "Data.from_tensors)")
+        raise TypeError(
+            f"train takes a Data, got {type(data).__name__} (a DataSpec: spec.load(); your own tensors: "
+            "Data.from_tensors)"
+        )
     config = as_train_config(TrainConfig() if config is None else config, "config")
-    try: device = default_device(config.device)
+    try:
+        device = default_device(config.device)
     except ValueError as e:
-        raise ValueError(f"TrainConfig.device={config.device!r} cannot be used here: {e}; "
-                         "use device=None (CUDA if available, else CPU)") from None
-    if len(data.y_train) == 0: raise ValueError("the data has no training images")
+        raise ValueError(
+            f"TrainConfig.device={config.device!r} cannot be used here: {e}; "
+            "use device=None (CUDA if available, else CPU)"
+        ) from None
+    if len(data.y_train) == 0:
+        raise ValueError("the data has no training images")
     config = config.for_size(tuple(data.x_train.shape[-2:]))
     check_fit(net, data)
-    if teacher is not None: check_fit(teacher, data, "the teacher")
+    if teacher is not None:
+        check_fit(teacher, data, "the teacher")
     return config, device
 
 # %% ../nbs/13_training.ipynb #9d3dce69
-def epoch_images(n: int,  # training images
-                 batch_size: int,  # images per SGD step
-                 ) -> int:
+def epoch_images(
+    n: int,  # training images
+    batch_size: int,  # images per SGD step
+) -> int:
     "Images one epoch of `train` trains on: its full batches, or all `n` when they are fewer than one batch."
     return min(n, max(1, n // batch_size) * batch_size)
 
 # %% ../nbs/13_training.ipynb #23013207
-def train(net: nn.Module,  # maps (N, C, H, W) images to (N, classes) logits; trained in place, moved to the device
-          data: Data,  # the dataset; moved to the training device if it is elsewhere
-          config: TrainConfig | None = None,  # settings; default TrainConfig()
-          trainable=None,  # names of the parameters to train (all others frozen, BN statistics included); None: all
-          teacher: nn.Module | None = None,  # distil (Eq. 8): minimise mean ‖net(x) − teacher(x)‖ instead of the cross-entropy
-          checkpoint=None,  # a file: save after every epoch, and resume from it when it exists; None: no checkpoints
-          ) -> list[dict]:
+def train(
+    net: nn.Module,  # maps (N, C, H, W) images to (N, classes) logits; trained in place, moved to the device
+    data: Data,  # the dataset; moved to the training device if it is elsewhere
+    config: TrainConfig | None = None,  # settings; default TrainConfig()
+    trainable=None,  # names of the parameters to train (all others frozen, BN statistics included); None: all
+    teacher: nn.Module
+    | None = None,  # distil (Eq. 8): minimise mean ‖net(x) − teacher(x)‖ instead of the cross-entropy
+    checkpoint=None,  # a file: save after every epoch, and resume from it when it exists; None: no checkpoints
+) -> list[dict]:
     "Train `net` with SGD and cosine annealing; returns one dict per epoch (loss, val_error, lr, seconds, img_s)."
     config, device = _prepare(net, data, config, teacher)  # every check, before anything trains
     amp, channels_last = config.speedups(device)
     n, bs = len(data.y_train), config.batch_size
-    if data.device != device: data = data.to(device)
+    if data.device != device:
+        data = data.to(device)
     flags = {name: p.requires_grad for name, p in net.named_parameters()}
     was_training, teacher_training = net.training, teacher is not None and teacher.training
     try:
-        if teacher is not None: teacher.to(device).eval()
+        if teacher is not None:
+            teacher.to(device).eval()
         params, frozen_bn = _freeze(net, trainable)
         net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         steps = max(1, n // bs)  # the last incomplete batch is dropped (a different one every epoch)
-        opt = torch.optim.SGD(params, lr=config.lr_max, momentum=config.momentum, nesterov=config.nesterov,
-                              weight_decay=config.weight_decay)
+        opt = torch.optim.SGD(
+            params,
+            lr=config.lr_max,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, config.epochs * steps), eta_min=0)
         torch.manual_seed(config.seed)
         gen = torch.Generator(device=device).manual_seed(config.seed)
         history, path = [], None if checkpoint is None else Path(checkpoint)
         key = resume_key(net, config, trainable, teacher, data) if path is not None else None
-        if path is not None and path.exists(): history = load_training(path, key, net, opt, sched, gen)
-        bar = tqdm(total=config.epochs * steps, initial=len(history) * steps, disable=not config.progress,
-                   unit="batch", file=sys.stderr, desc=f"train {sum(p.numel() for p in params):,} params on {device}")
+        if path is not None and path.exists():
+            history = load_training(path, key, net, opt, sched, gen)
+        bar = tqdm(
+            total=config.epochs * steps,
+            initial=len(history) * steps,
+            disable=not config.progress,
+            unit="batch",
+            file=sys.stderr,
+            desc=f"train {sum(p.numel() for p in params):,} params on {device}",
+        )
         for epoch in range(len(history), config.epochs):
             start = time.perf_counter()
             net.train()
-            for m in (net.modules() if config.bn_eval else frozen_bn):
-                if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+            for m in net.modules() if config.bn_eval else frozen_bn:
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
             order, loss_sum = torch.randperm(n, generator=gen, device=device), torch.zeros((), device=device)
             for step in range(steps):
-                idx = order[step * bs:(step + 1) * bs]
+                idx = order[step * bs : (step + 1) * bs]
                 x, y_a, y_b, lam = augment(data.x_train[idx], data.y_train[idx], data.mean, data.std, gen, config)
-                if channels_last: x = x.contiguous(memory_format=torch.channels_last)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 loss = _loss(net, x, y_a, y_b, lam, teacher, device, amp)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if config.grad_clip: torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
                 opt.step()
                 sched.step()
                 loss_sum += loss.detach()
                 if (step + 1) % 25 == 0 or step == steps - 1:  # read the loss rarely: no GPU sync per batch
                     mean_loss = loss_sum.item() / (step + 1)
                     if not math.isfinite(mean_loss):
-                        raise TrainingDiverged(f"training loss became {mean_loss} in epoch {epoch + 1}, "
-                                               f"by step {step + 1} of {steps} (lr_max={config.lr_max})")
+                        raise TrainingDiverged(
+                            f"training loss became {mean_loss} in epoch {epoch + 1}, "
+                            f"by step {step + 1} of {steps} (lr_max={config.lr_max})"
+                        )
                     bar.update(step + 1 - bar.n + epoch * steps)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.3f}", refresh=False)
             train_seconds = time.perf_counter() - start
             due = epoch == config.epochs - 1 or (config.eval_every and (epoch + 1) % config.eval_every == 0)
-            val_error = (evaluate(net, data, "val", config.eval_batch_size, amp, channels_last)
-                         if due and len(data.y_val) else math.nan)
-            history.append(dict(epoch=epoch + 1, loss=mean_loss, val_error=val_error, lr=sched.get_last_lr()[0],
-                                seconds=time.perf_counter() - start, img_s=steps * bs / train_seconds))
-            if path is not None: save_training(path, key, net, opt, sched, gen, history)
+            val_error = (
+                evaluate(net, data, "val", config.eval_batch_size, amp, channels_last)
+                if due and len(data.y_val)
+                else math.nan
+            )
+            history.append(
+                dict(
+                    epoch=epoch + 1,
+                    loss=mean_loss,
+                    val_error=val_error,
+                    lr=sched.get_last_lr()[0],
+                    seconds=time.perf_counter() - start,
+                    img_s=steps * bs / train_seconds,
+                )
+            )
+            if path is not None:
+                save_training(path, key, net, opt, sched, gen, history)
         bar.close()
         return history
     finally:
-        for name, p in net.named_parameters(): p.requires_grad_(flags[name])
+        for name, p in net.named_parameters():
+            p.requires_grad_(flags[name])
         net.train(was_training)
-        if teacher is not None: teacher.train(teacher_training)
+        if teacher is not None:
+            teacher.train(teacher_training)
 
 # %% ../nbs/13_training.ipynb #1db95e75
 @dataclass
 class FinalResult:
     "A final training run."
+
     net: nn.Module  # the trained network
     test_error: float  # its error on the test set
     history: list  # `train`'s per-epoch records
 
+
 def _final_net(model, from_scratch: bool, seed: int) -> nn.Module:
     "The network `final_train` trains, made from what the user passed."
     inner = getattr(model, "net", None)  # a search's result, a Pareto front member, a FinalResult
-    if not isinstance(model, nn.Module) and isinstance(inner, nn.Module): model = inner
+    if not isinstance(model, nn.Module) and isinstance(inner, nn.Module):
+        model = inner
     torch.manual_seed(seed)
     if isinstance(model, Arch):
-        if not from_scratch: raise ValueError("from_scratch=False needs a network with weights, not an architecture")
+        if not from_scratch:
+            raise ValueError("from_scratch=False needs a network with weights, not an architecture")
         return Net(model)
     if isinstance(model, Net):
         return Net(model.arch, None if from_scratch else {k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -352,33 +456,44 @@ def _final_net(model, from_scratch: bool, seed: int) -> nn.Module:
         net = copy.deepcopy(model)
         if from_scratch:
             for m in net.modules():
-                if hasattr(m, "reset_parameters"): m.reset_parameters()
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
         return net
     if callable(model):
-        if not from_scratch: raise ValueError("from_scratch=False needs a network with weights, not a factory")
+        if not from_scratch:
+            raise ValueError("from_scratch=False needs a network with weights, not a factory")
         net = model()
-        if not isinstance(net, nn.Module): raise TypeError(f"the factory returned a {type(net).__name__}, not an nn.Module")
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"the factory returned a {type(net).__name__}, not an nn.Module")
         return net
-    raise TypeError(f"final_train takes an Arch, a network, a result with a .net or a factory of networks, "
-                    f"got {type(model).__name__}")
+    raise TypeError(
+        f"final_train takes an Arch, a network, a result with a .net or a factory of networks, "
+        f"got {type(model).__name__}"
+    )
 
 # %% ../nbs/13_training.ipynb #9d8d198a
-def final_train(model,  # an Arch, a Net, any nn.Module, a result with a `.net` (NashResult, a front member), or a factory
-                data: Data | DataSpec,  # the data (its validation images join the training set), or a spec this process loads
-                epochs: int = 600,  # the paper's final training
-                from_scratch: bool = True,  # re-initialise (the paper); False: continue from the network's weights
-                config: TrainConfig | None = None,  # training settings (`epochs` and `seed` are overridden)
-                seed: int = 0,  # initialisation and training seed
-                checkpoint=None,  # a file to checkpoint every epoch and resume from (see `train`)
-                ) -> FinalResult:
+def final_train(
+    model,  # an Arch, a Net, any nn.Module, a result with a `.net` (NashResult, a front member), or a factory
+    data: Data | DataSpec,  # the data (its validation images join the training set), or a spec this process loads
+    epochs: int = 600,  # the paper's final training
+    from_scratch: bool = True,  # re-initialise (the paper); False: continue from the network's weights
+    config: TrainConfig | None = None,  # training settings (`epochs` and `seed` are overridden)
+    seed: int = 0,  # initialisation and training seed
+    checkpoint=None,  # a file to checkpoint every epoch and resume from (see `train`)
+) -> FinalResult:
     "Section 5.1: train a copy of `model` (a result: its `.net`) on train+val for `epochs`, then report the test error."
     epochs = check_setting("final_train", "epochs", epochs, int, low=0)
     from_scratch = check_setting("final_train", "from_scratch", from_scratch, bool)
     seed = check_setting("final_train", "seed", seed, int, low=0, below=2**64)
-    config = replace(as_train_config(TrainConfig() if config is None else config, "final_train.config"), epochs=epochs, seed=seed)
-    if isinstance(data, DataSpec): data = data.load(config.device)  # e.g. in a pool's worker: it loads the data once
-    if not isinstance(data, Data): raise TypeError(f"final_train takes a Data or a DataSpec, got {type(data).__name__}")
-    if len(data.y_test) == 0: raise ValueError("final_train: the data has no test images to report the error on")
+    config = replace(
+        as_train_config(TrainConfig() if config is None else config, "final_train.config"), epochs=epochs, seed=seed
+    )
+    if isinstance(data, DataSpec):
+        data = data.load(config.device)  # e.g. in a pool's worker: it loads the data once
+    if not isinstance(data, Data):
+        raise TypeError(f"final_train takes a Data or a DataSpec, got {type(data).__name__}")
+    if len(data.y_test) == 0:
+        raise ValueError("final_train: the data has no test images to report the error on")
     net = _final_net(model, from_scratch, seed)
     history = train(net, train_plus_val(data), config, checkpoint=checkpoint)
     return FinalResult(net, evaluate(net, data, "test"), history)

@@ -1,4 +1,5 @@
 "A smoke-scale NASH search, run as a subprocess by tests/test_nash.py: python _nash_run.py RUN_DIR SEED OUT.json."
+
 import json
 import sys
 from pathlib import Path
@@ -15,10 +16,16 @@ torch.set_num_threads(1)  # deterministic and light on a shared machine
 
 
 def config(seed: int) -> NashConfig:
-    return NashConfig(n_steps=3, n_child=3, n_op=2, n_epochs=1, seed_epochs=1, calib_size=32, seed=seed,
-                      train=TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False))
-
-
+    return NashConfig(
+        n_steps=3,
+        n_child=3,
+        n_op=2,
+        n_epochs=1,
+        seed_epochs=1,
+        calib_size=32,
+        seed=seed,
+        train=TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False),
+    )
 
 
 def main(run_dir: str, seed: int, out: str):
@@ -26,8 +33,16 @@ def main(run_dir: str, seed: int, out: str):
     resume = (Path(run_dir) / "config.json").exists()  # killed before its config was written: nothing to resume
     result = nash(seed_arch((4, 8, 8)), data, config(seed), run_dir=run_dir, resume=resume, progress=False)
     with open(out, "w") as f:
-        json.dump(dict(id=result.id, step=result.step, val_error=result.val_error, arch=result.arch.to_json(),
-                       weights=fingerprint(result.net)), f)
+        json.dump(
+            dict(
+                id=result.id,
+                step=result.step,
+                val_error=result.val_error,
+                arch=result.arch.to_json(),
+                weights=fingerprint(result.net),
+            ),
+            f,
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 "Approximate morphisms over random architectures: validity, affected parameters, recovery, SVD init, formulas."
+
 import copy
 from dataclasses import replace
 
@@ -8,8 +9,19 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import nash_lit.approx as A
-from nash_lit.approx import (RECOVERY, conv_depth, delta, prune, recover, removable_ids, remove_block, satisfies_constraint,
-                             separable_factors, separable_ids, to_separable)
+from nash_lit.approx import (
+    RECOVERY,
+    conv_depth,
+    delta,
+    prune,
+    recover,
+    removable_ids,
+    remove_block,
+    satisfies_constraint,
+    separable_factors,
+    separable_ids,
+    to_separable,
+)
 from nash_lit.arch import OPS as SPECS, Arch, Net, conv_block_ids, n_params, seed_arch
 from nash_lit.morphisms import add_skip, concat_skip, deeper, morphism_error, scramble, wider
 from nash_lit.operators import OPERATORS, generate_child
@@ -36,8 +48,11 @@ def grown_net(rng, dtype=torch.float32, n_op=6):
 def changed_parameters(parent, child) -> set:
     "Child parameters that are new or differ in shape or value from the parent's."
     old = dict(parent.named_parameters())
-    return {name for name, p in child.named_parameters()
-            if name not in old or old[name].shape != p.shape or not torch.equal(old[name], p)}
+    return {
+        name
+        for name, p in child.named_parameters()
+        if name not in old or old[name].shape != p.shape or not torch.equal(old[name], p)
+    }
 
 
 @settings(max_examples=36, deadline=None)
@@ -46,21 +61,28 @@ def test_approximate_operators_on_random_architectures(seed, op):
     rng = np.random.default_rng(seed)
     parent = grown_net(rng)
     before = {k: v.clone() for k, v in parent.state_dict().items()}
-    try: child, ops, affected = OPS[op](parent, rng)
-    except NotApplicable: return
+    try:
+        child, ops, affected = OPS[op](parent, rng)
+    except NotApplicable:
+        return
     # a valid architecture that builds, runs and keeps the constraint
     assert Arch.from_json(child.arch.to_json()) == child.arch and satisfies_constraint(child.arch)
     assert torch.isfinite(child(torch.randn(2, 3, 8, 8))).all()
-    for k, v in parent.state_dict().items(): assert torch.equal(before[k], v), f"parent's {k} changed"
+    for k, v in parent.state_dict().items():
+        assert torch.equal(before[k], v), f"parent's {k} changed"
     assert ops == (op,) and set(affected) <= {name for name, _ in child.named_parameters()}
     missing = changed_parameters(parent, child) - set(affected)
     assert not missing, f"{op}: parameters changed but not marked affected: {missing}"
     # recovery trains nothing outside the affected parameters, BN statistics of frozen layers included
-    frozen = {k: v.clone() for k, v in child.state_dict().items()
-              if not any(k.startswith(a.rsplit(".", 1)[0] + ".") for a in affected)}
+    frozen = {
+        k: v.clone()
+        for k, v in child.state_dict().items()
+        if not any(k.startswith(a.rsplit(".", 1)[0] + ".") for a in affected)
+    }
     recover(parent, child, affected, DATA, epochs=1, config=GENTLE)
     after = child.state_dict()
-    for k, v in frozen.items(): assert torch.equal(after[k], v), f"{op}: recovery changed frozen {k}"
+    for k, v in frozen.items():
+        assert torch.equal(after[k], v), f"{op}: recovery changed frozen {k}"
 
 
 def test_recovery_reduces_delta():
@@ -95,8 +117,12 @@ def test_separable_kernel_is_substituted_exactly():
     net = scramble(Net(seed_arch((16, 20, 24))).double(), seed=0)
     x = torch.randn(4, 3, 32, 32, dtype=torch.float64, generator=g)
     for site, (o, i) in ((3, (20, 16)), (5, (24, 20))):
-        d, p = torch.randn(i, 3, 3, dtype=torch.float64, generator=g), torch.randn(o, i, dtype=torch.float64, generator=g)
-        with torch.no_grad(): net.blocks[str(site)].conv.weight.copy_(p[:, :, None, None] * d[None])
+        d, p = (
+            torch.randn(i, 3, 3, dtype=torch.float64, generator=g),
+            torch.randn(o, i, dtype=torch.float64, generator=g),
+        )
+        with torch.no_grad():
+            net.blocks[str(site)].conv.weight.copy_(p[:, :, None, None] * d[None])
         assert morphism_error(net, to_separable(net, site=site).net, x) <= 1e-10
     w = torch.randn(7, 5, 3, 3, dtype=torch.float64, generator=g)
     dw, pw = separable_factors(w)
@@ -142,23 +168,34 @@ def test_parameter_counts_after_separable_substitution_follow_the_formula():
 def test_constraint_and_bad_input():
     seed = Net(seed_arch((16, 32, 64)))
     assert conv_depth(seed.arch) == 3
-    with pytest.raises(ValueError, match="fewer than 3 connected convolutions"): remove_block(seed, site=3)
-    with pytest.raises(NotApplicable): remove_block(seed, 0)  # every removal would break the constraint
-    with pytest.raises(ValueError, match="fewer than 3"): prune(seed, site=1, fraction=0.5)  # 16 -> 8 filters
-    with pytest.raises(ValueError, match="not a conv block"): prune(seed, site=2)
-    with pytest.raises(ValueError, match="not a regular conv"): to_separable(to_separable(seed, site=3).net, site=3)
-    with pytest.raises(ValueError, match="would grow"): to_separable(Net(seed_arch((16, 32, 64), kernel=1)), site=3)
-    with pytest.raises(NotApplicable): to_separable(Net(seed_arch((16, 32, 64), kernel=1)), 0)
-    with pytest.raises(ValueError, match="init must be"): to_separable(seed, site=3, init="zeros")
-    with pytest.raises(ValueError, match="not a block or a skip"): remove_block(seed, site=2)
+    with pytest.raises(ValueError, match="fewer than 3 connected convolutions"):
+        remove_block(seed, site=3)
+    with pytest.raises(NotApplicable):
+        remove_block(seed, 0)  # every removal would break the constraint
+    with pytest.raises(ValueError, match="fewer than 3"):
+        prune(seed, site=1, fraction=0.5)  # 16 -> 8 filters
+    with pytest.raises(ValueError, match="not a conv block"):
+        prune(seed, site=2)
+    with pytest.raises(ValueError, match="not a regular conv"):
+        to_separable(to_separable(seed, site=3).net, site=3)
+    with pytest.raises(ValueError, match="would grow"):
+        to_separable(Net(seed_arch((16, 32, 64), kernel=1)), site=3)
+    with pytest.raises(NotApplicable):
+        to_separable(Net(seed_arch((16, 32, 64), kernel=1)), 0)
+    with pytest.raises(ValueError, match="init must be"):
+        to_separable(seed, site=3, init="zeros")
+    with pytest.raises(ValueError, match="not a block or a skip"):
+        remove_block(seed, site=2)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, 2.0, -0.5, float("nan"), "half"])
 def test_prune_names_a_bad_fraction(fraction):
     "A fraction outside (0, 1) is refused naming `fraction`, never as a node with 0 (or fewer) channels."
     seed = Net(seed_arch((16, 32, 64), size=8))
-    with pytest.raises(ValueError, match=r"prune: fraction must lie in \(0, 1\)"): prune(seed, site=5, fraction=fraction)
-    with pytest.raises(ValueError, match=r"prune: fraction must lie in \(0, 1\)"): prune(seed, 0, fraction=fraction)
+    with pytest.raises(ValueError, match=r"prune: fraction must lie in \(0, 1\)"):
+        prune(seed, site=5, fraction=fraction)
+    with pytest.raises(ValueError, match=r"prune: fraction must lie in \(0, 1\)"):
+        prune(seed, 0, fraction=fraction)
 
 
 def test_candidate_sites_come_from_the_registry():
@@ -175,7 +212,8 @@ def test_removal_that_would_grow_the_network_is_refused():
     "The issue's case: deeper(3) then wider(3) makes block 7 read 48 channels while it has 32."
     wide = wider(deeper(Net(seed_arch((16, 32, 128))), site=3).net, site=3).net
     assert n_params(wide) == 59_770
-    with pytest.raises(ValueError, match=r"node 3\) has 48 channels, more than its 32"): remove_block(wide, site=7)
+    with pytest.raises(ValueError, match=r"node 3\) has 48 channels, more than its 32"):
+        remove_block(wide, site=7)
     for seed in range(30):
         child = remove_block(wide, seed).net
         assert 7 in [n.id for n in child.arch.nodes] and n_params(child) < n_params(wide)
@@ -183,8 +221,10 @@ def test_removal_that_would_grow_the_network_is_refused():
 
 def _all_sites(net, name):
     arch = net.arch
-    if name == "remove": return [dict(site=i) for i in removable_ids(arch)]
-    if name == "prune": return [dict(site=i, fraction=f) for i in conv_block_ids(arch) for f in (0.25, 0.5)]
+    if name == "remove":
+        return [dict(site=i) for i in removable_ids(arch)]
+    if name == "prune":
+        return [dict(site=i, fraction=f) for i in conv_block_ids(arch) for f in (0.25, 0.5)]
     return [dict(site=i) for i in separable_ids(arch)]
 
 
@@ -198,14 +238,17 @@ def test_shrinking_operators_never_grow_on_300_random_applications():
             net = wider(deeper(net, rng, site=site).net, rng, site=site).net
         size = n_params(net)
         for name, op in SHRINKING.items():
-            try: child = op(net, rng).net
-            except NotApplicable: continue
+            try:
+                child = op(net, rng).net
+            except NotApplicable:
+                continue
             assert n_params(child) <= size, (name, str(net.arch), str(child.arch))
             assert n_params(child) == sum(p.numel() for p in child.parameters())
             applied += 1
         for name in SHRINKING:
             for kw in _all_sites(net, name)[:4]:
-                try: child = SHRINKING[name](net, rng, **kw).net
+                try:
+                    child = SHRINKING[name](net, rng, **kw).net
                 except ValueError:
                     refused += 1
                     continue

@@ -1,4 +1,5 @@
 "Acceptance of issues 10 and 12: the Table 2 baselines and Table 1's ResNet reference: sizes, forward/backward, training."
+
 import copy
 from functools import partial
 
@@ -7,8 +8,21 @@ import torch
 import torch.nn.functional as F
 
 from nash_lit.arch import flops, n_params
-from nash_lit.baselines import (BASELINES, NASNET_A_NORMAL, PUBLISHED_PARAMS, RESNET_DEPTHS, TABLE2_NASNET, BasicBlock,
-                                MobileNet, NASNet, NASNetCell, ResNet, baseline, baseline_params, nearest_baseline)
+from nash_lit.baselines import (
+    BASELINES,
+    NASNET_A_NORMAL,
+    PUBLISHED_PARAMS,
+    RESNET_DEPTHS,
+    TABLE2_NASNET,
+    BasicBlock,
+    MobileNet,
+    NASNet,
+    NASNetCell,
+    ResNet,
+    baseline,
+    baseline_params,
+    nearest_baseline,
+)
 from nash_lit.data import synthetic
 from nash_lit.training import TrainConfig, final_train, normalize
 
@@ -135,20 +149,28 @@ def test_drop_path_only_while_training():
     assert not torch.allclose(net.train()(x), plain.train()(x))
 
 
-@pytest.mark.parametrize("make, field", [
-    (lambda: baseline("resnet-18"), "known"),
-    (lambda: MobileNet(0), "alpha"),
-    (lambda: MobileNet(1, stride_one=6), "stride_one"),
-    (lambda: NASNet(0, 96), "cells"),
-    (lambda: NASNet(2, 100), "filters"),
-    (lambda: NASNet(2, 96, drop_path=1.0), "drop_path"),
-    (lambda: NASNetCell(NASNET_A_NORMAL._replace(ops=(("conv_9x9", 0),) + NASNET_A_NORMAL.ops[1:]), 8, 8, 4, False), "ops[0]"),
-    (lambda: nearest_baseline(1e5, "vgg"), "family"),
-    (lambda: ResNet(18), "depth"),
-    (lambda: ResNet(2), "depth"),
-    (lambda: ResNet(20, classes=0), "classes"),
-    (lambda: BasicBlock(32, 16), "c_out"),
-])
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: baseline("resnet-18"), "known"),
+        (lambda: MobileNet(0), "alpha"),
+        (lambda: MobileNet(1, stride_one=6), "stride_one"),
+        (lambda: NASNet(0, 96), "cells"),
+        (lambda: NASNet(2, 100), "filters"),
+        (lambda: NASNet(2, 96, drop_path=1.0), "drop_path"),
+        (
+            lambda: NASNetCell(
+                NASNET_A_NORMAL._replace(ops=(("conv_9x9", 0),) + NASNET_A_NORMAL.ops[1:]), 8, 8, 4, False
+            ),
+            "ops[0]",
+        ),
+        (lambda: nearest_baseline(1e5, "vgg"), "family"),
+        (lambda: ResNet(18), "depth"),
+        (lambda: ResNet(2), "depth"),
+        (lambda: ResNet(20, classes=0), "classes"),
+        (lambda: BasicBlock(32, 16), "c_out"),
+    ],
+)
 def test_bad_input_names_the_field(make, field):
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
         make()

@@ -1,4 +1,5 @@
 "Drawing architectures: one box per block and one arrow per input, for random children of every seed, and what changed."
+
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
@@ -32,13 +33,18 @@ def test_one_box_per_block_one_arrow_per_input(seed):
         ax = draw_arch(child, before=parent)
         boxes, arrows = drawn(ax, "block"), drawn(ax, "edge")
         assert sorted(int(b.get_gid().split()[1]) for b in boxes) == sorted(n.id for n in child.nodes)
-        assert sorted(a.get_gid().split()[1] for a in arrows) == sorted(f"{i}->{n.id}" for n in child.nodes for i in n.inputs)
+        assert sorted(a.get_gid().split()[1] for a in arrows) == sorted(
+            f"{i}->{n.id}" for n in child.nodes for i in n.inputs
+        )
         diff = changes(parent, child)
         parent_ids, child_ids = {n.id for n in parent.nodes}, {n.id for n in child.nodes}
         assert set(diff["added"]) == child_ids - parent_ids and set(diff["removed"]) == parent_ids - child_ids
         assert set(diff["changed"]) == {n.id for n in child.nodes if n.id in parent_ids and n != parent.node(n.id)}
-        outlined = {int(b.get_gid().split()[1]) for b in boxes
-                    if matplotlib.colors.to_hex(b.get_edgecolor()) in {OUTLINE["added"], OUTLINE["changed"]}}
+        outlined = {
+            int(b.get_gid().split()[1])
+            for b in boxes
+            if matplotlib.colors.to_hex(b.get_edgecolor()) in {OUTLINE["added"], OUTLINE["changed"]}
+        }
         assert outlined == set(diff["added"]) | set(diff["changed"])
         plt.close(ax.figure)
 

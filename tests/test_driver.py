@@ -1,5 +1,6 @@
 """The search driver (nash_lit.driver): one module submits work, no import cycles, the cost ledger counted independently
 from each search's config, and `budget_images` stopping every search at the first step or generation that would pass it."""
+
 import ast
 import re
 from dataclasses import replace
@@ -25,24 +26,46 @@ def data():
 
 
 def nash_config(**changes):
-    return NashConfig(**{**dict(n_steps=2, n_child=2, n_op=2, n_epochs=2, seed_epochs=3, calib_size=16, seed=1, train=TRAIN),
-                         **changes})
+    return NashConfig(
+        **{
+            **dict(n_steps=2, n_child=2, n_op=2, n_epochs=2, seed_epochs=3, calib_size=16, seed=1, train=TRAIN),
+            **changes,
+        }
+    )
 
 
 def pareto_config(**changes):
-    return ParetoConfig(**{**dict(n_gen=2, n_pc=5, n_ac=2, n_epochs=2, seed_epochs=3, recovery_epochs=1, calib_size=16,
-                                  seed=2, train=TRAIN, recovery=dict(batch_size=BATCH)), **changes})
+    return ParetoConfig(
+        **{
+            **dict(
+                n_gen=2,
+                n_pc=5,
+                n_ac=2,
+                n_epochs=2,
+                seed_epochs=3,
+                recovery_epochs=1,
+                calib_size=16,
+                seed=2,
+                train=TRAIN,
+                recovery=dict(batch_size=BATCH),
+            ),
+            **changes,
+        }
+    )
 
 
 # --- Acceptance 1: one module submits work; no import cycles, no module above another -------------------------------
+
 
 def _imports(path: Path) -> set:
     "The package modules a module imports, anywhere in it (lazy imports inside functions included)."
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module: found.add(node.module.split(".")[0])
-            elif node.module and node.module.startswith("nash_lit."): found.add(node.module.split(".")[1])
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.module and node.module.startswith("nash_lit."):
+                found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
             found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("nash_lit.")}
     return found
@@ -79,6 +102,7 @@ def test_the_loop_lives_below_the_searches():
 
 # --- Acceptance 4: the ledger against counts made from the config ---------------------------------------------------
 
+
 def _spend(result, kind):
     return result.cost.by_kind[kind]
 
@@ -91,9 +115,13 @@ def test_nash_cost_counted_from_the_config(data):
     assert _spend(result, "child").images == c.n_steps * c.n_child * c.n_epochs * N_TRAIN
     assert _spend(result, "recovery").images == 0  # the paper's operators are exact
     assert result.cost.images == (c.seed_epochs + c.n_steps * c.n_child * c.n_epochs) * N_TRAIN
-    flops = sum(3.0 * r.flops * r.train_images for r in result.log.itertuples())  # 3 x forward (arch.flops: 2 per multiply-add)
+    flops = sum(
+        3.0 * r.flops * r.train_images for r in result.log.itertuples()
+    )  # 3 x forward (arch.flops: 2 per multiply-add)
     assert result.cost.total.flops == pytest.approx(flops)
-    assert result.cost.total.seconds == pytest.approx(result.log.train_seconds.sum() + result.log.recovery_seconds.sum())
+    assert result.cost.total.seconds == pytest.approx(
+        result.log.train_seconds.sum() + result.log.recovery_seconds.sum()
+    )
     text = repr(result)
     assert "\n" not in text and "images trained" in text and "FLOPs" in text
 
@@ -124,6 +152,7 @@ def test_pareto_cost_counted_from_the_config(data, n_instances):
 
 # --- budget_images: the first step or generation that would pass it does not start ----------------------------------
 
+
 def _per_step(log) -> dict:
     "step -> images its records trained (children and recovery)."
     images = log.train_images.fillna(0) + log.recovery_images.fillna(0)
@@ -137,14 +166,24 @@ def test_budget_images_stops_nash_and_random_search(data, search, tmp_path):
     steps = _per_step(full.log)
     first = min(steps)
     upto = lambda s: sum(v for k, v in steps.items() if k <= s)
-    for budget, last in ((upto(first + 1) + steps[first + 2] - 1, first + 1), (upto(first + 1) + steps[first + 2], first + 2)):
-        cut = search(seed_arch((4, 8, 8)), data, replace(c, budget_images=budget), run_dir=tmp_path / f"{budget}",
-                     progress=False)
+    for budget, last in (
+        (upto(first + 1) + steps[first + 2] - 1, first + 1),
+        (upto(first + 1) + steps[first + 2], first + 2),
+    ):
+        cut = search(
+            seed_arch((4, 8, 8)), data, replace(c, budget_images=budget), run_dir=tmp_path / f"{budget}", progress=False
+        )
         assert cut.log.step.max() == last and cut.cost.images <= budget
         assert cut.cost.images == upto(last)
     # a stopped run extended with no image budget goes on to n_steps, training nothing twice: the full run's log
-    more = search(seed_arch((4, 8, 8)), data, c, run_dir=tmp_path / f"{upto(first + 1) + steps[first + 2] - 1}",
-                  resume=True, progress=False)
+    more = search(
+        seed_arch((4, 8, 8)),
+        data,
+        c,
+        run_dir=tmp_path / f"{upto(first + 1) + steps[first + 2] - 1}",
+        resume=True,
+        progress=False,
+    )
     keep = ["id", "step", "child", "ops", "arch", "val_error"]
     assert more.log.sort_values("id")[keep].to_dict("records") == full.log.sort_values("id")[keep].to_dict("records")
 
@@ -172,18 +211,21 @@ def test_budget_images_stops_pareto(data, n_instances):
 
 # --- Acceptance 5: every module imports as itself -------------------------------------------------------------------
 
+
 def test_every_module_imports_as_itself():
     "`import nash_lit.m as x` gives the module m, and a top-level attribute named m, where there is one, is that module."
     import pkgutil
     import types
 
     import nash_lit
+
     names = [info.name for info in pkgutil.iter_modules(nash_lit.__path__)]
     assert {"training", "hill_climbing", "evaluation", "exporting", "driver"} <= set(names)
     for name in names:
         scope = {}
         exec(f"import nash_lit.{name} as x", scope)
         assert isinstance(scope["x"], types.ModuleType) and scope["x"].__name__ == f"nash_lit.{name}", name
-        if hasattr(nash_lit, name): assert getattr(nash_lit, name) is scope["x"], f"nash_lit.{name} is not the module"
+        if hasattr(nash_lit, name):
+            assert getattr(nash_lit, name) is scope["x"], f"nash_lit.{name} is not the module"
     for public in nash_lit.__all__:  # the short API stays: functions and classes, none of them a module's name
         assert not isinstance(getattr(nash_lit, public), types.ModuleType) and public not in names, public

@@ -1,5 +1,6 @@
 """One child's evaluation (nash_lit.evaluation): small picklable tasks, determinism in and out of process, fresh weights,
 recovery of approximate operators, failures as statuses."""
+
 import hashlib
 import json
 import pickle
@@ -34,8 +35,17 @@ def fingerprint(state: dict) -> str:
 def task(widths=(4, 8, 8), **changes) -> ChildTask:
     torch.manual_seed(0)
     parent = Net(seed_arch(widths))
-    base = dict(parent_arch=parent.arch.to_json(), parent_state=parent.state_dict(), data=SPEC, n_op=3,
-                operators=("deeper", "wider", "skip"), rng=[0, 1, 2, 0], train=TRAIN, calib_size=16, calib_seed=0)
+    base = dict(
+        parent_arch=parent.arch.to_json(),
+        parent_state=parent.state_dict(),
+        data=SPEC,
+        n_op=3,
+        operators=("deeper", "wider", "skip"),
+        rng=[0, 1, 2, 0],
+        train=TRAIN,
+        calib_size=16,
+        calib_seed=0,
+    )
     return ChildTask(**{**base, **changes})
 
 
@@ -44,8 +54,15 @@ def test_full_cifar10_task_is_small():
     torch.manual_seed(0)
     parent = Net(seed_arch((32, 64, 128)))
     state = parent.state_dict()
-    t = ChildTask(parent.arch.to_json(), state, DataSpec.cifar10(), 5, ("deeper", "wider", "skip"), [0, 1, 0, 0],
-                  TrainConfig(epochs=20))
+    t = ChildTask(
+        parent.arch.to_json(),
+        state,
+        DataSpec.cifar10(),
+        5,
+        ("deeper", "wider", "skip"),
+        [0, 1, 0, 0],
+        TrainConfig(epochs=20),
+    )
     extra = len(pickle.dumps(t)) - len(pickle.dumps(state))
     assert extra < 1_000_000, f"{extra:,} bytes beyond the weights"
     back = pickle.loads(pickle.dumps(t))
@@ -65,10 +82,12 @@ def test_process_pool_gives_the_same_result():
     "The task travels (spawned process, its own data cache) and comes back bitwise the same."
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
+
     t = task(rng=[3, 1, 0, 0])
     # the worker uses this process's thread count: another count sums in another order (other last bits)
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
-                             initargs=(torch.get_num_threads(),)) as pool:
+    with ProcessPoolExecutor(
+        1, mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),)
+    ) as pool:
         remote = pool.submit(evaluate_child, t).result()
     local = evaluate_child(t)
     assert remote.status == "ok" and remote.arch == local.arch and remote.val_error == local.val_error
@@ -81,12 +100,16 @@ def test_calibration_batch_is_made_from_the_loaded_data():
     t = task(n_op=1, operators=("deeper",), calib_seed=4)
     seen = {}
     real = E.generate_child
+
     def spy(net, n_op, operators, rng, calib):
         seen["calib"] = calib
         return real(net, n_op, operators, rng, calib)
+
     E.generate_child = spy
-    try: make_child(t, data)
-    finally: E.generate_child = real
+    try:
+        make_child(t, data)
+    finally:
+        E.generate_child = real
     assert torch.equal(seen["calib"], calibration_batch(data, 16, 4))
 
 
@@ -101,18 +124,27 @@ def test_fresh_weights_train_the_architecture_from_scratch():
     out = evaluate_child(t)
     assert out.status == "ok" and out.recovery_seconds == 0.0 and out.affected == []
     parent = Net(seed_arch((4, 8, 8)), task().parent_state)
-    child = generate_child(parent, 4, t.operators, np.random.default_rng(t.rng), calibration_batch(SPEC.load("cpu"), 16, 0))
+    child = generate_child(
+        parent, 4, t.operators, np.random.default_rng(t.rng), calibration_batch(SPEC.load("cpu"), 16, 0)
+    )
     assert out.arch == child.net.arch.to_json()
     net = fresh(child.net.arch, TRAIN.seed)
     from nash_lit.training import train
+
     train(net, SPEC.load("cpu"), TRAIN)
     assert fingerprint({k: v.cpu() for k, v in net.state_dict().items()}) == fingerprint(out.state)
 
 
 def test_approximate_operators_are_recovered():
     "A chain with approximate operators names what it affected, and recovery trains those (and only those)."
-    t = task(widths=(16, 32, 32), operators=("prune", "to_separable", "remove"), n_op=2, rng=[1, 1, 0, 0],
-             recovery_epochs=1, train=replace(TRAIN, epochs=0))
+    t = task(
+        widths=(16, 32, 32),
+        operators=("prune", "to_separable", "remove"),
+        n_op=2,
+        rng=[1, 1, 0, 0],
+        recovery_epochs=1,
+        train=replace(TRAIN, epochs=0),
+    )
     data = SPEC.load("cpu")
     parent, child = make_child(t, data)
     assert child.affected, child.ops
@@ -133,11 +165,19 @@ def test_exact_chain_skips_recovery(monkeypatch):
     assert evaluate_child(task()).recovery_seconds == 0.0
 
 
-@pytest.mark.parametrize("error, status", [(TrainingDiverged("loss became nan"), "diverged"),
-                                           (RuntimeError("CUDA out of memory. Tried to allocate"), "oom"),
-                                           (MemoryError(), "oom"), (KeyError("boom"), "failed")])
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (TrainingDiverged("loss became nan"), "diverged"),
+        (RuntimeError("CUDA out of memory. Tried to allocate"), "oom"),
+        (MemoryError(), "oom"),
+        (KeyError("boom"), "failed"),
+    ],
+)
 def test_failures_are_statuses(monkeypatch, error, status):
-    def broken(*a, **k): raise error
+    def broken(*a, **k):
+        raise error
+
     monkeypatch.setattr(E, "train", broken)
     out = evaluate_child(task())
     assert (out.status, out.state, out.val_error) == (status, None, None)
@@ -156,6 +196,19 @@ def test_unknown_operator_is_a_failed_child():
 
 
 def test_result_record_fields():
-    assert list(ChildResult().record()) == ["status", "ops", "arch", "params", "flops", "val_error", "affected",
-                                            "recovery_seconds", "train_seconds", "recovery_images", "train_images",
-                                            "recovery_flops", "train_flops", "error"]
+    assert list(ChildResult().record()) == [
+        "status",
+        "ops",
+        "arch",
+        "params",
+        "flops",
+        "val_error",
+        "affected",
+        "recovery_seconds",
+        "train_seconds",
+        "recovery_images",
+        "train_images",
+        "recovery_flops",
+        "train_flops",
+        "error",
+    ]

@@ -1,4 +1,5 @@
 "Executors (nash_lit.executors): one search, the same log in this process, in a spawn pool and on a Dask LocalCluster; dead workers."
+
 import math
 import os
 import signal
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: this pr
 TRAIN = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
 SPEC = DataSpec.synthetic(n_train=64, n_val=32, n_test=16, seed=0)
 NASH = N.NashConfig(n_steps=1, n_child=2, n_op=2, n_epochs=1, seed_epochs=1, calib_size=16, train=TRAIN)
-PARETO = P.ParetoConfig(n_gen=1, n_pc=4, n_ac=2, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=16, train=TRAIN)
+PARETO = P.ParetoConfig(
+    n_gen=1, n_pc=4, n_ac=2, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=16, train=TRAIN
+)
 P0 = [seed_arch((16, 16, 16)), seed_arch((16, 32, 32))]
 COLUMNS = ("id", "step", "child", "generation", "parent", "ops", "arch", "status", "val_error", "objectives", "error")
 
@@ -46,10 +49,12 @@ def summary(result):
     return [tuple(text(row[c]) for c in COLUMNS if c in log.columns) for _, row in log.iterrows()]
 
 
-def nash_result(result): return (result.id, result.val_error, result.paper_id, result.paper_val_error, summary(result))
+def nash_result(result):
+    return (result.id, result.val_error, result.paper_id, result.paper_val_error, summary(result))
 
 
-def pareto_result(result): return (sorted((m.id, m.val_error) for m in result.front), result.hypervolume, summary(result))
+def pareto_result(result):
+    return (sorted((m.id, m.val_error) for m in result.front), result.hypervolume, summary(result))
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +65,13 @@ def reference(tmp_path_factory):
 
 
 def test_names():
-    with open_executor("inprocess") as here: assert isinstance(here, InProcess)
+    with open_executor("inprocess") as here:
+        assert isinstance(here, InProcess)
     mine = InProcess()
-    with open_executor(mine) as same: assert same is mine
-    with pytest.raises(ValueError, match="executor 'processes:0'"): make_executor("processes:0")
+    with open_executor(mine) as same:
+        assert same is mine
+    with pytest.raises(ValueError, match="executor 'processes:0'"):
+        make_executor("processes:0")
     with pytest.raises(ValueError, match="executor 'gpus:2'"):  # a search refuses a wrong name before anything trains
         run_nash("gpus:2", None)
 
@@ -73,29 +81,36 @@ def test_same_search_on_every_executor(name, reference, tmp_path):
     "NASH and Pareto-NASH give the same log and result here, in 2 spawned processes and on a Dask LocalCluster(2)."
     with open_executor(name) as executor:
         assert isinstance(executor, Pool if name.startswith("processes") else Dask)
-        got = nash_result(run_nash(executor, tmp_path / "nash")), pareto_result(run_pareto(executor, tmp_path / "pareto"))
+        got = (
+            nash_result(run_nash(executor, tmp_path / "nash")),
+            pareto_result(run_pareto(executor, tmp_path / "pareto")),
+        )
         loads = {executor.submit(loaded_data, SPEC).result() for _ in range(6)}
     assert got[0] == reference[0]
     assert got[1] == reference[1]
     pids = [pid for pid, _ in loads]
     assert len(pids) == len(set(pids)), f"a worker loaded its data more than once: {loads}"
     if name.startswith("processes"):  # made from a name, closed on leaving
-        with pytest.raises(RuntimeError): executor.submit(pow, 2, 2).result()
+        with pytest.raises(RuntimeError):
+            executor.submit(pow, 2, 2).result()
 
 
 def test_a_search_takes_an_executor_by_name_and_closes_it(reference, tmp_path, monkeypatch):
     "nash(..., executor='processes:1') makes the pool, gives the in-process result, and shuts the pool down."
     import nash_lit.executors as X
+
     made = []
     real = X.make_executor
     monkeypatch.setattr(X, "make_executor", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     assert nash_result(run_nash("processes:1", tmp_path / "nash")) == reference[0]
     assert len(made) == 1 and isinstance(made[0], Pool)
-    with pytest.raises(RuntimeError): made[0].submit(pow, 2, 2).result()  # closed by the search
+    with pytest.raises(RuntimeError):
+        made[0].submit(pow, 2, 2).result()  # closed by the search
 
 
 def torch_threads():
     import torch
+
     return torch.get_num_threads()
 
 
@@ -113,6 +128,7 @@ def loaded_data(spec):
 
 class Killing:
     "Submits through `inner`; child 1 of step 1 kills its own worker process (SIGKILL) the first `times` times it starts."
+
     def __init__(self, inner, folder, times):
         self.inner, self.folder, self.times = inner, str(folder), times
 
@@ -132,7 +148,8 @@ def die_then(fn, task, folder, times):
 
 @pytest.fixture(scope="module")
 def pool():
-    with Pool(2) as pool: yield pool
+    with Pool(2) as pool:
+        yield pool
 
 
 def test_pool_retries_a_child_whose_worker_died(pool, reference, tmp_path):
@@ -165,14 +182,18 @@ def test_pool_survives_a_death_between_plain_calls(pool, tmp_path):
 
 class DieAlways:
     "Stands for the victim's task: n_op and rng say child 1 of step 1."
+
     n_op, rng = 1, [0, 1, 1, 0]
-    def __len__(self): return 0
+
+    def __len__(self):
+        return 0
 
 
 def test_dask_retries_a_child_whose_worker_died(reference, tmp_path):
     "On a LocalCluster the scheduler reschedules the child of a dead worker once, then reports KilledWorker."
     with open_executor("dask:local:2") as dask:
-        for folder in ("once", "twice"): (tmp_path / folder).mkdir()
+        for folder in ("once", "twice"):
+            (tmp_path / folder).mkdir()
         once = run_nash(Killing(dask, tmp_path / "once", times=1), tmp_path / "once_run")
         assert nash_result(once) == reference[0]
         twice = run_nash(Killing(dask, tmp_path / "twice", times=2), tmp_path / "twice_run")

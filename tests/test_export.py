@@ -1,5 +1,6 @@
 """nash_lit.exporting (issue 11, point 4): exported models compute the trained network's logits, capture with torch.export
 and torch.jit.trace, save and reload with their class names, and refuse inputs they were not made for, clearly."""
+
 import copy
 import json
 import re
@@ -132,8 +133,11 @@ def test_float_range_is_checked_eagerly_and_never_in_a_capture(tmp_path):
     x = data.x_test.float() / 255
     with torch.no_grad():
         want = model(x)  # floats in [0, 1]: fine
-        for capture in (lambda: torch.export.export(model, (x,)).module(),
-                        lambda: torch.export.export(model, (x,), strict=True).module(), lambda: quiet_trace(model, x)):
+        for capture in (
+            lambda: torch.export.export(model, (x,)).module(),
+            lambda: torch.export.export(model, (x,), strict=True).module(),
+            lambda: quiet_trace(model, x),
+        ):
             captured = capture()
             assert torch.equal(captured(x), want)
             captured(x * 255)  # a captured graph cannot raise on values: it computes (predict checks them)
@@ -155,8 +159,10 @@ def test_predict_takes_what_data_takes():
     x = data.x_test
     with torch.no_grad():
         want = model(x).argmax(1)
-    forms = {"NCHW": [x, x.numpy(), x.long(), x.float() / 255, (x.double() / 255).numpy(), x[:, 0], x[:, 0].numpy()],
-             "NHWC": [x.permute(0, 2, 3, 1), x.permute(0, 2, 3, 1).numpy()]}
+    forms = {
+        "NCHW": [x, x.numpy(), x.long(), x.float() / 255, (x.double() / 255).numpy(), x[:, 0], x[:, 0].numpy()],
+        "NHWC": [x.permute(0, 2, 3, 1), x.permute(0, 2, 3, 1).numpy()],
+    }
     for layout, given in forms.items():
         for images in given:
             labels, names = predict(model, images, layout=layout, batch_size=7)
@@ -205,9 +211,13 @@ def test_predict_refuses_a_single_image_and_checks_batch_size(tmp_path):
     loaded = load_exported(save_exported(model, tmp_path / "net.pt2"))
     x = data.x_test
     for m in (model, loaded):
-        with pytest.raises(ValueError, match=re.escape("one image (C, H, W), but predict takes a batch; a single image? use x[None]")):
+        with pytest.raises(
+            ValueError, match=re.escape("one image (C, H, W), but predict takes a batch; a single image? use x[None]")
+        ):
             predict(m, x[0])
-        with pytest.raises(ValueError, match=re.escape("one channels-last image (H, W, C)") + ".*use x\\[None\\] with layout='NHWC'"):
+        with pytest.raises(
+            ValueError, match=re.escape("one channels-last image (H, W, C)") + ".*use x\\[None\\] with layout='NHWC'"
+        ):
             predict(m, x[0].permute(1, 2, 0).numpy())
         assert torch.equal(predict(m, x[0][None])[0], predict(m, x[:1])[0])  # the fix works
         assert torch.equal(predict(m, x[0].permute(1, 2, 0).numpy()[None], layout="NHWC")[0], predict(m, x[:1])[0])
@@ -217,7 +227,9 @@ def test_predict_refuses_a_single_image_and_checks_batch_size(tmp_path):
     grey = data_for(1, 16, 4)
     grey_model = export(grown(1, 16, 4, (4, 8)), grey)
     one = grey.x_test[:1]
-    assert torch.equal(predict(grey_model, one[0])[0], predict(grey_model, one)[0])  # (1, H, W): one grey image either way
+    assert torch.equal(
+        predict(grey_model, one[0])[0], predict(grey_model, one)[0]
+    )  # (1, H, W): one grey image either way
     with pytest.raises(ValueError, match="layout='NHWC'"):
         predict(grey_model, one[0].permute(1, 2, 0))  # (H, W, 1)
     assert len(predict(grey_model, grey.x_test[:3, 0])[0]) == 3  # (N, H, W): a batch of grey images, as documented
@@ -253,15 +265,24 @@ EXPORT_MISTAKES = {  # name -> (call(net, data), error type, message part)
     "no data, no stats": (lambda net, data: export(net), ValueError, "pass the Data it was trained on"),
     "only mean": (lambda net, data: export(net, mean=[0.5]), ValueError, "both mean= and std="),
     "data of another kind": (lambda net, data: export(net, data.x_train), TypeError, "data must be a Data"),
-    "too few classes": (lambda net, data: export(net, data, classes=("a", "b")), ValueError,
-                        "classes has 2 names but the network has 4 outputs"),
+    "too few classes": (
+        lambda net, data: export(net, data, classes=("a", "b")),
+        ValueError,
+        "classes has 2 names but the network has 4 outputs",
+    ),
     "classes as a string": (lambda net, data: export(net, data, classes="abcd"), TypeError, "sequence of names"),
-    "mean per CIFAR channel": (lambda net, data: export(net, mean=[0.5] * 3, std=[0.2] * 3), ValueError,
-                               "mean has 3 values but the network takes 1-channel images"),
+    "mean per CIFAR channel": (
+        lambda net, data: export(net, mean=[0.5] * 3, std=[0.2] * 3),
+        ValueError,
+        "mean has 3 values but the network takes 1-channel images",
+    ),
     "zero std": (lambda net, data: export(net, mean=[0.5], std=[0.0]), ValueError, "std must be > 0"),
     "nan mean": (lambda net, data: export(net, mean=[float("nan")], std=[0.2]), ValueError, "mean must be finite"),
-    "data of another size": (lambda net, data: export(net, data_for(1, 8, 4)), ValueError,
-                             r"disagrees: the network's input node \(1, 16, 16\), the data \(1, 8, 8\)"),
+    "data of another size": (
+        lambda net, data: export(net, data_for(1, 8, 4)),
+        ValueError,
+        r"disagrees: the network's input node \(1, 16, 16\), the data \(1, 8, 8\)",
+    ),
     "data of other channels": (lambda net, data: export(net, data_for(3, 16, 4)), ValueError, "disagrees"),
 }
 
@@ -275,8 +296,10 @@ def test_export_mistakes_named(name):
 
 def test_export_takes_a_result_and_counts_outputs_of_any_module():
     net, data = grown(1, 16, 4, (4, 8)), data_for(1, 16, 4)
+
     class Result:  # what nash() and final_train() return: the network is `.net`
         pass
+
     result = Result()
     result.net = net
     assert fingerprint(export(result, data).net) == fingerprint(net)
@@ -324,8 +347,13 @@ def test_float_program(tmp_path):
 
 def test_baseline_saves_without_an_arch(tmp_path):
     torch.manual_seed(0)
-    model = export(scramble(MobileNet(0.1, classes=3)), mean=[0.5] * 3, std=[0.25] * 3, classes=("a", "b", "c"),
-                   input_shape=(3, 32, 32))
+    model = export(
+        scramble(MobileNet(0.1, classes=3)),
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        classes=("a", "b", "c"),
+        input_shape=(3, 32, 32),
+    )
     loaded = load_exported(save_exported(model, tmp_path / "m.pt2"))
     assert loaded.info["arch"] is None and loaded.classes == ("a", "b", "c")
     x = images(3, 3, 32)

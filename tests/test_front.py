@@ -1,4 +1,5 @@
 "The front (nash_lit.front): pareto_front and hypervolume against brute force, Eq. 9-10 by chi-square, fallbacks."
+
 import itertools
 import math
 
@@ -18,8 +19,10 @@ def brute_front(points):
     "The definition: not dominated by any point, and no equal point earlier."
     keep = []
     for i, p in enumerate(points):
-        if any(dominates(q, p) for q in points): continue
-        if any(tuple(points[k]) == tuple(p) for k in range(i)): continue
+        if any(dominates(q, p) for q in points):
+            continue
+        if any(tuple(points[k]) == tuple(p) for k in range(i)):
+            continue
         keep.append(i)
     return keep
 
@@ -27,7 +30,8 @@ def brute_front(points):
 def brute_hypervolume(points, ref):
     "Sum of the grid cells (between sorted coordinates) that some point dominates."
     pts = [p for p in points if all(x < r for x, r in zip(p, ref))]
-    if not pts: return 0.0
+    if not pts:
+        return 0.0
     axes = [sorted({p[k] for p in pts} | {ref[k]}) for k in range(len(ref))]
     total = 0.0
     for cell in itertools.product(*(range(len(a) - 1) for a in axes)):
@@ -43,7 +47,8 @@ def random_sets(n_sets, dims, seed):
     for _ in range(n_sets):
         n = int(rng.integers(1, 12))
         p = rng.integers(0, 5, size=(n, dims)).astype(float) / 4
-        if rng.random() < 0.5: p = np.vstack([p, p[rng.integers(0, n, size=int(rng.integers(1, 4)))]])
+        if rng.random() < 0.5:
+            p = np.vstack([p, p[rng.integers(0, n, size=int(rng.integers(1, 4)))]])
         yield p
 
 
@@ -106,19 +111,23 @@ def test_uniform_is_uniform():
     assert chi2_p(firsts, np.full(4, 0.25)) > 0.01
 
 
-@pytest.mark.parametrize("front, branch", [
-    ([(10.0,)], "single"),
-    ([(10.0, 3.0), (10.0, 3.0), (10.0, 3.0)], "equal"),
-    ([(1.0, 2.0), (2.0, 4.0), (3.0, 6.0)], "diagonal"),  # collinear: singular covariance
-    ([(1.0, 2.0), (2.0, 1.0)], "diagonal"),  # fewer members than dimensions + 1
-    ([(1.0, 7.0), (2.0, 7.0), (4.0, 7.0)], "kde"),  # a constant objective is left out
-    ([(1.0, 2.0), (2.0, 1.0), (3.0, 3.0), (0.5, 2.5)], "kde"),
-])
+@pytest.mark.parametrize(
+    "front, branch",
+    [
+        ([(10.0,)], "single"),
+        ([(10.0, 3.0), (10.0, 3.0), (10.0, 3.0)], "equal"),
+        ([(1.0, 2.0), (2.0, 4.0), (3.0, 6.0)], "diagonal"),  # collinear: singular covariance
+        ([(1.0, 2.0), (2.0, 1.0)], "diagonal"),  # fewer members than dimensions + 1
+        ([(1.0, 7.0), (2.0, 7.0), (4.0, 7.0)], "kde"),  # a constant objective is left out
+        ([(1.0, 2.0), (2.0, 1.0), (3.0, 3.0), (0.5, 2.5)], "kde"),
+    ],
+)
 def test_degenerate_fronts_do_not_raise(front, branch):
     probs, density = F.parent_probabilities(front)
     assert density.branch == branch
     assert np.isfinite(probs).all() and probs.sum() == pytest.approx(1.0)
-    if branch in ("single", "equal"): np.testing.assert_allclose(probs, 1 / len(front))
+    if branch in ("single", "equal"):
+        np.testing.assert_allclose(probs, 1 / len(front))
     kids = np.array(front) + 0.5
     chosen = F.accept(density, np.vstack([kids, np.full((1, kids.shape[1]), 1e6)]), 2, np.random.default_rng(0))
     assert len(chosen) == 2 and len(set(chosen)) == 2
@@ -136,9 +145,12 @@ def test_objectives_registry():
     assert values[0] == pytest.approx(math.log(values[1]))
     F.register_objective("depth", lambda n: float(len(n.arch.nodes)), reference=100, overwrite=True)
     assert F.cheap_objectives(net, "depth") == (float(len(net.arch.nodes)),)
-    with pytest.raises(ValueError, match="already registered"): F.register_objective("depth", len, 1)
-    with pytest.raises(ValueError, match="unknown"): F.resolve_objectives(["nope"])
-    with pytest.raises(ValueError, match="twice"): F.resolve_objectives(["params", "params"])
+    with pytest.raises(ValueError, match="already registered"):
+        F.register_objective("depth", len, 1)
+    with pytest.raises(ValueError, match="unknown"):
+        F.resolve_objectives(["nope"])
+    with pytest.raises(ValueError, match="twice"):
+        F.resolve_objectives(["params", "params"])
     timer = F.Latency(min_run_time=0.005)
     first = timer(net)
     assert first > 0 and timer(net) == first and len(timer.cache) == 1
@@ -147,10 +159,14 @@ def test_objectives_registry():
 
 
 def test_sampling_name_is_checked():
-    with pytest.raises(ValueError, match="sampling must be one of"): F.sample_parents(FRONT, 3, np.random.default_rng(), "kdee")
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        F.sample_parents(FRONT, 3, np.random.default_rng(), "kdee")
 
 
 def test_hypervolume_refuses_non_finite_points():
     import math
-    with pytest.raises(ValueError, match="must be finite"): F.hypervolume([[math.nan, 1.0]], (2.0, 2.0))
-    with pytest.raises(ValueError, match="must be finite"): F.hypervolume([[0.5, 1.0]], (math.inf, 2.0))
+
+    with pytest.raises(ValueError, match="must be finite"):
+        F.hypervolume([[math.nan, 1.0]], (2.0, 2.0))
+    with pytest.raises(ValueError, match="must be finite"):
+        F.hypervolume([[0.5, 1.0]], (math.inf, 2.0))

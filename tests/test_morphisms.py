@@ -1,4 +1,5 @@
 "Eq. 1 at scale: random architectures reached by long chains of random morphisms, float64 and float32."
+
 import copy
 from collections import Counter
 
@@ -22,7 +23,9 @@ def random_seed_net(rng, dtype=torch.float64):
     blocks = int(rng.integers(2, 4))
     widths = tuple(int(w) for w in rng.integers(2, 7, size=blocks))
     separable = tuple(bool(s) for s in rng.integers(0, 2, size=blocks))
-    arch = seed_arch(widths, kernel=int(rng.choice([1, 3])), separable=separable, size=8, classes=int(rng.integers(2, 11)))
+    arch = seed_arch(
+        widths, kernel=int(rng.choice([1, 3])), separable=separable, size=8, classes=int(rng.integers(2, 11))
+    )
     return scramble(Net(arch).to(dtype), seed=int(rng.integers(1 << 30)))
 
 
@@ -34,7 +37,8 @@ def readers_of_widened(arch: Arch, site: int) -> set:
         for consumer, pos in arch.consumers(node):
             op = arch.node(consumer).op
             seen.add(f"{op}:skip" if op == "add" and pos == 1 else op)
-            if op in ("pool", "concat") or (op == "add" and pos == 0): frontier.append(consumer)
+            if op in ("pool", "concat") or (op == "add" and pos == 0):
+                frontier.append(consumer)
     return seen
 
 
@@ -64,8 +68,10 @@ def test_chains_on_200_random_architectures():
             if name == "wider":  # pick the site here to know where the widened tensor travels
                 kwargs["site"] = int(rng.choice(conv_block_ids(net.arch)))
                 coverage.update(f"wider->{r}" for r in readers_of_widened(net.arch, kwargs["site"]))
-            try: child, ops, affected = EXACT[name](net, rng, **kwargs)
-            except NotApplicable: continue
+            try:
+                child, ops, affected = EXACT[name](net, rng, **kwargs)
+            except NotApplicable:
+                continue
             assert affected == () and ops[0] in EXACT
             coverage[name] += 1
             assert_unchanged(net, before)
@@ -78,8 +84,20 @@ def test_chains_on_200_random_architectures():
             net = scramble(child, seed=int(rng.integers(1 << 30)))
         Arch.from_json(net.arch.to_json()) == net.arch or pytest.fail("JSON round trip")
     print(f"\nworst relative error: float64 {worst64:.1e}, float32 {worst32:.1e}; coverage {dict(coverage)}")
-    for needed in ("deeper", "wider", "skip", "add_skip", "concat_skip", "wider->add", "wider->add:skip",
-                   "wider->concat", "wider->sep", "wider->conv", "wider->pool", "wider->head"):
+    for needed in (
+        "deeper",
+        "wider",
+        "skip",
+        "add_skip",
+        "concat_skip",
+        "wider->add",
+        "wider->add:skip",
+        "wider->concat",
+        "wider->sep",
+        "wider->conv",
+        "wider->pool",
+        "wider->head",
+    ):
         assert coverage[needed] >= 5, f"{needed} appeared only {coverage[needed]} times in the chains"
 
 
@@ -107,7 +125,8 @@ def test_deeper_is_identity_in_train_mode_on_its_calibration_batch(seed):
     x = torch.randn(8, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed % 1000))
     child = deeper(parent, rng, calib=x).net
     p, c = copy.deepcopy(parent).train(), copy.deepcopy(child).train()
-    with torch.no_grad(): y, y_child = p(x), c(x)
+    with torch.no_grad():
+        y, y_child = p(x), c(x)
     assert ((y - y_child).abs().max() / y.abs().max()).item() <= F64_TOL
 
 
@@ -120,7 +139,8 @@ def test_children_are_deterministic_and_independent_of_the_parent():
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     before = state_copy(parent)
     with torch.no_grad():
-        for p in a.parameters(): p.add_(1.0)  # training a child must not reach the parent
+        for p in a.parameters():
+            p.add_(1.0)  # training a child must not reach the parent
     assert_unchanged(parent, before)
 
 
@@ -128,36 +148,47 @@ def test_skip_pairs_are_same_resolution_ancestors():
     arch = seed_arch((4, 4, 4))
     pairs = skip_pairs(arch)
     assert (0, 1) in pairs and (2, 3) in pairs and (1, 3) not in pairs  # 1 is at 32x32, 3 at 16x16
-    for a, b in pairs: assert arch.shape(a)[1] == arch.shape(b)[1]
+    for a, b in pairs:
+        assert arch.shape(a)[1] == arch.shape(b)[1]
 
 
 def test_bad_input_gives_clear_errors():
     net = Net(seed_arch((4, 4, 4)))
-    with pytest.raises(ValueError, match="unknown operator 'deepr'"): generate_child(net, 1, ["deepr"])
-    with pytest.raises(ValueError, match="empty"): resolve_operators([])
-    with pytest.raises(ValueError, match="node 2 is pool"): deeper(net, site=2)
-    with pytest.raises(ValueError, match="node 6 is head"): wider(net, site=6)
-    with pytest.raises(ValueError, match="not a valid"): add_skip(net, site=(1, 3))
-    with pytest.raises(ValueError, match="not a valid"): concat_skip(net, site=(3, 1))
+    with pytest.raises(ValueError, match="unknown operator 'deepr'"):
+        generate_child(net, 1, ["deepr"])
+    with pytest.raises(ValueError, match="empty"):
+        resolve_operators([])
+    with pytest.raises(ValueError, match="node 2 is pool"):
+        deeper(net, site=2)
+    with pytest.raises(ValueError, match="node 6 is head"):
+        wider(net, site=6)
+    with pytest.raises(ValueError, match="not a valid"):
+        add_skip(net, site=(1, 3))
+    with pytest.raises(ValueError, match="not a valid"):
+        concat_skip(net, site=(3, 1))
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda net: deeper(net, site=1, kernel=2), "deeper: kernel must be a positive odd integer"),
-    (lambda net: deeper(net, site=1, kernel=0), "deeper: kernel must be a positive odd integer"),
-    (lambda net: deeper(net, site=1, kernel=3.0), "deeper: kernel must be a positive odd integer"),
-    (lambda net: deeper(net, kernel=-1), "deeper: kernel must be a positive odd integer"),
-    (lambda net: wider(net, site=1, factor=0.5), "wider: factor must be a finite number > 1"),
-    (lambda net: wider(net, site=1, factor=-1), "wider: factor must be a finite number > 1"),
-    (lambda net: wider(net, site=1, factor=1.0), "wider: factor must be a finite number > 1"),
-    (lambda net: wider(net, factor=float("inf")), "wider: factor must be a finite number > 1"),
-    (lambda net: add_skip(net, site=3), r"add_skip: site must be a \(from, to\) pair"),
-    (lambda net: concat_skip(net, site=(0, 1, 3)), r"concat_skip: site must be a \(from, to\) pair"),
-    (lambda net: add_skip(net, site=(0, 99)), "add_skip: no node 99 in"),
-    (lambda net: concat_skip(net, site=("0", 1)), "concat_skip: site must be a node id"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda net: deeper(net, site=1, kernel=2), "deeper: kernel must be a positive odd integer"),
+        (lambda net: deeper(net, site=1, kernel=0), "deeper: kernel must be a positive odd integer"),
+        (lambda net: deeper(net, site=1, kernel=3.0), "deeper: kernel must be a positive odd integer"),
+        (lambda net: deeper(net, kernel=-1), "deeper: kernel must be a positive odd integer"),
+        (lambda net: wider(net, site=1, factor=0.5), "wider: factor must be a finite number > 1"),
+        (lambda net: wider(net, site=1, factor=-1), "wider: factor must be a finite number > 1"),
+        (lambda net: wider(net, site=1, factor=1.0), "wider: factor must be a finite number > 1"),
+        (lambda net: wider(net, factor=float("inf")), "wider: factor must be a finite number > 1"),
+        (lambda net: add_skip(net, site=3), r"add_skip: site must be a \(from, to\) pair"),
+        (lambda net: concat_skip(net, site=(0, 1, 3)), r"concat_skip: site must be a \(from, to\) pair"),
+        (lambda net: add_skip(net, site=(0, 99)), "add_skip: no node 99 in"),
+        (lambda net: concat_skip(net, site=("0", 1)), "concat_skip: site must be a node id"),
+    ],
+)
 def test_bad_arguments_are_named(call, message):
     net = Net(seed_arch((16, 32, 64), size=8))
-    with pytest.raises(ValueError, match=message): call(net)
+    with pytest.raises(ValueError, match=message):
+        call(net)
 
 
 def test_deeper_keeps_the_resolution_for_every_odd_kernel():

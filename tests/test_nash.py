@@ -1,4 +1,5 @@
 "NASH (nash_lit.hill_climbing): kill-and-resume, failures as data, invalid configs, refused resumes of damaged runs, ids."
+
 import json
 import random
 import signal
@@ -38,7 +39,8 @@ def data():
     return synthetic(64, 32, 32, seed=0)
 
 
-def start(run_dir, seed, out): return start_script(SCRIPT, run_dir, seed, out)
+def start(run_dir, seed, out):
+    return start_script(SCRIPT, run_dir, seed, out)
 
 
 def check_run(run_dir, n_steps=3, n_child=3):
@@ -46,12 +48,14 @@ def check_run(run_dir, n_steps=3, n_child=3):
     records = read_records(run_dir)
     ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids)), f"duplicated children: {sorted(ids)}"
-    assert sorted((r["step"], r["child"]) for r in records) == \
-        [(0, 0)] + [(s, j) for s in range(1, n_steps + 1) for j in range(n_child)]
+    assert sorted((r["step"], r["child"]) for r in records) == [(0, 0)] + [
+        (s, j) for s in range(1, n_steps + 1) for j in range(n_child)
+    ]
     for r in records:
         assert r["status"] == "ok", r
         Arch.from_json(r["arch"])
-    for p in Path(run_dir).glob("*.pt"): load_checkpoint(p)
+    for p in Path(run_dir).glob("*.pt"):
+        load_checkpoint(p)
     assert not list(Path(run_dir).glob("child_*.pt")), "a finished run keeps no children's checkpoints"
     assert len(read_log(run_dir)) == len(records)
 
@@ -65,16 +69,19 @@ def test_kill_and_resume(tmp_path):
     for after in (1, 3, 6):  # log lines to wait for before killing, then a random delay
         proc = start(run, seed, tmp_path / "killed.json")
         deadline = time.monotonic() + 240
-        while proc.poll() is None and log_lines(run) < after and time.monotonic() < deadline: time.sleep(0.02)
+        while proc.poll() is None and log_lines(run) < after and time.monotonic() < deadline:
+            time.sleep(0.02)
         time.sleep(rnd.uniform(0, 0.5))
         if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL); kills += 1
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
         proc.communicate(timeout=60)
         read_records(run)  # the log parses after every kill (a torn last line is ignored)
     finish(start(run, seed, tmp_path / "killed.json"))
     finish(reference)
     assert kills >= 1
-    check_run(run); check_run(tmp_path / "ref")
+    check_run(run)
+    check_run(tmp_path / "ref")
     got, want = (json.loads((tmp_path / f).read_text()) for f in ("killed.json", "ref.json"))
     assert got == want
     # resuming a finished run trains nothing and returns the same
@@ -88,15 +95,21 @@ def test_torn_last_line_is_repaired(tmp_path, data, monkeypatch):
     config = small_config(n_steps=1)
     reference = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "ref")
     real, calls = R.append_record, []
+
     def crash_on_fourth(run_dir, record):
         calls.append(record["id"])
-        if len(calls) < 4: return real(run_dir, record)
-        with open(Path(run_dir) / "log.jsonl", "ab") as f: f.write(json.dumps(record).encode()[:40])
+        if len(calls) < 4:
+            return real(run_dir, record)
+        with open(Path(run_dir) / "log.jsonl", "ab") as f:
+            f.write(json.dumps(record).encode()[:40])
         raise SystemExit("killed mid-write")
+
     monkeypatch.setattr(R, "append_record", crash_on_fourth)
-    with pytest.raises(SystemExit): N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "run")
+    with pytest.raises(SystemExit):
+        N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "run")
     monkeypatch.setattr(R, "append_record", real)
-    with pytest.raises(json.JSONDecodeError): json.loads((tmp_path / "run/log.jsonl").read_text().splitlines()[-1])
+    with pytest.raises(json.JSONDecodeError):
+        json.loads((tmp_path / "run/log.jsonl").read_text().splitlines()[-1])
     again = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "run", resume=True)
     assert (again.id, again.val_error, again.arch) == (reference.id, reference.val_error, reference.arch)
     assert [r["id"] for r in read_records(tmp_path / "run")] == [0, 1, 2, 3]
@@ -106,18 +119,29 @@ def test_torn_last_line_is_repaired(tmp_path, data, monkeypatch):
 def _failing_train(failures):
     "A stand-in for `train` that raises failures[train seed] for chosen children, and trains the rest."
     real = E.train
+
     def fake(net, data, config, **kwargs):
-        if config.seed in failures: raise failures[config.seed]
+        if config.seed in failures:
+            raise failures[config.seed]
         return real(net, data, config, **kwargs)
+
     return fake
 
 
 def test_failed_child_is_data(tmp_path, data, monkeypatch):
     "A diverged, an out-of-memory and a crashing child are logged; the search continues with the others."
     seed = lambda step, j: D.child_seeds(0, step, j)[1]
-    monkeypatch.setattr(E, "train", _failing_train({
-        seed(1, 0): TrainingDiverged("loss became nan"), seed(1, 1): RuntimeError("CUDA out of memory. Tried"),
-        seed(2, 2): KeyError("boom")}))
+    monkeypatch.setattr(
+        E,
+        "train",
+        _failing_train(
+            {
+                seed(1, 0): TrainingDiverged("loss became nan"),
+                seed(1, 1): RuntimeError("CUDA out of memory. Tried"),
+                seed(2, 2): KeyError("boom"),
+            }
+        ),
+    )
     result = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
     log = read_log(tmp_path).set_index("id")
     assert list(log.status) == ["ok", "diverged", "oom", "ok", "ok", "ok", "failed"]
@@ -129,31 +153,44 @@ def test_failed_child_is_data(tmp_path, data, monkeypatch):
 
 
 def test_all_children_failing_is_a_clear_error(tmp_path, data, monkeypatch):
-    monkeypatch.setattr(E, "train", _failing_train({D.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)}))
+    monkeypatch.setattr(
+        E, "train", _failing_train({D.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)})
+    )
     with pytest.raises(N.SearchFailed, match="all 3 children of step 1 failed"):
         N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
     assert [r["status"] for r in read_records(tmp_path)] == ["ok", "diverged", "diverged", "diverged"]
 
 
-@pytest.mark.parametrize("changes, error, message", [
-    (dict(n_child=0), ValueError, r"^NashConfig\.n_child must be >= 1, got 0$"),
-    (dict(n_op=0), ValueError, r"^NashConfig\.n_op must be >= 1, got 0$"),
-    (dict(budget_seconds=-5), ValueError, r"^NashConfig\.budget_seconds must be >= 0, got -5\.0$"),
-    (dict(budget_seconds=float("inf")), ValueError, r"NashConfig\.budget_seconds must be finite"),
-    (dict(n_epochs=-1), ValueError, "NashConfig.n_epochs must be >= 0"),
-    (dict(seed_epochs=-1), ValueError, "NashConfig.seed_epochs must be >= 0"),
-    (dict(n_steps=-1), ValueError, "NashConfig.n_steps must be >= 0"),
-    (dict(seed=-1), ValueError, "NashConfig.seed must be >= 0"),
-    (dict(n_steps=None), ValueError, "NashConfig needs a budget"),
-    (dict(operators=("deeper", "narrower")), ValueError, "unknown operator 'narrower'"),
-    (dict(operators=()), ValueError, "operator set is empty"),
-    (dict(operators=(len,)), ValueError, "NashConfig.operators must be given by name"),
-    (dict(n_op=2.5), TypeError, r"^NashConfig\.n_op must be an int, got 2\.5 \(float\)$"),
-    (dict(n_steps=2.0), TypeError, r"^NashConfig\.n_steps must be an int or None, got 2\.0 \(float\)$"),
-    (dict(budget_seconds="1h"), TypeError, r"^NashConfig\.budget_seconds must be a real number or None, got '1h' \(str\)$"),
-    *[(dict([(name, value)]), TypeError, rf"^NashConfig\.{name} must be an int, got {value!r}")
-      for name, (kind, _) in {**D.SearchConfig.RULES, **N.NashConfig.RULES}.items() if kind is int and name not in ("n_steps", "budget_images") for value in (1.5, True, "3")],
-])
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        (dict(n_child=0), ValueError, r"^NashConfig\.n_child must be >= 1, got 0$"),
+        (dict(n_op=0), ValueError, r"^NashConfig\.n_op must be >= 1, got 0$"),
+        (dict(budget_seconds=-5), ValueError, r"^NashConfig\.budget_seconds must be >= 0, got -5\.0$"),
+        (dict(budget_seconds=float("inf")), ValueError, r"NashConfig\.budget_seconds must be finite"),
+        (dict(n_epochs=-1), ValueError, "NashConfig.n_epochs must be >= 0"),
+        (dict(seed_epochs=-1), ValueError, "NashConfig.seed_epochs must be >= 0"),
+        (dict(n_steps=-1), ValueError, "NashConfig.n_steps must be >= 0"),
+        (dict(seed=-1), ValueError, "NashConfig.seed must be >= 0"),
+        (dict(n_steps=None), ValueError, "NashConfig needs a budget"),
+        (dict(operators=("deeper", "narrower")), ValueError, "unknown operator 'narrower'"),
+        (dict(operators=()), ValueError, "operator set is empty"),
+        (dict(operators=(len,)), ValueError, "NashConfig.operators must be given by name"),
+        (dict(n_op=2.5), TypeError, r"^NashConfig\.n_op must be an int, got 2\.5 \(float\)$"),
+        (dict(n_steps=2.0), TypeError, r"^NashConfig\.n_steps must be an int or None, got 2\.0 \(float\)$"),
+        (
+            dict(budget_seconds="1h"),
+            TypeError,
+            r"^NashConfig\.budget_seconds must be a real number or None, got '1h' \(str\)$",
+        ),
+        *[
+            (dict([(name, value)]), TypeError, rf"^NashConfig\.{name} must be an int, got {value!r}")
+            for name, (kind, _) in {**D.SearchConfig.RULES, **N.NashConfig.RULES}.items()
+            if kind is int and name not in ("n_steps", "budget_images")
+            for value in (1.5, True, "3")
+        ],
+    ],
+)
 def test_invalid_config_fails_before_training(changes, error, message, monkeypatch):
     "Checked by check_setting, as TrainConfig is: the message names NashConfig's field; a wrong type is a TypeError."
     monkeypatch.setattr(E, "train", lambda *a, **k: pytest.fail("trained before validating"))
@@ -163,6 +200,7 @@ def test_invalid_config_fails_before_training(changes, error, message, monkeypat
 
 def test_numpy_integers_are_stored_as_ints():
     import numpy as np
+
     config = small_config(n_child=np.int64(3), seed=np.int32(1))
     assert type(config.n_child) is int and type(config.seed) is int and json.dumps(config.to_dict(), default=str)
 
@@ -185,10 +223,12 @@ def test_budget_in_seconds_stops_the_search(data):
 def test_argmin_over_children_even_if_worse_than_parent(tmp_path, data, monkeypatch):
     "Line 8 of Algorithm 1: N* is the best child, even when the parent was better."
     real = D.evaluate_child
+
     def worse_children(task):
         out = real(task)
         out.val_error = 0.9 + task.rng[2] / 100 if task.n_op else 0.1  # child j gets 0.9 + j/100
         return out
+
     monkeypatch.setattr(D, "evaluate_child", worse_children)
     result = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path)
     assert (result.paper_id, result.paper_step, result.paper_val_error) == (1, 1, 0.9)  # the paper's N*
@@ -200,19 +240,26 @@ def test_process_pool_executor(tmp_path, data):
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
     from _helpers import fingerprint
+
     config = small_config(n_steps=1, n_child=2)
     # the worker uses this process's thread count: another count sums in another order (other last bits)
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
-                             initargs=(torch.get_num_threads(),)) as pool:
-        with pytest.warns(UserWarning, match=r"every task submitted to ProcessPoolExecutor carries the whole dataset "
-                                             r"\(0\.3 MB.*DataSpec\.cifar10\(\.\.\.\) or DataSpec\.synthetic"):
+    with ProcessPoolExecutor(
+        1, mp_context=get_context("spawn"), initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),)
+    ) as pool:
+        with pytest.warns(
+            UserWarning,
+            match=r"every task submitted to ProcessPoolExecutor carries the whole dataset "
+            r"\(0\.3 MB.*DataSpec\.cifar10\(\.\.\.\) or DataSpec\.synthetic",
+        ):
             result = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "pool", executor=pool)
     assert list(result.log.status) == ["ok"] * 3 and result.paper_step == 1
     local = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "local")
     assert list(result.log.sort_values("id").arch) == list(local.log.sort_values("id").arch)
     assert list(result.log.sort_values("id").val_error) == list(local.log.sort_values("id").val_error)
     assert (result.id, result.paper_id) == (local.id, local.paper_id)
-    assert fingerprint(result.net) == fingerprint(local.net) and fingerprint(result.paper_net) == fingerprint(local.paper_net)
+    assert fingerprint(result.net) == fingerprint(local.net) and fingerprint(result.paper_net) == fingerprint(
+        local.paper_net
+    )
 
 
 def test_data_that_would_travel_warns(data, tmp_path):
@@ -220,11 +267,21 @@ def test_data_that_would_travel_warns(data, tmp_path):
     import warnings
     from concurrent.futures import ThreadPoolExecutor
     from nash_lit.data import DataSpec
+
     class Cluster:  # stands for a Dask client
-        def submit(self, fn, *args): raise RuntimeError("not reached")
-    class Here(Cluster): in_process = True  # an executor of one's own that runs its tasks in this process
-    for quiet in [(data, None), (data, InProcess()), (data, ThreadPoolExecutor(1)), (data, Here()),
-                  (DataSpec.synthetic(), Cluster())]:
+        def submit(self, fn, *args):
+            raise RuntimeError("not reached")
+
+    class Here(Cluster):
+        in_process = True  # an executor of one's own that runs its tasks in this process
+
+    for quiet in [
+        (data, None),
+        (data, InProcess()),
+        (data, ThreadPoolExecutor(1)),
+        (data, Here()),
+        (DataSpec.synthetic(), Cluster()),
+    ]:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             D.warn_if_data_travels(*quiet)
@@ -241,6 +298,7 @@ def test_default_operators_are_the_papers():
 def test_data_spec_gives_the_same_search(tmp_path, data):
     "A DataSpec (what a worker would load) and the loaded Data make the same search."
     from nash_lit.data import DataSpec
+
     spec = DataSpec.synthetic(n_train=64, n_val=32, n_test=32, seed=0)
     a = N.nash(seed_arch((4, 8, 8)), spec, small_config(n_steps=1))
     b = N.nash(seed_arch((4, 8, 8)), spec.load("cpu"), small_config(n_steps=1))
@@ -250,10 +308,13 @@ def test_data_spec_gives_the_same_search(tmp_path, data):
 def test_ids_do_not_depend_on_completion_order(tmp_path, data, monkeypatch):
     "Children that come back in reverse order keep the ids of their positions."
     from concurrent.futures import ThreadPoolExecutor
+
     real = D.evaluate_child
+
     def slow_first(task):
         time.sleep(0.4 * (2 - task.rng[2]))  # child 0 finishes last
         return real(task)
+
     monkeypatch.setattr(D, "evaluate_child", slow_first)
     with ThreadPoolExecutor(3) as pool:
         N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path, executor=pool)
@@ -265,12 +326,16 @@ def test_ids_do_not_depend_on_completion_order(tmp_path, data, monkeypatch):
 def _crash_in_step_two(tmp_path, data, monkeypatch, logged=1):
     "A run killed after `logged` children of step 2 were logged."
     real, calls = R.append_record, []
+
     def crash(run_dir, record):
         real(run_dir, record)
         calls.append(record)
-        if sum(r["step"] == 2 for r in calls) == logged: raise SystemExit("killed")
+        if sum(r["step"] == 2 for r in calls) == logged:
+            raise SystemExit("killed")
+
     monkeypatch.setattr(R, "append_record", crash)
-    with pytest.raises(SystemExit): N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
+    with pytest.raises(SystemExit):
+        N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
     monkeypatch.setattr(R, "append_record", real)
     return calls[-1]
 
@@ -292,7 +357,9 @@ def test_resume_after_deleting_a_needed_checkpoint_is_refused(tmp_path, data, mo
 def test_resume_of_a_log_cut_in_the_middle_is_refused(tmp_path, data):
     N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
     log = tmp_path / "log.jsonl"
-    log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:3]))  # best.pt says step 2; the log stops in step 1
+    log.write_bytes(
+        b"".join(log.read_bytes().splitlines(keepends=True)[:3])
+    )  # best.pt says step 2; the log stops in step 1
     with pytest.raises(RunDamaged, match=r"log\.jsonl ends before .*best\.pt.*step 2.*stops in step 1"):
         N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True)
 
@@ -306,7 +373,9 @@ def test_resume_of_a_log_cut_inside_the_open_step_is_refused(tmp_path, data, mon
     with pytest.raises(RunDamaged, match=r"log\.jsonl was cut: it lacks the records of child_4\.pt, child_5\.pt"):
         N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True)
     log.write_bytes(b"".join(lines[:-1]))  # the last record alone lost, as a crash inside its write would: resumes
-    assert sorted(N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True).log.id) == list(range(7))
+    assert sorted(N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True).log.id) == list(
+        range(7)
+    )
 
 
 def test_resume_after_a_crash_in_a_step_continues(tmp_path, data, monkeypatch):
@@ -322,19 +391,18 @@ def test_no_final_train_here():
     assert not hasattr(N, "final_train") and not hasattr(N, "train_plus_val")
 
 
-
-
-
-
 def test_a_later_worse_step_keeps_the_best_ever(tmp_path, data, monkeypatch):
     "Acceptance 3: step 2's children are all worse than step 1's best; the result holds step 1's, the paper's N* step 2's."
     from _helpers import fingerprint
+
     real = D.evaluate_child
+
     def step_two_worse(task):
         out = real(task)
         step, j = task.rng[1], task.rng[2]
         out.val_error = {0: 0.9, 1: 0.5 + j / 100, 2: 0.95 + j / 100}[step]
         return out
+
     monkeypatch.setattr(D, "evaluate_child", step_two_worse)
     result = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path / "two", progress=False)
     assert (result.id, result.step, result.val_error) == (1, 1, 0.5)
@@ -345,7 +413,10 @@ def test_a_later_worse_step_keeps_the_best_ever(tmp_path, data, monkeypatch):
     assert result.arch.to_json() == result.log.set_index("id").arch[1]
     assert R.checkpoint_meta(tmp_path / "two" / R.BEST_EVER) == dict(id=1, val_error=0.5, step=1)
     text = repr(result)
-    assert "the best-ever network, id 1 from step 1" in text and "the paper's N* (the last step's best), id 4 from step 2" in text
+    assert (
+        "the best-ever network, id 1 from step 1" in text
+        and "the paper's N* (the last step's best), id 4 from step 2" in text
+    )
     again = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path / "two", resume=True, progress=False)
     assert (again.id, again.paper_id) == (1, 4) and fingerprint(again.net) == fingerprint(result.net)
 
@@ -353,16 +424,21 @@ def test_a_later_worse_step_keeps_the_best_ever(tmp_path, data, monkeypatch):
 def test_a_finished_run_is_extended(tmp_path, data):
     "Resumed with more steps (or a larger budget), a finished run goes on; the result equals a run as long from the start."
     from _helpers import fingerprint
+
     short = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path / "run", progress=False)
     before = read_records(tmp_path / "run")
-    longer = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=2), run_dir=tmp_path / "run", resume=True, progress=False)
-    assert read_records(tmp_path / "run")[:len(before)] == before  # nothing discarded, nothing trained again
+    longer = N.nash(
+        seed_arch((4, 8, 8)), data, small_config(n_steps=2), run_dir=tmp_path / "run", resume=True, progress=False
+    )
+    assert read_records(tmp_path / "run")[: len(before)] == before  # nothing discarded, nothing trained again
     assert json.loads((tmp_path / "run/config.json").read_text())["config"]["n_steps"] == 2
     direct = N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=2), run_dir=tmp_path / "direct", progress=False)
     key = lambda log: log.sort_values("id")[["id", "arch", "val_error"]].values.tolist()
     assert key(longer.log) == key(direct.log) and len(short.log) == 4
     assert (longer.id, longer.paper_id) == (direct.id, direct.paper_id)
-    assert fingerprint(longer.net) == fingerprint(direct.net) and fingerprint(longer.paper_net) == fingerprint(direct.paper_net)
+    assert fingerprint(longer.net) == fingerprint(direct.net) and fingerprint(longer.paper_net) == fingerprint(
+        direct.paper_net
+    )
     with pytest.raises(ValueError, match=r"config\.n_steps \(stored 2, given 1\), which would shorten it"):
         N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), run_dir=tmp_path / "run", resume=True)
     with pytest.raises(ValueError, match=r"config\.n_op \(stored 2, given 3\)"):  # a larger budget and another change
@@ -370,13 +446,23 @@ def test_a_finished_run_is_extended(tmp_path, data):
 
 
 def test_a_spent_time_budget_is_extended(tmp_path, data):
-    cut = N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=2, budget_seconds=0), run_dir=tmp_path, progress=False)
+    cut = N.random_search(
+        seed_arch((4, 8, 8)), data, small_config(n_steps=2, budget_seconds=0), run_dir=tmp_path, progress=False
+    )
     assert cut.paper_step == 1  # the first step always runs; the budget then stops the search
-    more = N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=2, budget_seconds=None), run_dir=tmp_path,
-                           resume=True, progress=False)
+    more = N.random_search(
+        seed_arch((4, 8, 8)),
+        data,
+        small_config(n_steps=2, budget_seconds=None),
+        run_dir=tmp_path,
+        resume=True,
+        progress=False,
+    )
     assert more.paper_step == 2 and sorted(more.log.id) == list(range(6))
     with pytest.raises(ValueError, match=r"config\.budget_seconds \(stored None, given 5\.0\), which would shorten it"):
-        N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=2, budget_seconds=5), run_dir=tmp_path, resume=True)
+        N.random_search(
+            seed_arch((4, 8, 8)), data, small_config(n_steps=2, budget_seconds=5), run_dir=tmp_path, resume=True
+        )
 
 
 @pytest.mark.parametrize("search", [N.nash, N.random_search])
@@ -384,15 +470,25 @@ def test_a_spent_time_budget_is_extended(tmp_path, data):
 def test_resume_of_a_folder_without_a_run_fails(tmp_path, data, monkeypatch, search, folder):
     no_training(monkeypatch, N)
     run = tmp_path / "nash_run_1"
-    if folder == "empty": run.mkdir()
-    with pytest.raises(FileNotFoundError, match=rf"cannot resume {run}: the folder (does not exist|is empty).*"
-                                                r"pass resume=False to start a new run there"):
+    if folder == "empty":
+        run.mkdir()
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"cannot resume {run}: the folder (does not exist|is empty).*"
+        r"pass resume=False to start a new run there",
+    ):
         search(seed_arch((4, 8, 8)), data, small_config(), run_dir=run, resume=True)
-    assert list(tmp_path.iterdir()) == ([run] if folder == "empty" else []) and not (folder == "empty" and any(run.iterdir()))
+    assert list(tmp_path.iterdir()) == ([run] if folder == "empty" else []) and not (
+        folder == "empty" and any(run.iterdir())
+    )
 
 
-NOTES = [pytest.param(True, marks=pytest.mark.skipif(not hasattr(BaseException, "add_note"), reason="Python 3.10: no notes")),
-         False]  # exceptions take notes (Python 3.11+); they do not (3.10, simulated where they do)
+NOTES = [
+    pytest.param(
+        True, marks=pytest.mark.skipif(not hasattr(BaseException, "add_note"), reason="Python 3.10: no notes")
+    ),
+    False,
+]  # exceptions take notes (Python 3.11+); they do not (3.10, simulated where they do)
 
 
 def _kept(folder) -> list:
@@ -411,19 +507,25 @@ def test_a_failed_temporary_run_keeps_its_folder(tmp_path, data, monkeypatch, ca
     where and that a resume would fail the same way. Python 3.10 (simulated) has no notes: a SearchFailed again, the
     advice in its message, the original its cause."""
     import tempfile
+
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(S, "_HAS_NOTES", notes)
     N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), progress=False)
     assert _kept(tmp_path) == []
-    monkeypatch.setattr(E, "train", _failing_train({D.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)}))
+    monkeypatch.setattr(
+        E, "train", _failing_train({D.child_seeds(0, 1, j)[1]: TrainingDiverged("nan") for j in range(3)})
+    )
     with pytest.raises(N.SearchFailed, match="all 3 children of step 1 failed") as failed:
         N.nash(seed_arch((4, 8, 8)), data, small_config(n_steps=1), progress=False)
     (kept,) = _kept(tmp_path)
-    assert kept.name.startswith("nash_") and str(kept / "log.jsonl") in str(failed.value) and (kept / "log.jsonl").exists()
+    assert (
+        kept.name.startswith("nash_") and str(kept / "log.jsonl") in str(failed.value) and (kept / "log.jsonl").exists()
+    )
     told = _told(failed.value, capsys)
     assert f"kept in {kept}" in told and "fix the cause and start a new run" in told and "resume=True" not in told
     assert not hasattr(failed.value, "__notes__") or notes
-    if not notes: assert f"kept in {kept}" in str(failed.value) and isinstance(failed.value.__cause__, N.SearchFailed)
+    if not notes:
+        assert f"kept in {kept}" in str(failed.value) and isinstance(failed.value.__cause__, N.SearchFailed)
     assert [r["status"] for r in read_records(kept)] == ["ok", "diverged", "diverged", "diverged"]
 
 
@@ -432,16 +534,23 @@ def test_an_interrupted_temporary_run_says_how_to_resume(tmp_path, data, monkeyp
     """Ctrl-C after step 1 of a run without run_dir: the folder is kept, the error says to resume from it, and that
     finishes the run. Python 3.10 (simulated): a KeyboardInterrupt cannot carry the advice, which goes to stderr."""
     import tempfile
+
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(S, "_HAS_NOTES", notes)
     real = R.RunStore.save_best
+
     def interrupted(self, net, step, **meta):
         real(self, net, step, **meta)
-        if step == 1: raise KeyboardInterrupt
+        if step == 1:
+            raise KeyboardInterrupt
+
     monkeypatch.setattr(R.RunStore, "save_best", interrupted)
-    with pytest.raises(KeyboardInterrupt) as stopped: N.nash(seed_arch((4, 8, 8)), data, small_config(), progress=False)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        N.nash(seed_arch((4, 8, 8)), data, small_config(), progress=False)
     (kept,) = _kept(tmp_path)
-    assert f"the run's files are kept in {kept}: pass run_dir={str(kept)!r} and resume=True" in _told(stopped.value, capsys)
+    assert f"the run's files are kept in {kept}: pass run_dir={str(kept)!r} and resume=True" in _told(
+        stopped.value, capsys
+    )
     monkeypatch.setattr(R.RunStore, "save_best", real)
     resumed = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=kept, resume=True, progress=False)
     assert sorted(resumed.log.id) == list(range(7)) and resumed.paper_step == 2
@@ -451,13 +560,24 @@ def test_an_interrupted_temporary_run_says_how_to_resume(tmp_path, data, monkeyp
 def test_a_fork_pool_is_refused_before_anything_trains(tmp_path, data, monkeypatch, search):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+
     no_training(monkeypatch, N)
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
     try:
-        with pytest.raises(ValueError, match=r"executor: .*fork.*ProcessPoolExecutor\(max_workers, "
-                                             r"mp_context=multiprocessing\.get_context\(\"spawn\"\)\)"):
-            search(seed_arch((4, 8, 8)), N.DataSpec.synthetic(n_train=64), small_config(), run_dir=tmp_path / "run", executor=pool)
-    finally: pool.shutdown()
+        with pytest.raises(
+            ValueError,
+            match=r"executor: .*fork.*ProcessPoolExecutor\(max_workers, "
+            r"mp_context=multiprocessing\.get_context\(\"spawn\"\)\)",
+        ):
+            search(
+                seed_arch((4, 8, 8)),
+                N.DataSpec.synthetic(n_train=64),
+                small_config(),
+                run_dir=tmp_path / "run",
+                executor=pool,
+            )
+    finally:
+        pool.shutdown()
     assert not (tmp_path / "run").exists()
 
 
@@ -475,33 +595,54 @@ def test_data_that_does_not_fit_the_seed_is_refused(tmp_path, monkeypatch, searc
 
 
 _MISTAKES = {  # what is wrong -> (config changes, data (None: the fixture's), the message, the fix: (data, config))
-    "no validation images": (dict(), synthetic(64, 0, 32, seed=0), r"^the data has no validation images.*val_size",
-                             lambda c, d: (synthetic(64, 16, 32, seed=0), c)),
-    "cutout": (dict(train=replace(TRAIN, cutout=40)), None,
-               r"^train: TrainConfig\.cutout=40 cannot apply to 32×32 images",
-               lambda c, d: (d, replace(c, train=replace(TRAIN, cutout=None)))),
-    "crop_pad": (dict(train=replace(TRAIN, crop_pad=32)), None, r"^train: TrainConfig\.crop_pad=32 cannot apply to 32×32",
-                 lambda c, d: (d, replace(c, train=replace(TRAIN, crop_pad=4)))),
-    "recovery's cutout": (dict(recovery=TrainConfig(cutout=33)), None, r"^recovery: TrainConfig\.cutout=33 cannot apply",
-                          lambda c, d: (d, replace(c, recovery=TrainConfig(cutout=16)))),
+    "no validation images": (
+        dict(),
+        synthetic(64, 0, 32, seed=0),
+        r"^the data has no validation images.*val_size",
+        lambda c, d: (synthetic(64, 16, 32, seed=0), c),
+    ),
+    "cutout": (
+        dict(train=replace(TRAIN, cutout=40)),
+        None,
+        r"^train: TrainConfig\.cutout=40 cannot apply to 32×32 images",
+        lambda c, d: (d, replace(c, train=replace(TRAIN, cutout=None))),
+    ),
+    "crop_pad": (
+        dict(train=replace(TRAIN, crop_pad=32)),
+        None,
+        r"^train: TrainConfig\.crop_pad=32 cannot apply to 32×32",
+        lambda c, d: (d, replace(c, train=replace(TRAIN, crop_pad=4))),
+    ),
+    "recovery's cutout": (
+        dict(recovery=TrainConfig(cutout=33)),
+        None,
+        r"^recovery: TrainConfig\.cutout=33 cannot apply",
+        lambda c, d: (d, replace(c, recovery=TrainConfig(cutout=16))),
+    ),
 }
 
 
-@pytest.mark.parametrize("search, mistake", [(N.nash, m) for m in _MISTAKES] +
-                         [(N.random_search, m) for m in _MISTAKES if m != "recovery's cutout"])
+@pytest.mark.parametrize(
+    "search, mistake",
+    [(N.nash, m) for m in _MISTAKES] + [(N.random_search, m) for m in _MISTAKES if m != "recovery's cutout"],
+)
 def test_settings_and_data_a_search_cannot_use_are_refused(tmp_path, data, monkeypatch, search, mistake):
     """Data without validation images, a crop or Cutout that cannot apply to the images: refused before anything trains
     (with the message train would give) and before a folder is made, so the same call, fixed, starts the run."""
     import tempfile
+
     no_training(monkeypatch, N)
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     changes, bad_data, message, fix = _MISTAKES[mistake]
     config, given = small_config(**changes), bad_data if bad_data is not None else data
     for run_dir in (tmp_path / "run", None):
-        with pytest.raises(ValueError, match=message): search(seed_arch((4, 8, 8)), given, config, run_dir=run_dir)
+        with pytest.raises(ValueError, match=message):
+            search(seed_arch((4, 8, 8)), given, config, run_dir=run_dir)
     assert not (tmp_path / "run").exists() and _kept(tmp_path / "tmp") == []
-    with pytest.raises(pytest.fail.Exception, match="before the mistake was found"):  # fixed: past the checks, it trains
+    with pytest.raises(
+        pytest.fail.Exception, match="before the mistake was found"
+    ):  # fixed: past the checks, it trains
         search(seed_arch((4, 8, 8)), *fix(config, given), run_dir=tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "config.json").exists()
 
@@ -510,7 +651,9 @@ def test_random_search_does_not_check_a_recovery_it_never_runs(tmp_path, data, m
     "Its children train from scratch: no recovery, so recovery's settings cannot stop it."
     no_training(monkeypatch, N)
     with pytest.raises(pytest.fail.Exception, match="before the mistake was found"):
-        N.random_search(seed_arch((4, 8, 8)), data, small_config(recovery=TrainConfig(cutout=33)), run_dir=tmp_path / "r")
+        N.random_search(
+            seed_arch((4, 8, 8)), data, small_config(recovery=TrainConfig(cutout=33)), run_dir=tmp_path / "r"
+        )
 
 
 @pytest.mark.parametrize("search", [N.nash, N.random_search])
@@ -518,8 +661,11 @@ def test_a_seed_that_is_no_arch_or_net_is_refused(tmp_path, data, monkeypatch, s
     "A plain nn.Module fits the data, but the search cannot change its architecture: a TypeError, before anything else."
     no_training(monkeypatch, N)
     module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
-    with pytest.raises(TypeError, match=rf"^{search.__name__} takes the seed network as an Arch or a Net, got Sequential: "
-                                        r".*seed_arch\(\.\.\.\), or Net\(arch\)"):
+    with pytest.raises(
+        TypeError,
+        match=rf"^{search.__name__} takes the seed network as an Arch or a Net, got Sequential: "
+        r".*seed_arch\(\.\.\.\), or Net\(arch\)",
+    ):
         search(module, data, small_config(), run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
@@ -528,7 +674,12 @@ def test_a_seed_that_is_no_arch_or_net_is_refused(tmp_path, data, monkeypatch, s
 def test_an_absent_device_is_refused_before_anything_trains(tmp_path, data, monkeypatch):
     no_training(monkeypatch, N)
     with pytest.raises(ValueError, match=r"train\.device: .*cuda"):
-        N.nash(seed_arch((4, 8, 8)), data, small_config(train=TrainConfig(device="cuda", progress=False)), run_dir=tmp_path / "r")
+        N.nash(
+            seed_arch((4, 8, 8)),
+            data,
+            small_config(train=TrainConfig(device="cuda", progress=False)),
+            run_dir=tmp_path / "r",
+        )
     assert not (tmp_path / "r").exists()
 
 
@@ -560,12 +711,16 @@ def test_one_progress_bar_per_search(tmp_path, data, capsys):
 def test_a_crash_after_best_is_written_leaves_no_checkpoints(tmp_path, data, monkeypatch):
     "Killed between best.pt and deleting the step's checkpoints: the resume deletes them, and the run ends as usual."
     real = crash_after_best(monkeypatch, step=1)
-    with pytest.raises(SystemExit): N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, progress=False)
+    with pytest.raises(SystemExit):
+        N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, progress=False)
     assert len(list(tmp_path.glob("child_*.pt"))) == 3
     monkeypatch.setattr(R.RunStore, "save_best", real)
     resumed = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True, progress=False)
     reference = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path / "ref", progress=False)
-    assert not list(tmp_path.glob("child_*.pt")) and (resumed.id, resumed.paper_id) == (reference.id, reference.paper_id)
+    assert not list(tmp_path.glob("child_*.pt")) and (resumed.id, resumed.paper_id) == (
+        reference.id,
+        reference.paper_id,
+    )
 
 
 @pytest.mark.parametrize("seed,n_steps,n_child", [(1, 3, 2), (7, 1, 4)])  # seed 0: the check in chapter 05_nash
@@ -573,10 +728,12 @@ def test_the_dozen_line_reference_finds_the_same_networks(seed, n_steps, n_child
     "nash_reference (Algorithm 1 in memory) and nash give the same N*: architecture, validation error and weights."
     from nash_lit.arch import Net
     from nash_lit.training import train
+
     data = synthetic(96, 48, 16, seed=seed)
     sgdr = TrainConfig(batch_size=32, amp=False, progress=False)
-    config = N.NashConfig(n_steps=n_steps, n_child=n_child, n_op=2, n_epochs=1, seed_epochs=1, calib_size=16, train=sgdr,
-                          seed=seed)
+    config = N.NashConfig(
+        n_steps=n_steps, n_child=n_child, n_op=2, n_epochs=1, seed_epochs=1, calib_size=16, train=sgdr, seed=seed
+    )
     found = N.nash(seed_arch((4, 8, 8)), data, config, progress=False)
     torch.manual_seed(seed)  # as nash initialises a seed given as an architecture
     n0 = Net(seed_arch((4, 8, 8)))

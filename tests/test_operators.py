@@ -1,4 +1,5 @@
 "The operator registry and GenerateChild: random chains of all eight operators, and what they affect."
+
 import copy
 
 import numpy as np
@@ -37,14 +38,18 @@ def params(net) -> set:
 def changed_parameters(parent, child) -> set:
     "Child parameters that are new or differ in shape or value from the parent's."
     old = dict(parent.named_parameters())
-    return {name for name, p in child.named_parameters()
-            if name not in old or old[name].shape != p.shape or not torch.equal(old[name], p)}
+    return {
+        name
+        for name, p in child.named_parameters()
+        if name not in old or old[name].shape != p.shape or not torch.equal(old[name], p)
+    }
 
 
 def assert_bitwise(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb)
-    for k in sa: assert torch.equal(sa[k], sb[k]), k
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
 
 
 def replay(parent, n_op, operators, seed, calib):
@@ -58,12 +63,16 @@ def replay(parent, n_op, operators, seed, calib):
         name = operators[rng.integers(len(operators))]
         op = OPERATORS[name]
         before = state_copy(child)
-        try: step = op.fn(child, rng, **({"calib": calib} if name == "deeper" else {}))
-        except NotApplicable: continue
+        try:
+            step = op.fn(child, rng, **({"calib": calib} if name == "deeper" else {}))
+        except NotApplicable:
+            continue
         assert isinstance(step, Child)
-        for k, v in before.items(): assert torch.equal(child.state_dict()[k], v), f"{name} changed its parent's {k}"
+        for k, v in before.items():
+            assert torch.equal(child.state_dict()[k], v), f"{name} changed its parent's {k}"
         assert set(step.affected) <= params(step.net), name
-        if op.exact: assert step.affected == (), name
+        if op.exact:
+            assert step.affected == (), name
         else:
             missing = changed_parameters(child, step.net) - set(step.affected)
             assert not missing, f"{name} changed {missing} without marking them affected"
@@ -82,14 +91,17 @@ def test_random_chains_of_all_operators(seed, n_op, which):
     calib = torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed % 1000))
     operators = ALL if which == "all" else APPROX
     child, ops, affected = generate_child(parent, n_op, operators, rng=seed, calib=calib)
-    for k, v in before.items(): assert torch.equal(parent.state_dict()[k], v), f"parent's {k} changed"
+    for k, v in before.items():
+        assert torch.equal(parent.state_dict()[k], v), f"parent's {k} changed"
     again, ops_again, touched = replay(parent, n_op, operators, seed, calib)
     assert ops == ops_again and child.arch == again.arch
     assert_bitwise(child, again)
     assert tuple(sorted(affected)) == affected and set(affected) <= params(child)
     assert touched <= set(affected), f"changed by an approximate step but not affected: {touched - set(affected)}"
-    if which == "approx": assert changed_parameters(parent, child) <= set(affected)
-    if not any(not OPERATORS[o].exact for o in ops): assert affected == ()
+    if which == "approx":
+        assert changed_parameters(parent, child) <= set(affected)
+    if not any(not OPERATORS[o].exact for o in ops):
+        assert affected == ()
     assert Arch.from_json(child.arch.to_json()) == child.arch
     out = child(torch.randn(2, 3, 8, 8, dtype=torch.float64))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
@@ -166,8 +178,10 @@ def test_generate_child_draws_like_algorithm_1():
     names = ["deeper", "wider", "add_skip", "concat_skip"]
     for _ in range(6):
         name = names[r.integers(4)]
-        try: child = OPERATORS[name].fn(child, r).net
-        except NotApplicable: continue
+        try:
+            child = OPERATORS[name].fn(child, r).net
+        except NotApplicable:
+            continue
         expected.append(name)
     got = generate_child(net, 6, names, rng=np.random.default_rng(9))
     assert list(got.ops) == expected and got.net.arch == child.arch
@@ -183,15 +197,21 @@ def test_registry_and_bad_input():
     assert resolve_operators(["remove"])["remove"].fn.__name__ == "remove_block"
     custom = Operator(deeper, exact=True, shrinks=False)
     assert resolve_operators([custom, "wider"]) == {"deeper": custom, "wider": OPERATORS["wider"]}
-    with pytest.raises(ValueError, match="unknown operator 'narrower'; known:"): resolve_operators(["narrower"])
+    with pytest.raises(ValueError, match="unknown operator 'narrower'; known:"):
+        resolve_operators(["narrower"])
     # a registry function keeps its registry name, as an Operator or on its own
     assert list(resolve_operators([Operator(remove_block, exact=False, shrinks=True), "wider"])) == ["remove", "wider"]
     assert resolve_operators([remove_block, skip]) == {"remove": OPERATORS["remove"], "skip": OPERATORS["skip"]}
-    def narrower(net, rng=None): return Child(net)
+
+    def narrower(net, rng=None):
+        return Child(net)
+
     assert resolve_operators([narrower]) == {"narrower": Operator(narrower, exact=False, shrinks=False)}
-    with pytest.raises(ValueError, match="empty"): resolve_operators([])
+    with pytest.raises(ValueError, match="empty"):
+        resolve_operators([])
     net = Net(seed_arch((4, 4, 4), size=8))
-    with pytest.raises(ValueError, match="unknown operator"): generate_child(net, 1, ("deeper", "deepr"))
+    with pytest.raises(ValueError, match="unknown operator"):
+        generate_child(net, 1, ("deeper", "deepr"))
     assert generate_child(net, 0) == Child(net, (), ())
 
 
@@ -201,4 +221,5 @@ def test_a_forced_site_that_does_not_exist_is_a_value_error_naming_the_operator(
     "Every operator refuses a site that is no node (or, for a skip, no pair of nodes) with a reason, never a KeyError."
     net = Net(seed_arch((16, 32, 64), size=8))
     what = {"skip": "(add|concat)_skip", "remove": "remove"}.get(name, name)
-    with pytest.raises(ValueError, match=f"^{what}: (no node|site must be)"): OPERATORS[name].fn(net, 0, site=site)
+    with pytest.raises(ValueError, match=f"^{what}: (no node|site must be)"):
+        OPERATORS[name].fn(net, 0, site=site)

@@ -1,4 +1,5 @@
 "Pareto-NASH (nash_lit.pareto): kill-and-resume, invalid configs, failures as data, the generation unit, disk use."
+
 import json
 from importlib import import_module
 from pathlib import Path
@@ -14,7 +15,17 @@ from nash_lit.arch import seed_arch
 from nash_lit.data import as_spec, synthetic
 from nash_lit.runs import RunStore, checkpoint_meta, read_records
 from nash_lit.training import TrainConfig, TrainingDiverged
-from _helpers import kill_at_random, small_pareto_config, tiny_p0, crash_after_best, finish, gray_data, log_lines, no_training, start_script
+from _helpers import (
+    kill_at_random,
+    small_pareto_config,
+    tiny_p0,
+    crash_after_best,
+    finish,
+    gray_data,
+    log_lines,
+    no_training,
+    start_script,
+)
 import nash_lit.evaluation as E
 import nash_lit.driver as D
 
@@ -24,7 +35,8 @@ P0 = tiny_p0()
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def small_config(**changes): return small_pareto_config(**changes)
+def small_config(**changes):
+    return small_pareto_config(**changes)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +44,8 @@ def data():
     return synthetic(64, 32, 16, seed=0)
 
 
-def start(run_dir, seed, out): return start_script(SCRIPT, run_dir, seed, out)
+def start(run_dir, seed, out):
+    return start_script(SCRIPT, run_dir, seed, out)
 
 
 def test_kill_and_resume(tmp_path):
@@ -48,8 +61,9 @@ def test_kill_and_resume(tmp_path):
     assert got == want
     for r in (run, tmp_path / "ref"):
         records = read_records(r)
-        assert sorted((x["step"], x["child"]) for x in records) == \
-            [(0, j) for j in range(3)] + [(g, j) for g in (1, 2, 3) for j in range(8)]
+        assert sorted((x["step"], x["child"]) for x in records) == [(0, j) for j in range(3)] + [
+            (g, j) for g in (1, 2, 3) for j in range(8)
+        ]
         kept = sorted(p.name for p in Path(r).glob("child_*.pt"))
         assert kept == sorted(f"child_{m['id']}.pt" for m in want["front"])  # disk use bounded by the front
         assert not list(Path(r).glob("plan_*.json"))
@@ -58,32 +72,36 @@ def test_kill_and_resume(tmp_path):
     assert log_lines(run) == n and json.loads((tmp_path / "again.json").read_text()) == want
 
 
-@pytest.mark.parametrize("changes, error, message", [
-    (dict(n_pc=4, n_ac=5), ValueError, "ParetoConfig.n_ac (5) must be <= n_pc (4)"),
-    (dict(objectives=("log_params", "size")), ValueError, "unknown ['size']"),
-    (dict(operators=("deeper", "grow")), ValueError, "ParetoConfig.operators: unknown operator 'grow'"),
-    (dict(n_op=(3, 2)), ValueError, "ParetoConfig.n_op must satisfy 1 <= fewest <= most"),
-    (dict(n_op=(0, 2)), ValueError, "ParetoConfig.n_op must satisfy"),
-    (dict(n_op=3), TypeError, "ParetoConfig.n_op must be (fewest, most)"),
-    (dict(n_op=(1, 2.5)), TypeError, "ParetoConfig.n_op[1] must be an int, got 2.5 (float)"),
-    (dict(sampling="inverse"), ValueError, "ParetoConfig.sampling must be one of"),
-    (dict(reference=(1.0,)), ValueError, "ParetoConfig.reference must have 2 values"),
-    (dict(reference=(0.0, 20.0)), ValueError, "ParetoConfig.reference's error coordinate must be > 0"),
-    (dict(reference=(1.0, float("nan"))), ValueError, "ParetoConfig.reference[1] must be finite"),
-    (dict(reference=(1.0, "20")), TypeError, "ParetoConfig.reference[1] must be a real number, got '20' (str)"),
-    (dict(n_ac=0), ValueError, "ParetoConfig.n_ac must be >= 1, got 0"),
-    (dict(n_gen=-1), ValueError, "ParetoConfig.n_gen must be >= 0, got -1"),
-    (dict(n_gen=2.5), TypeError, "ParetoConfig.n_gen must be an int, got 2.5 (float)"),
-    (dict(seed=True), TypeError, "ParetoConfig.seed must be an int, got True (bool)"),
-    (dict(seed=-1), ValueError, "ParetoConfig.seed must be >= 0"),
-    (dict(objectives=()), ValueError, "objectives: at least one"),
-    (dict(max_failed_generations=0), ValueError, "ParetoConfig.max_failed_generations must be >= 1"),
-    (dict(train="fast"), ValueError, "train must be a TrainConfig"),
-    (dict(operators=(P.ParetoConfig,)), ValueError, "ParetoConfig.operators must be given by name"),
-])
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        (dict(n_pc=4, n_ac=5), ValueError, "ParetoConfig.n_ac (5) must be <= n_pc (4)"),
+        (dict(objectives=("log_params", "size")), ValueError, "unknown ['size']"),
+        (dict(operators=("deeper", "grow")), ValueError, "ParetoConfig.operators: unknown operator 'grow'"),
+        (dict(n_op=(3, 2)), ValueError, "ParetoConfig.n_op must satisfy 1 <= fewest <= most"),
+        (dict(n_op=(0, 2)), ValueError, "ParetoConfig.n_op must satisfy"),
+        (dict(n_op=3), TypeError, "ParetoConfig.n_op must be (fewest, most)"),
+        (dict(n_op=(1, 2.5)), TypeError, "ParetoConfig.n_op[1] must be an int, got 2.5 (float)"),
+        (dict(sampling="inverse"), ValueError, "ParetoConfig.sampling must be one of"),
+        (dict(reference=(1.0,)), ValueError, "ParetoConfig.reference must have 2 values"),
+        (dict(reference=(0.0, 20.0)), ValueError, "ParetoConfig.reference's error coordinate must be > 0"),
+        (dict(reference=(1.0, float("nan"))), ValueError, "ParetoConfig.reference[1] must be finite"),
+        (dict(reference=(1.0, "20")), TypeError, "ParetoConfig.reference[1] must be a real number, got '20' (str)"),
+        (dict(n_ac=0), ValueError, "ParetoConfig.n_ac must be >= 1, got 0"),
+        (dict(n_gen=-1), ValueError, "ParetoConfig.n_gen must be >= 0, got -1"),
+        (dict(n_gen=2.5), TypeError, "ParetoConfig.n_gen must be an int, got 2.5 (float)"),
+        (dict(seed=True), TypeError, "ParetoConfig.seed must be an int, got True (bool)"),
+        (dict(seed=-1), ValueError, "ParetoConfig.seed must be >= 0"),
+        (dict(objectives=()), ValueError, "objectives: at least one"),
+        (dict(max_failed_generations=0), ValueError, "ParetoConfig.max_failed_generations must be >= 1"),
+        (dict(train="fast"), ValueError, "train must be a TrainConfig"),
+        (dict(operators=(P.ParetoConfig,)), ValueError, "ParetoConfig.operators must be given by name"),
+    ],
+)
 def test_invalid_configs(changes, error, message):
     "Checked by check_setting, as TrainConfig is: the message names ParetoConfig's field; a wrong type is a TypeError."
-    with pytest.raises(error) as e: small_config(**changes)
+    with pytest.raises(error) as e:
+        small_config(**changes)
     assert message in str(e.value)
 
 
@@ -132,7 +150,8 @@ def test_generation_fed_in_any_order(tmp_path, data):
         plan = P.make_plan(more, spec, front, 1)
         gen = P.Generation(store, more, spec, front, 1, plan, store.ids(1, len(plan["proposals"])))
         todo, run = gen.as_plan(), D.Run(store, more, spec, len(data.y_train), None, None)
-        for j, task in list(todo.tasks.items())[::order]: run.log_child(todo, j, E.evaluate_child(task))
+        for j, task in list(todo.tasks.items())[::order]:
+            run.log_child(todo, j, E.evaluate_child(task))
         new, n = gen.close()
         assert n == 4
         fronts.append([(m.id, m.val_error, m.objectives) for m in new])
@@ -141,9 +160,12 @@ def test_generation_fed_in_any_order(tmp_path, data):
 
 def _failing_train(fail):
     real = E.train
+
     def fake(net, data, config, **kwargs):
-        if fail(config): raise TrainingDiverged("loss became nan")
+        if fail(config):
+            raise TrainingDiverged("loss became nan")
         return real(net, data, config, **kwargs)
+
     return fake
 
 
@@ -181,33 +203,46 @@ def test_a_non_finite_objective_is_no_proposal(tmp_path):
     from nash_lit.arch import n_params
     from nash_lit.front import OBJECTIVES, register_objective
     from nash_lit import ParetoConfig, pareto_nash
-    register_objective("nan_when_big", lambda net: math.nan if n_params(net.arch) > 6000 else math.log(n_params(net.arch)),
-                       reference=100.0, weights=False, overwrite=True)
+
+    register_objective(
+        "nan_when_big",
+        lambda net: math.nan if n_params(net.arch) > 6000 else math.log(n_params(net.arch)),
+        reference=100.0,
+        weights=False,
+        overwrite=True,
+    )
     data = synthetic(64, 32, 16, seed=0, size=8)  # the networks below take 8x8 images
     try:
         p0 = [seed_arch((16, 16, 16), size=8)]
-        cfg = ParetoConfig(n_gen=2, n_pc=8, n_ac=2, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=16,
-                           objectives=("nan_when_big",), train=TrainConfig(batch_size=32, progress=False))
+        cfg = ParetoConfig(
+            n_gen=2,
+            n_pc=8,
+            n_ac=2,
+            n_epochs=1,
+            seed_epochs=1,
+            recovery_epochs=1,
+            calib_size=16,
+            objectives=("nan_when_big",),
+            train=TrainConfig(batch_size=32, progress=False),
+        )
         result = pareto_nash(p0, data, cfg)
         for objectives in result.log.objectives.dropna():
             assert all(math.isfinite(v) for v in objectives)
         big = [seed_arch((64, 64, 64), size=8)]
-        with pytest.raises(ValueError, match="objectives: .*not finite"): pareto_nash(big, data, cfg)
+        with pytest.raises(ValueError, match="objectives: .*not finite"):
+            pareto_nash(big, data, cfg)
     finally:
         OBJECTIVES.pop("nan_when_big")
-
-
-
-
 
 
 def test_a_finished_run_is_extended(tmp_path, data):
     "Resumed with a larger n_gen, a finished run trains the missing generations: as if it had run that long."
     from _helpers import fingerprint
+
     pareto_nash(P0, data, small_config(n_gen=1), run_dir=tmp_path / "run", progress=False)
     before = read_records(tmp_path / "run")
     longer = pareto_nash(P0, data, small_config(n_gen=2), run_dir=tmp_path / "run", resume=True, progress=False)
-    assert read_records(tmp_path / "run")[:len(before)] == before
+    assert read_records(tmp_path / "run")[: len(before)] == before
     direct = pareto_nash(P0, data, small_config(n_gen=2), run_dir=tmp_path / "direct", progress=False)
     key = lambda log: log.sort_values("id")[["id", "arch", "status", "val_error"]].astype(str).values.tolist()
     assert key(longer.log) == key(direct.log) and longer.hypervolume == direct.hypervolume
@@ -229,12 +264,14 @@ def test_a_fork_pool_is_refused_before_anything_trains(tmp_path, data, monkeypat
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from nash_lit.data import DataSpec
+
     no_training(monkeypatch, P)
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
     try:
         with pytest.raises(ValueError, match=r"executor: .*fork.*mp_context=multiprocessing\.get_context\(\"spawn\"\)"):
             pareto_nash(P0, DataSpec.synthetic(n_train=64), small_config(), run_dir=tmp_path / "run", executor=pool)
-    finally: pool.shutdown()
+    finally:
+        pool.shutdown()
     assert not (tmp_path / "run").exists()
 
 
@@ -244,29 +281,48 @@ def test_data_that_does_not_fit_p0_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"P0 network 0 .*(channel|in_channels).*seed_arch\("):
         pareto_nash(None, gray_data(), small_config(), run_dir=tmp_path / "run")
     with pytest.raises(ValueError, match=r"P0 network 1 "):  # every network of P0 is checked
-        pareto_nash([seed_arch((16, 16, 16), in_channels=1, size=16, classes=4), seed_arch((16, 16, 16))], gray_data(),
-                      small_config(), run_dir=tmp_path / "run")
+        pareto_nash(
+            [seed_arch((16, 16, 16), in_channels=1, size=16, classes=4), seed_arch((16, 16, 16))],
+            gray_data(),
+            small_config(),
+            run_dir=tmp_path / "run",
+        )
     assert not (tmp_path / "run").exists()
 
 
 def test_a_failed_temporary_run_keeps_its_folder(tmp_path, data, monkeypatch):
     "Kept, and named; a SearchFailed would be replayed by a resume, so the advice is a new run."
     import tempfile
+
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(E, "train", _failing_train(lambda c: True))
     with pytest.raises(P.SearchFailed, match="every network of P0 failed") as failed:
         pareto_nash(P0, data, small_config(), progress=False)
     (kept,) = [p for p in tmp_path.iterdir() if not p.name.startswith("torchinductor")]  # torch's cache aside
-    assert kept.name.startswith("pareto_") and str(kept / "log.jsonl") in str(failed.value) and (kept / "log.jsonl").exists()
-    assert any(f"kept in {kept}" in note and "start a new run" in note and "resume=True" not in note
-               for note in failed.value.__notes__)
+    assert (
+        kept.name.startswith("pareto_")
+        and str(kept / "log.jsonl") in str(failed.value)
+        and (kept / "log.jsonl").exists()
+    )
+    assert any(
+        f"kept in {kept}" in note and "start a new run" in note and "resume=True" not in note
+        for note in failed.value.__notes__
+    )
 
 
 _MISTAKES = {  # what is wrong -> (config changes, data (None: the fixture's), the message)
     "no validation images": (dict(), synthetic(64, 0, 16, seed=0), r"^the data has no validation images.*val_size"),
-    "cutout": (dict(train=TrainConfig(cutout=40)), None, r"^train: TrainConfig\.cutout=40 cannot apply to 32×32 images"),
+    "cutout": (
+        dict(train=TrainConfig(cutout=40)),
+        None,
+        r"^train: TrainConfig\.cutout=40 cannot apply to 32×32 images",
+    ),
     "crop_pad": (dict(train=TrainConfig(crop_pad=32)), None, r"^train: TrainConfig\.crop_pad=32 cannot apply to 32×32"),
-    "recovery's cutout": (dict(recovery=TrainConfig(cutout=33)), None, r"^recovery: TrainConfig\.cutout=33 cannot apply"),
+    "recovery's cutout": (
+        dict(recovery=TrainConfig(cutout=33)),
+        None,
+        r"^recovery: TrainConfig\.cutout=33 cannot apply",
+    ),
 }
 
 
@@ -274,34 +330,49 @@ _MISTAKES = {  # what is wrong -> (config changes, data (None: the fixture's), t
 def test_settings_and_data_it_cannot_use_are_refused(tmp_path, data, monkeypatch, mistake):
     "Refused before anything trains (the message train would give) and before a folder is made; fixed, the same call runs."
     import tempfile
+
     no_training(monkeypatch, P)
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     changes, bad_data, message = _MISTAKES[mistake]
     given = bad_data if bad_data is not None else data
     for run_dir in (tmp_path / "run", None):
-        with pytest.raises(ValueError, match=message): pareto_nash(P0, given, small_config(**changes), run_dir=run_dir)
-    assert not (tmp_path / "run").exists() and [p for p in (tmp_path / "tmp").iterdir() if "inductor" not in p.name] == []
-    with pytest.raises(pytest.fail.Exception, match="before the mistake was found"):  # fixed: past the checks, it trains
+        with pytest.raises(ValueError, match=message):
+            pareto_nash(P0, given, small_config(**changes), run_dir=run_dir)
+    assert (
+        not (tmp_path / "run").exists() and [p for p in (tmp_path / "tmp").iterdir() if "inductor" not in p.name] == []
+    )
+    with pytest.raises(
+        pytest.fail.Exception, match="before the mistake was found"
+    ):  # fixed: past the checks, it trains
         pareto_nash(P0, data, small_config(), run_dir=tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "config.json").exists()
 
 
-@pytest.mark.parametrize("p0, message", [
-    (seed_arch((16, 16, 16)), r"^p0 is a list of networks; got one Arch: pass \[it\]"),
-    ([seed_arch((16, 16, 16)), "seed"], r"^p0\[1\] is a str, not an Arch or a Net"),
-    ([torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))], r"^p0\[0\] is a Sequential, not an Arch or a Net.*seed_arch"),
-])
+@pytest.mark.parametrize(
+    "p0, message",
+    [
+        (seed_arch((16, 16, 16)), r"^p0 is a list of networks; got one Arch: pass \[it\]"),
+        ([seed_arch((16, 16, 16)), "seed"], r"^p0\[1\] is a str, not an Arch or a Net"),
+        (
+            [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))],
+            r"^p0\[0\] is a Sequential, not an Arch or a Net.*seed_arch",
+        ),
+    ],
+)
 def test_p0_that_is_not_a_list_of_archs_or_nets_is_refused(tmp_path, data, monkeypatch, p0, message):
     no_training(monkeypatch, P)
-    with pytest.raises(TypeError, match=message): pareto_nash(p0, data, small_config(), run_dir=tmp_path / "run")
+    with pytest.raises(TypeError, match=message):
+        pareto_nash(p0, data, small_config(), run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
 def test_one_progress_bar_per_search(tmp_path, data, capsys):
     "One bar: generations, trained children (not proposals), the best error; no child's or recovery's own bars."
-    loud = small_config(train=TrainConfig(batch_size=32, amp=False, channels_last=False, progress=True),
-                        recovery=TrainConfig(progress=True))
+    loud = small_config(
+        train=TrainConfig(batch_size=32, amp=False, channels_last=False, progress=True),
+        recovery=TrainConfig(progress=True),
+    )
     capsys.readouterr()
     result = pareto_nash(P0, data, loud, run_dir=tmp_path / "run")
     err = capsys.readouterr().err
@@ -322,7 +393,8 @@ def test_one_progress_bar_per_search(tmp_path, data, capsys):
 def test_a_crash_after_best_is_written_leaves_no_plan(tmp_path, data, monkeypatch):
     "Killed between best.pt and deleting the generation's plan: the resume deletes it, and the run ends as usual."
     real = crash_after_best(monkeypatch, step=1)
-    with pytest.raises(SystemExit): pareto_nash(P0, data, small_config(), run_dir=tmp_path, progress=False)
+    with pytest.raises(SystemExit):
+        pareto_nash(P0, data, small_config(), run_dir=tmp_path, progress=False)
     assert (tmp_path / "plan_1.json").exists()
     monkeypatch.setattr(import_module("nash_lit.runs").RunStore, "save_best", real)
     resumed = pareto_nash(P0, data, small_config(), run_dir=tmp_path, resume=True, progress=False)
@@ -337,8 +409,10 @@ def test_small_budget_preset():
     assert small.budget_images == 123_456 and small.n_epochs == 4 and small.n_gen == 10
     assert P.ParetoConfig().n_epochs == 20 and P.ParetoConfig().n_pc == 200, "the defaults stay the paper's"
     assert P.ParetoConfig.small_budget(n_epochs=1, sampling="uniform").n_epochs == 1
-    with pytest.raises(ValueError, match=r"n_ac \(30\) must be <= n_pc \(24\)"): P.ParetoConfig.small_budget(n_ac=30)
-    with pytest.raises(TypeError): P.ParetoConfig.small_budget(n_children=3)
+    with pytest.raises(ValueError, match=r"n_ac \(30\) must be <= n_pc \(24\)"):
+        P.ParetoConfig.small_budget(n_ac=30)
+    with pytest.raises(TypeError):
+        P.ParetoConfig.small_budget(n_children=3)
 
 
 @pytest.mark.parametrize("seed,sampling", [(5, "uniform")])  # kde: the check in chapter 07_pareto
@@ -346,18 +420,44 @@ def test_the_reference_loop_finds_the_same_front(seed, sampling):
     "pareto_reference (Algorithm 2 in memory) and pareto_nash end with the same front: architectures, errors, weights."
     from dataclasses import replace
     from nash_lit.training import train
+
     data = synthetic(192, 96, 16, seed=seed)
     sgdr = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
     p0 = [seed_arch((16, 16, 16)), seed_arch((16, 32, 32), separable=True), seed_arch((32, 48, 64))]
-    config = P.ParetoConfig(n_gen=2, n_pc=8, n_ac=3, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=16,
-                            sampling=sampling, seed=seed, train=sgdr)
+    config = P.ParetoConfig(
+        n_gen=2,
+        n_pc=8,
+        n_ac=3,
+        n_epochs=1,
+        seed_epochs=1,
+        recovery_epochs=1,
+        calib_size=16,
+        sampling=sampling,
+        seed=seed,
+        train=sgdr,
+    )
     found = pareto_nash(p0, data, config, progress=False)
     trained = []
     for k, arch in enumerate(p0):  # P0 as pareto_nash initialises and trains it
         net = E.fresh(arch, seed + k)
-        trained.append((net, train(net, data, replace(sgdr, epochs=1, seed=E.child_seeds(seed, 0, k)[1]))[-1]["val_error"]))
-    front = P.pareto_reference(trained, config.operators, 2, 8, 3, (1, 3), 1, data, sgdr, seed=seed, sampling=sampling,
-                             recovery_epochs=1, calib_size=16)
+        trained.append(
+            (net, train(net, data, replace(sgdr, epochs=1, seed=E.child_seeds(seed, 0, k)[1]))[-1]["val_error"])
+        )
+    front = P.pareto_reference(
+        trained,
+        config.operators,
+        2,
+        8,
+        3,
+        (1, 3),
+        1,
+        data,
+        sgdr,
+        seed=seed,
+        sampling=sampling,
+        recovery_epochs=1,
+        calib_size=16,
+    )
     key = lambda pair: (pair[1], pair[0].arch.to_json())
     mine = sorted(front, key=key)
     theirs = sorted(((m.net, m.val_error) for m in found.front), key=key)

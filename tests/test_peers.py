@@ -1,6 +1,7 @@
 """The from-scratch peers (nash_lit.peers): Optuna's NSGA-II and TPE as strategies of the driver. Every trial is trained
 from scratch within footnote 1's bound and costs what the config says; a killed peer resumes to the same log; a repeated
 network is not trained again; budget_images stops them; bad settings are refused before anything trains."""
+
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -81,8 +82,9 @@ def test_budget_images_cuts_a_peers_last_step(data, tmp_path):
     first = lambda log: log[log.step <= 2].sort_values("id")[keep].to_dict("records")
     assert first(cut.log) == first(full.log)  # the same search up to the cut
     more = nsga2(data, c, run_dir=tmp_path / "cut", resume=True, progress=False)  # no image budget: on to n_steps
-    assert more.log[more.log.step <= 3].sort_values("id")[keep].to_dict("records") == \
-        cut.log.sort_values("id")[keep].to_dict("records")  # the cut step replayed, not re-planned
+    assert more.log[more.log.step <= 3].sort_values("id")[keep].to_dict("records") == cut.log.sort_values("id")[
+        keep
+    ].to_dict("records")  # the cut step replayed, not re-planned
     assert (more.log.step == 4).sum() == c.population
 
 
@@ -103,13 +105,16 @@ def test_kill_and_resume(tmp_path):
     assert log_lines(run) == n and json.loads((tmp_path / "again.json").read_text()) == want
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(sampler="random"), "PeerConfig.sampler must be one of"),
-    (dict(population=0), "PeerConfig.population must be >= 1"),
-    (dict(widths=(16, 0)), "PeerConfig.widths must be positive ints"),
-    (dict(n_steps=None), "PeerConfig needs a budget"),
-    (dict(objectives=("size",)), "unknown ['size']"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(sampler="random"), "PeerConfig.sampler must be one of"),
+        (dict(population=0), "PeerConfig.population must be >= 1"),
+        (dict(widths=(16, 0)), "PeerConfig.widths must be positive ints"),
+        (dict(n_steps=None), "PeerConfig needs a budget"),
+        (dict(objectives=("size",)), "unknown ['size']"),
+    ],
+)
 def test_bad_settings_are_refused_before_training(changes, message, monkeypatch, data):
     no_training(monkeypatch)
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):

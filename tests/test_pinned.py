@@ -6,6 +6,7 @@ pick per CPU, and training amplifies them; so each pin runs in a subprocess in i
 (tests/_pinned_run.py: ATen at AVX2, MKL's COMPATIBLE branch, oneDNN and NNPACK off), which any x86-64 CPU with AVX2
 reproduces. A second run of each pin, with the caller asking for other kernel levels, must give the same result: the
 pin's own settings reach the kernels and win, and oneDNN, whose level the pin leaves to the caller, is not used."""
+
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ def _other_levels() -> dict:
     onednn = "AVX2" if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() == "SSE41" else "SSE41"
     return {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": onednn}
 
+
 LEVELS = {"caller": {}, "other": _other_levels()}
 
 
@@ -42,10 +44,12 @@ def _wanted(session) -> list:
     "(pin, level) of every selected test of this module, the longest runs first."
     wanted = set()
     for item in session.items:
-        if item.module.__name__ != __name__ or not hasattr(item, "callspec"): continue
+        if item.module.__name__ != __name__ or not hasattr(item, "callspec"):
+            continue
         pin = item.callspec.params["pin"]
         wanted.add((pin, "caller"))
-        if item.originalname == "test_same_under_other_kernel_levels": wanted.add((pin, "other"))
+        if item.originalname == "test_same_under_other_kernel_levels":
+            wanted.add((pin, "other"))
     return sorted(wanted, key=lambda w: (PINS.index(w[0]), w[1]))  # nash and random search take longest
 
 
@@ -56,7 +60,8 @@ def runs(request, tmp_path_factory):
     with ThreadPoolExecutor(2) as pool:
         futures = {w: pool.submit(_run, *w, tmp / f"{w[0]}_{w[1]}.json") for w in _wanted(request.session)}
         yield lambda pin, level="caller": futures[pin, level].result()
-        for f in futures.values(): f.cancel()
+        for f in futures.values():
+            f.cancel()
 
 
 def _check_settings(got: dict, level: str):
@@ -66,10 +71,12 @@ def _check_settings(got: dict, level: str):
     assert {k: run["environment"][k] for k in PIN_ENV} == PIN_ENV
     assert run["backends"] == BACKENDS and run["threads"] == 1
     for k, v in LEVELS[level].items():
-        if k not in PIN_ENV: assert run["environment"][k] == v, f"{k} did not reach the run"
+        if k not in PIN_ENV:
+            assert run["environment"][k] == v, f"{k} did not reach the run"
     assert run["capability"] == CAPABILITY, (
         f"torch runs ATen's {run['capability']} kernels with ATEN_CPU_CAPABILITY={PIN_ENV['ATEN_CPU_CAPABILITY']}: "
-        f"a CPU without AVX2 ({run['cpu']}) cannot reproduce the pins")
+        f"a CPU without AVX2 ({run['cpu']}) cannot reproduce the pins"
+    )
 
 
 def _compare_records(got: list, pinned: list):
@@ -97,14 +104,16 @@ def test_every_childs_weights_match_the_pin(runs, pin):
     got, pinned = runs(pin), PINNED[pin]
     assert len(got["evaluated"]) == len(pinned["evaluated"]) > 0
     assert all(h is not None for _, h in pinned["evaluated"])  # every pinned task trained
-    assert _tasks(got["evaluated"]) == _tasks(pinned["evaluated"]), \
+    assert _tasks(got["evaluated"]) == _tasks(pinned["evaluated"]), (
         f"weights differ (recorded with torch {pinned['torch']}, this is {got['run']['torch']})"
+    )
 
 
 @pytest.mark.parametrize("pin", PINS)
 def test_result_matches_the_pin(runs, pin):
     got, pinned = runs(pin), PINNED[pin]
-    for k, v in pinned["result"].items(): assert got["result"][k] == v, f"result: {k} differs"
+    for k, v in pinned["result"].items():
+        assert got["result"][k] == v, f"result: {k} differs"
     assert got["result"].keys() == pinned["result"].keys()
 
 
@@ -128,10 +137,22 @@ def test_result_holds_the_best_ever_beside_the_papers(runs, pin):
     weights = {h for _, h in got["evaluated"]}
     best = min(trained, key=lambda r: (r["val_error"], r["id"]))
     last = max(r["step"] for r in trained)
-    paper = min((r for r in trained if r["step"] == last), key=lambda r: (r["val_error"], r["child"])) if pin == "nash" else best
-    assert (result["id"], result["step"], result["val_error"], result["arch"]) == \
-        (best["id"], best["step"], best["val_error"], best["arch"])
-    assert (result["paper_id"], result["paper_step"], result["paper_val_error"], result["paper_arch"]) == \
-        (paper["id"], paper["step"], paper["val_error"], paper["arch"])
+    paper = (
+        min((r for r in trained if r["step"] == last), key=lambda r: (r["val_error"], r["child"]))
+        if pin == "nash"
+        else best
+    )
+    assert (result["id"], result["step"], result["val_error"], result["arch"]) == (
+        best["id"],
+        best["step"],
+        best["val_error"],
+        best["arch"],
+    )
+    assert (result["paper_id"], result["paper_step"], result["paper_val_error"], result["paper_arch"]) == (
+        paper["id"],
+        paper["step"],
+        paper["val_error"],
+        paper["arch"],
+    )
     assert result["weights"] in weights and result["paper_weights"] in weights  # trained children, not copies
     assert (result["weights"] == result["paper_weights"]) == (result["id"] == result["paper_id"])

@@ -1,5 +1,6 @@
 """Random search (nash_lit.hill_climbing.random_search), Table 1's control: NASH's operator chains on the seed, children trained
 from scratch, through the run store, resumable."""
+
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -74,15 +75,24 @@ def test_children_are_not_nashs(reference, data):
 def test_resume_after_a_crash(reference, data, tmp_path, monkeypatch):
     result, _ = reference
     real = R.append_record
+
     def crash(run_dir, record):
         real(run_dir, record)
-        if record["id"] == 3: raise SystemExit("killed")
+        if record["id"] == 3:
+            raise SystemExit("killed")
+
     monkeypatch.setattr(R, "append_record", crash)
-    with pytest.raises(SystemExit): random_search(seed_arch((4, 8, 8)), data, CONFIG, run_dir=tmp_path)
+    with pytest.raises(SystemExit):
+        random_search(seed_arch((4, 8, 8)), data, CONFIG, run_dir=tmp_path)
     monkeypatch.setattr(R, "append_record", real)
     assert len(read_records(tmp_path)) == 4
     again = random_search(seed_arch((4, 8, 8)), data, CONFIG, run_dir=tmp_path, resume=True)
-    assert (again.id, again.step, again.val_error, again.arch) == (result.id, result.step, result.val_error, result.arch)
+    assert (again.id, again.step, again.val_error, again.arch) == (
+        result.id,
+        result.step,
+        result.val_error,
+        result.arch,
+    )
     assert [r["id"] for r in read_records(tmp_path)] == list(range(6))
     assert all(torch.equal(a, b) for a, b in zip(again.net.state_dict().values(), result.net.state_dict().values()))
     n = len(read_records(tmp_path))
@@ -98,8 +108,10 @@ def test_resume_is_checked(reference, data):
     try:
         with pytest.raises(RunDamaged, match=r"seed\.pt is missing"):
             random_search(seed_arch((4, 8, 8)), data, CONFIG, run_dir=run, resume=True)
-    finally: (run / "seed.bak").rename(run / "seed.pt")
+    finally:
+        (run / "seed.bak").rename(run / "seed.pt")
 
 
 def test_needs_a_step(data):
-    with pytest.raises(ValueError, match="n_steps >= 1"): random_search(seed_arch((4, 8, 8)), data, replace(CONFIG, n_steps=0))
+    with pytest.raises(ValueError, match="n_steps >= 1"):
+        random_search(seed_arch((4, 8, 8)), data, replace(CONFIG, n_steps=0))

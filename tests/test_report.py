@@ -1,4 +1,5 @@
 "The report helpers (nash_lit.report): mean ± std, paired t-intervals and their verdicts, tables, provenance."
+
 import math
 
 import numpy as np
@@ -8,8 +9,16 @@ import scipy.stats
 import torch
 from hypothesis import given, settings, strategies as st
 
-from nash_lit.report import (PairedDifference, beside_paper, describe_difference, device_name, markdown_table, mean_std,
-                             paired_difference, provenance)
+from nash_lit.report import (
+    PairedDifference,
+    beside_paper,
+    describe_difference,
+    device_name,
+    markdown_table,
+    mean_std,
+    paired_difference,
+    provenance,
+)
 
 
 def test_mean_std():
@@ -26,8 +35,11 @@ def test_interval_is_scipys(d, confidence):
     a = {k: v for k, v in enumerate(d)}
     b = {k: 0.0 for k in range(len(d))}
     p = paired_difference(a, b, confidence)
-    low, high = scipy.stats.t.interval(confidence, len(d) - 1, loc=np.mean(d), scale=scipy.stats.sem(d)) \
-        if np.std(d) > 0 else (np.mean(d), np.mean(d))
+    low, high = (
+        scipy.stats.t.interval(confidence, len(d) - 1, loc=np.mean(d), scale=scipy.stats.sem(d))
+        if np.std(d) > 0
+        else (np.mean(d), np.mean(d))
+    )
     assert p.n == len(d) and math.isclose(p.mean, np.mean(d), abs_tol=1e-9)
     assert math.isclose(p.low, low, abs_tol=1e-6) and math.isclose(p.high, high, abs_tol=1e-6)
     assert p.verdict == ("lower" if p.high < 0 else "higher" if p.low > 0 else "indistinguishable")
@@ -36,7 +48,8 @@ def test_interval_is_scipys(d, confidence):
 def test_pairs_by_seed_only():
     p = paired_difference({0: 1.0, 1: 2.0, 7: 100.0}, {1: 1.0, 0: 0.0, 3: -5.0})
     assert (p.n, p.mean) == (2, 1.0)  # seeds 0 and 1; 7 and 3 have no partner
-    with pytest.raises(ValueError, match="no seed in common"): paired_difference({0: 1}, {1: 1})
+    with pytest.raises(ValueError, match="no seed in common"):
+        paired_difference({0: 1}, {1: 1})
 
 
 def test_verdicts_from_the_interval():
@@ -59,14 +72,25 @@ def test_tables_beside_the_paper():
     assert list(t.source) == ["ours (scaled)", "paper (full scale)"] and t.runs[0] == "" and t.val[1] == ""
     assert beside_paper(ours, paper, scaled=False).source[0] == "ours"
     md = markdown_table(t, {"source": "source", "method": "method", "test_error_pct": "test error (%)"})
-    assert md.splitlines() == ["| source | method | test error (%) |", "|---|---|---|",
-                               "| ours (scaled) | NASH | 5.1 ± 0.2 |", "| paper (full scale) | NASH (paper) | 4.3 |"]
+    assert md.splitlines() == [
+        "| source | method | test error (%) |",
+        "|---|---|---|",
+        "| ours (scaled) | NASH | 5.1 ± 0.2 |",
+        "| paper (full scale) | NASH (paper) | 4.3 |",
+    ]
 
 
 def test_provenance():
     h = provenance("cpu", device_name(torch.device("cpu")), 125, [0, 1], "abc1234", scale="cifar10 subsets")
-    for needle in ("- profile: `cpu` (scaled", "- device: cpu (", "- wall time: 125 s (2.1 min)", "- seeds: [0, 1]",
-                   "- git commit: abc1234", f"- torch {torch.__version__}", "- scale: cifar10 subsets"):
+    for needle in (
+        "- profile: `cpu` (scaled",
+        "- device: cpu (",
+        "- wall time: 125 s (2.1 min)",
+        "- seeds: [0, 1]",
+        "- git commit: abc1234",
+        f"- torch {torch.__version__}",
+        "- scale: cifar10 subsets",
+    ):
         assert needle in h, needle
     assert "scaled" not in provenance("paper", "cuda (H100)", 1, [0], "abc").splitlines()[0]
     assert "not recorded" in provenance("smoke", "cpu", 1, [0], None)

@@ -1,4 +1,5 @@
 """The reproduction pipeline: settings.ini profiles, tools/reproduce.py, and nbs/30_table1 at the smoke scale."""
+
 import csv
 import hashlib
 import json
@@ -25,6 +26,7 @@ RUNNER_GIVES = {"profile", "reports_dir", "data_dir", "git_commit"}  # passed by
 def notebook_parameters(nb: Path) -> set:
     "Names assigned in the notebook's cell tagged `parameters`."
     import ast
+
     cells = [c for c in json.loads(nb.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(cells) == 1, f"{nb.name} needs exactly one cell tagged 'parameters' (does nbdev-clean keep the tag?)"
     tree = ast.parse("".join(cells[0]["source"]))
@@ -35,7 +37,12 @@ def notebook_parameters(nb: Path) -> set:
 def test_profiles_match_the_notebooks(name):
     "Every profile sets each reproduction notebook's parameters, and nothing that no notebook reads."
     params = load_profile(name)
-    assert [nb.name for nb in REPRODUCTIONS] == ["30_table1.ipynb", "31_pareto_search.ipynb", "32_table2.ipynb", "33_inheritance.ipynb"]
+    assert [nb.name for nb in REPRODUCTIONS] == [
+        "30_table1.ipynb",
+        "31_pareto_search.ipynb",
+        "32_table2.ipynb",
+        "33_inheritance.ipynb",
+    ]
     every = set()
     for nb in REPRODUCTIONS:
         wanted = notebook_parameters(nb)
@@ -46,20 +53,31 @@ def test_profiles_match_the_notebooks(name):
     assert not unknown, f"[{name}]: {unknown} is a parameter of no reproduction notebook"
     assert params["budgets"] == sorted(params["budgets"]) and params["budget_unit"] in ("steps", "seconds")
     assert params["table2_runs"] <= params["pareto_runs"], "Table 2's run k trains the front of search seed k"
-    if name != "smoke": assert params["pareto_runs"] >= 3, "one pair of runs decides nothing (issue 14)"
+    if name != "smoke":
+        assert params["pareto_runs"] >= 3, "one pair of runs decides nothing (issue 14)"
 
 
 def test_paper_profile_is_the_papers():
     p = load_profile("paper")
-    assert (p["budgets"], p["budget_unit"], p["n_runs"], p["n_child"], p["n_op"], p["n_epochs"], p["seed_epochs"],
-            p["final_epochs"]) == ([43200, 86400, 259200], "seconds", 5, 8, 5, 20, 20, 600)
+    assert (
+        p["budgets"],
+        p["budget_unit"],
+        p["n_runs"],
+        p["n_child"],
+        p["n_op"],
+        p["n_epochs"],
+        p["seed_epochs"],
+        p["final_epochs"],
+    ) == ([43200, 86400, 259200], "seconds", 5, 8, 5, 20, 20, 600)
 
 
 def test_bad_profile(tmp_path):
     ini = tmp_path / "settings.ini"
     ini.write_text("[x]\ndataset = cifar10\n")  # an unquoted string is not a literal
-    with pytest.raises(ValueError, match="not a Python literal"): load_profile("x", ini)
-    with pytest.raises(KeyError, match="no profile"): load_profile("nope", ini)
+    with pytest.raises(ValueError, match="not a Python literal"):
+        load_profile("x", ini)
+    with pytest.raises(KeyError, match="no profile"):
+        load_profile("nope", ini)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +85,15 @@ def smoke(tmp_path_factory):
     """make reproduce PROFILE=smoke once for the module, into reports/smoke/ (CI's output, ignored by git), with
     32_table2's cache in a temporary folder (the profile keeps none); every test of the reports below reads it."""
     git = (ROOT / ".git").exists()
-    status = lambda: subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "reports"],
-                                    cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    status = lambda: (
+        subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all", "--", "reports"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     before = status() if git else None
     tmp = tmp_path_factory.mktemp("smoke")
     settings = tmp / "settings.ini"
@@ -76,8 +101,14 @@ def smoke(tmp_path_factory):
     settings.write_text("[smoke]\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items()))
     r = reproduce("--profile", "smoke", "--settings", settings, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return dict(out=ROOT / "reports" / "smoke", settings=settings, tmp=tmp, params=params, git=git,
-                git_status_unchanged=(status() == before) if git else True)
+    return dict(
+        out=ROOT / "reports" / "smoke",
+        settings=settings,
+        tmp=tmp,
+        params=params,
+        git=git,
+        git_status_unchanged=(status() == before) if git else True,
+    )
 
 
 def test_smoke_reproduction(smoke):
@@ -89,10 +120,21 @@ def test_smoke_reproduction(smoke):
         ignored = subprocess.run(["git", "check-ignore", "-q", "reports/smoke/manifest.json"], cwd=ROOT)
         assert ignored.returncode == 0, "reports/smoke/ must be in .gitignore"
     assert not list(out.parent.glob(".smoke-run-*")), "the run's folder was not moved into place"
-    for name in ("table1.md", "table1.csv", "table1_progress.png", "table1_networks.png", "table2_networks.png",
-                 "30_table1.ipynb", "manifest.json",
-                 "pareto_search.md", "31_pareto_search.ipynb", "table2.md", "32_table2.ipynb",
-                 "inheritance.md", "33_inheritance.ipynb"):
+    for name in (
+        "table1.md",
+        "table1.csv",
+        "table1_progress.png",
+        "table1_networks.png",
+        "table2_networks.png",
+        "30_table1.ipynb",
+        "manifest.json",
+        "pareto_search.md",
+        "31_pareto_search.ipynb",
+        "table2.md",
+        "32_table2.ipynb",
+        "inheritance.md",
+        "33_inheritance.ipynb",
+    ):
         assert (out / name).is_file(), f"{name} was not written"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "ok" and manifest["profile"] == "smoke" and manifest["wall_seconds"] > 0
@@ -102,17 +144,39 @@ def test_smoke_reproduction(smoke):
     paper = {(r["budget"], r["params_m"], r["test_error_pct"]) for r in rows if r["source"].startswith("paper")}
     assert paper == {("0.5 GPU days", "4.9", "4.3"), ("1 GPU day", "7.9", "4.0"), ("3 GPU days", "21.2", "3.6")}
     ours = {(r["method"], r["budget"]) for r in rows if r["source"].startswith("ours")}
-    assert ours == {("NASH", "1 step"), ("NASH", "2 steps"), ("NASH, continued", "2 steps"),
-                    ("seed, same final training", "2 steps"), ("seed, trained as long", "2 steps"),
-                    ("random search", "2 steps"), ("TPE", "2 steps"), ("resnet-8, same final training", "2 steps"),
-                    ("resnet-8, trained as long", "2 steps")}
+    assert ours == {
+        ("NASH", "1 step"),
+        ("NASH", "2 steps"),
+        ("NASH, continued", "2 steps"),
+        ("seed, same final training", "2 steps"),
+        ("seed, trained as long", "2 steps"),
+        ("random search", "2 steps"),
+        ("TPE", "2 steps"),
+        ("resnet-8, same final training", "2 steps"),
+        ("resnet-8, trained as long", "2 steps"),
+    }
     md = (out / "table1.md").read_text()
-    for needle in ("profile: `smoke`", "git commit:", "seeds: [0, 1]", "wall time:", "device:", "| paper (full scale) |",
-                   "95% interval", "from 'TPE'", "- TPE (2 runs): ", "![The seed, N*, random search's and TPE's picks]"):
+    for needle in (
+        "profile: `smoke`",
+        "git commit:",
+        "seeds: [0, 1]",
+        "wall time:",
+        "device:",
+        "| paper (full scale) |",
+        "95% interval",
+        "from 'TPE'",
+        "- TPE (2 runs): ",
+        "![The seed, N*, random search's and TPE's picks]",
+    ):
         assert needle in md, f"table1.md lacks {needle!r}"
     for seed in (0, 1):  # TPE trained at most the images NASH's search trained, and most of them
-        spent = {name: sum((r.get("train_images") or 0) + (r.get("recovery_images") or 0) for r in map(json.loads,
-                 (out / "search_logs" / f"{name}_seed{seed}.jsonl").read_text().splitlines())) for name in ("nash", "tpe")}
+        spent = {
+            name: sum(
+                (r.get("train_images") or 0) + (r.get("recovery_images") or 0)
+                for r in map(json.loads, (out / "search_logs" / f"{name}_seed{seed}.jsonl").read_text().splitlines())
+            )
+            for name in ("nash", "tpe")
+        }
         assert 0.5 * spent["nash"] < spent["tpe"] <= spent["nash"], spent
     assert f"- git commit: {manifest['git_commit']}\n" in md, "the table and the manifest disagree on the commit"
     assert manifest["parameters"]["git_commit"] == manifest["git_commit"]
@@ -124,20 +188,31 @@ def test_smoke_reproduction(smoke):
 def reproduce(*args, timeout=600) -> subprocess.CompletedProcess:
     "tools/reproduce.py in a subprocess, one torch thread, its output captured."
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "reproduce.py"), *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "reproduce.py"), *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def hashes(folder: Path) -> dict:
     "relative path -> SHA-256 of every file under `folder`."
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def committed_looking_reports(folder: Path) -> dict:
     "A reports folder as a successful run leaves it (manifest, table, notebook, a search log); its hashes."
     (folder / "search_logs").mkdir(parents=True)
-    (folder / "manifest.json").write_text(json.dumps(dict(profile="tiny", git_commit="abc1234", status="ok", notebooks=[])))
+    (folder / "manifest.json").write_text(
+        json.dumps(dict(profile="tiny", git_commit="abc1234", status="ok", notebooks=[]))
+    )
     (folder / "table1.md").write_text("# Table 1\n| a | b |\n")
     (folder / "30_table1.ipynb").write_text("{}\n")
     (folder / "search_logs" / "nash_seed0.jsonl").write_text('{"id": 0}\n')
@@ -206,25 +281,34 @@ def test_publish_puts_the_old_reports_back_when_the_move_fails(tmp_path, monkeyp
     before = committed_looking_reports(target)
     run.mkdir()
     real = Path.rename
+
     def rename(self, dest):
-        if self == run: raise OSError("disk trouble")
+        if self == run:
+            raise OSError("disk trouble")
         return real(self, dest)
+
     monkeypatch.setattr(Path, "rename", rename)
-    with pytest.raises(OSError, match="disk trouble"): publish(run, target)
+    with pytest.raises(OSError, match="disk trouble"):
+        publish(run, target)
     assert hashes(target) == before and run.is_dir() and not list(tmp_path.glob(".cpu-old-*"))
 
 
 def test_reports_folder_that_must_not_be_replaced(tmp_path):
     (tmp_path / "f").write_text("")
-    with pytest.raises(SystemExit, match="is a file"): check_target(tmp_path / "f")
-    with pytest.raises(SystemExit, match="name a folder of its own"): check_target(ROOT)
-    with pytest.raises(SystemExit, match="name a folder of its own"): check_target(ROOT.parent)
+    with pytest.raises(SystemExit, match="is a file"):
+        check_target(tmp_path / "f")
+    with pytest.raises(SystemExit, match="name a folder of its own"):
+        check_target(ROOT)
+    with pytest.raises(SystemExit, match="name a folder of its own"):
+        check_target(ROOT.parent)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("")
-    with pytest.raises(SystemExit, match="no manifest.json written by this runner"): check_target(tmp_path / "mine")
+    with pytest.raises(SystemExit, match="no manifest.json written by this runner"):
+        check_target(tmp_path / "mine")
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "manifest.json").write_text('{"name": "my web app", "icons": []}')  # a manifest, not ours
-    with pytest.raises(SystemExit, match="no manifest.json written by this runner"): check_target(tmp_path / "app")
+    with pytest.raises(SystemExit, match="no manifest.json written by this runner"):
+        check_target(tmp_path / "app")
     check_target(tmp_path / "new")  # new, empty, or a reports folder: fine
     (tmp_path / "empty").mkdir()
     check_target(tmp_path / "empty")
@@ -235,6 +319,7 @@ def test_reports_folder_that_must_not_be_replaced(tmp_path):
 def test_failure_description_names_the_cell_and_keeps_everything(tmp_path):
     "A failing cell: exception and traceback end on the terminal, colour codes stripped; the full traceback kept."
     from papermill.exceptions import PapermillExecutionError
+
     frames = [f"\x1b[0;32mFile\x1b[0m /lib/mod.py:{k}, in \x1b[0;36mf{k}\x1b[0m\n    x = {'y' * 80}" for k in range(60)]
     tb = ["\x1b[0;31m-------\x1b[0m", *frames, "\x1b[0;31mValueError\x1b[0m: lr_max must be > 0"]
     e = PapermillExecutionError(6, 3, "train()", "ValueError", "lr_max must be > 0", tb)
@@ -280,7 +365,9 @@ def test_dirty_tree_is_refused_or_recorded_with_its_diff(tmp_path):
     (repo / "a.py").write_text("x = 2\n")
     reports = tmp_path / "reports"
     reports.mkdir()
-    with pytest.raises(SystemExit, match=r"refusing to run the 'cpu' profile on a dirty tree: uncommitted changes in a\.py"):
+    with pytest.raises(
+        SystemExit, match=r"refusing to run the 'cpu' profile on a dirty tree: uncommitted changes in a\.py"
+    ):
         record_commit("cpu", reports, root=repo)
     assert not (reports / "git.diff").exists()
     assert record_commit("cpu", reports, allow_dirty=True, root=repo) == f"{sha}-dirty"
@@ -291,13 +378,19 @@ def test_dirty_tree_is_refused_or_recorded_with_its_diff(tmp_path):
 def test_dirty_refusal_from_the_command_line(tmp_path, monkeypatch):
     "main() refuses before any notebook runs (checked against a dirty scratch repository)."
     import reproduce
+
     repo, _ = _repo(tmp_path)
     (repo / "a.py").write_text("x = 3\n")
     monkeypatch.setattr(reproduce, "ROOT", repo)
-    monkeypatch.setattr(reproduce, "record_commit",
-                        lambda profile, reports, allow_dirty=False, root=repo: record_commit(profile, reports, allow_dirty, repo))
+    monkeypatch.setattr(
+        reproduce,
+        "record_commit",
+        lambda profile, reports, allow_dirty=False, root=repo: record_commit(profile, reports, allow_dirty, repo),
+    )
     with pytest.raises(SystemExit, match="a.py"):
-        reproduce.main(["--profile", "cpu", "--reports", str(tmp_path / "out"), "--settings", str(ROOT / "settings.ini")])
+        reproduce.main(
+            ["--profile", "cpu", "--reports", str(tmp_path / "out"), "--settings", str(ROOT / "settings.ini")]
+        )
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out-run-*")), "a refused run leaves nothing"
 
 
@@ -309,14 +402,17 @@ def test_untracked_code_makes_the_tree_dirty(tmp_path):
     reports = tmp_path / "reports"
     reports.mkdir()
     assert tree_state(repo) == (sha, ["nbs/11_new.ipynb"])
-    with pytest.raises(SystemExit, match=r"nbs/11_new\.ipynb"): record_commit("cpu", reports, root=repo)
+    with pytest.raises(SystemExit, match=r"nbs/11_new\.ipynb"):
+        record_commit("cpu", reports, root=repo)
     assert record_commit("cpu", reports, allow_dirty=True, root=repo) == f"{sha}-dirty"
     assert "+{}" in (reports / "git.diff").read_text() and "11_new.ipynb" in (reports / "git.diff").read_text()
 
 
 # The reports of 31_pareto_search, 32_table2 and 33_inheritance, from the module's smoke reproduction (issues 14, 20).
 
-def read_csv(path): return list(csv.DictReader(path.open()))
+
+def read_csv(path):
+    return list(csv.DictReader(path.open()))
 
 
 def smoke_seeds(smoke, runs: str = "pareto_runs") -> list:
@@ -327,7 +423,8 @@ def smoke_seeds(smoke, runs: str = "pareto_runs") -> list:
 def test_search_logs_and_hypervolume(smoke):
     out, p, seeds = smoke["out"], smoke["params"], smoke_seeds(smoke)
     for sampling in ("kde", "uniform", *(f"nsga2_e{e}" for e in p["peer_epochs"])):
-        for s in seeds: assert (out / "search_logs" / f"pareto_{sampling}_seed{s}.jsonl").is_file(), (sampling, s)
+        for s in seeds:
+            assert (out / "search_logs" / f"pareto_{sampling}_seed{s}.jsonl").is_file(), (sampling, s)
     rows = read_csv(out / "pareto_hypervolume.csv")
     assert set(rows[0]) == {"sampling", "seed", "generation", "hypervolume"}
     assert len(rows) == 2 * len(seeds) * (p["n_gen"] + 1)
@@ -352,47 +449,81 @@ def test_figures_3_and_4_and_the_tables(smoke):
     for a in points:  # the front is non-dominated
         assert not any(b != a and b[0] <= a[0] and b[1] <= a[1] for b in points), a
     md = (out / "pareto_search.md").read_text()
-    for needle in ("profile: `smoke`", "git commit:", f"seeds: {seeds}", "## Figure 3", "## Figure 4",
-                   "final hypervolume:", "std of log10(params)", "largest trained child", "95% interval",
-                   "Pareto-NASH (kde) against NSGA-II"):
+    for needle in (
+        "profile: `smoke`",
+        "git commit:",
+        f"seeds: {seeds}",
+        "## Figure 3",
+        "## Figure 4",
+        "final hypervolume:",
+        "std of log10(params)",
+        "largest trained child",
+        "95% interval",
+        "Pareto-NASH (kde) against NSGA-II",
+    ):
         assert needle in md, needle
 
 
 def test_table2_rows_and_columns(smoke):
     from nash_lit.arch import Arch, n_params
     from nash_lit.hill_climbing import best_child
+
     out, seeds = smoke["out"], smoke_seeds(smoke, "table2_runs")
     table = read_csv(out / "table2.csv")
     assert set(table[0]) == {"source", "target", "method", "params", "test_error_pct", "runs", "networks"}
     ours = [r for r in table if r["source"].startswith("ours")]
     paper = [r for r in table if r["source"].startswith("paper")]
     assert len(paper) == 12 and {r["target"] for r in paper} == {"40K", "190K", "880K", "3.40M"}
-    assert [(r["target"], r["method"]) for r in ours] == [(t, m) for t in ("40K", "190K")
-                                                          for m in ("MobileNet", "NASNet", "NSGA-II", "Pareto-NASH")]
+    assert [(r["target"], r["method"]) for r in ours] == [
+        (t, m) for t in ("40K", "190K") for m in ("MobileNet", "NASNet", "NSGA-II", "Pareto-NASH")
+    ]
     assert all(int(r["runs"]) == len(seeds) and "±" in r["test_error_pct"] for r in ours)
     runs = read_csv(out / "table2_runs.csv")
-    assert {r["method"] for r in runs} == {"Pareto-NASH", "MobileNet", "NASNet", "NSGA-II", "Pareto-NASH seed", "NASH (Table 1)"}
+    assert {r["method"] for r in runs} == {
+        "Pareto-NASH",
+        "MobileNet",
+        "NASNet",
+        "NSGA-II",
+        "Pareto-NASH seed",
+        "NASH (Table 1)",
+    }
     peer = f"nsga2_e{smoke['params']['peer_epochs'][-1]}"
     for s in seeds:  # NSGA-II's rows: the member of its final front (brute force here) nearest each target, by ratio
-        log = [json.loads(line) for line in (out / "search_logs" / f"pareto_{peer}_seed{s}.jsonl").read_text().splitlines()]
+        log = [
+            json.loads(line) for line in (out / "search_logs" / f"pareto_{peer}_seed{s}.jsonl").read_text().splitlines()
+        ]
         ok = [r for r in log if r["status"] == "ok"]
         points = [(r["val_error"], *r["objectives"]) for r in ok]
-        front = [r for r, p in zip(ok, points)
-                 if not any(all(a <= b for a, b in zip(q, p)) and q != p for q in points)]
+        front = [r for r, p in zip(ok, points) if not any(all(a <= b for a, b in zip(q, p)) and q != p for q in points)]
         trained = sorted(int(float(r["params"])) for r in runs if r["method"] == "NSGA-II" and int(r["seed"]) == s)
-        wanted = sorted(min((r["params"] for r in front), key=lambda n: abs(math.log(n / t))) for t in (40_000, 190_000))
+        wanted = sorted(
+            min((r["params"] for r in front), key=lambda n: abs(math.log(n / t))) for t in (40_000, 190_000)
+        )
         assert trained == wanted, (s, trained, wanted)
-    for r in runs: assert 0 <= float(r["test_error"]) <= 1 and int(float(r["params"])) > 0
+    for r in runs:
+        assert 0 <= float(r["test_error"]) <= 1 and int(float(r["params"])) > 0
     nash_rows = {int(r["seed"]): int(float(r["params"])) for r in runs if r["method"] == "NASH (Table 1)"}
     for s in seeds:  # N* of Table 1's run: the best child of its last step, read from 30_table1's log
         records = [json.loads(line) for line in (out / "search_logs" / f"nash_seed{s}.jsonl").read_text().splitlines()]
         last = max(r["step"] for r in records)
         assert nash_rows[s] == n_params(Arch.from_json(best_child([r for r in records if r["step"] == last])["arch"]))
     md = (out / "table2.md").read_text()
-    for needle in ("## Verdict per size", "40K: Pareto-NASH", "190K: Pareto-NASH", "test error Pareto-NASH − MobileNet",
-                   "test error Pareto-NASH − NASNet", "test error Pareto-NASH − NSGA-II", f"({len(seeds)} paired runs)",
-                   "95% interval", "Against the peer trained from scratch", "(table2_networks.png)",
-                   "| paper (full scale) |", "git commit:", "## Figure 5", "trained at commit"):
+    for needle in (
+        "## Verdict per size",
+        "40K: Pareto-NASH",
+        "190K: Pareto-NASH",
+        "test error Pareto-NASH − MobileNet",
+        "test error Pareto-NASH − NASNet",
+        "test error Pareto-NASH − NSGA-II",
+        f"({len(seeds)} paired runs)",
+        "95% interval",
+        "Against the peer trained from scratch",
+        "(table2_networks.png)",
+        "| paper (full scale) |",
+        "git commit:",
+        "## Figure 5",
+        "trained at commit",
+    ):
         assert needle in md, needle
     assert md.count("95% interval") >= 6  # 2 sizes x 3 rivals
     assert (out / "figure5_test_error.png").stat().st_size > 10_000
@@ -411,25 +542,41 @@ def test_inheritance_report(smoke):
         assert int(float(r["trained"])) >= 1
     table = {r["arm"]: r for r in read_csv(out / "inheritance.csv")}
     assert set(table) == set(arms)
-    assert table["defaults"]["against the peer"].endswith("vs nsga2_e1") and table["nash"]["against the peer"].endswith("vs tpe_e1")
+    assert table["defaults"]["against the peer"].endswith("vs nsga2_e1") and table["nash"]["against the peer"].endswith(
+        "vs tpe_e1"
+    )
     assert table["nsga2_e1"]["against the peer"] == "" and "vs" not in table["tpe_e1"]["against the control"]
-    for name in ("inheritance.png",): assert (out / name).stat().st_size > 10_000
+    for name in ("inheritance.png",):
+        assert (out / name).stat().st_size > 10_000
     md = (out / "inheritance.md").read_text()
     assert "profile: `smoke`" in md and f"seeds: {seeds}" in md and f"{p['inheritance_images']:,} images" in md
 
 
 def tiny_runner(smoke, reports: Path, *notebooks: str, extra=()) -> subprocess.CompletedProcess:
-    return reproduce("--profile", "smoke", "--settings", smoke["settings"], "--reports", reports, "--allow-dirty", *extra,
-                     "--notebooks", *(ROOT / "nbs" / nb for nb in notebooks), timeout=900)
+    return reproduce(
+        "--profile",
+        "smoke",
+        "--settings",
+        smoke["settings"],
+        "--reports",
+        reports,
+        "--allow-dirty",
+        *extra,
+        "--notebooks",
+        *(ROOT / "nbs" / nb for nb in notebooks),
+        timeout=900,
+    )
 
 
 def test_continuing_a_failed_run_reads_finished_trainings_from_the_cache(smoke):
     "A run whose 32_table2 (and what follows) failed is continued: 30 and 31 stay, every training comes from the cache."
     import shutil
+
     out, failed = smoke["out"], smoke["tmp"] / ".smoke-run-failed"
     shutil.copytree(out, failed)
     manifest = json.loads((failed / "manifest.json").read_text())
-    for entry in manifest["notebooks"][2:]: entry["status"] = "failed"
+    for entry in manifest["notebooks"][2:]:
+        entry["status"] = "failed"
     manifest["status"] = "failed"
     (failed / "manifest.json").write_text(json.dumps(manifest))
     (failed / "table2.md").unlink()
@@ -470,8 +617,9 @@ LAST = f"{SMOKE['budgets'][-1]} steps"
 REF = SMOKE["reference"]
 CLAIM1 = ["seed, same final training", "random search", "TPE", f"{REF}, same final training"]
 CLAIM2 = ["seed, trained as long", f"{REF}, trained as long"]
-ARMS = {("NASH", f"{b} step{'s' if b != 1 else ''}") for b in SMOKE["budgets"]} | \
-       {(m, LAST) for m in ["NASH, continued", *CLAIM1, *CLAIM2]}
+ARMS = {("NASH", f"{b} step{'s' if b != 1 else ''}") for b in SMOKE["budgets"]} | {
+    (m, LAST) for m in ["NASH, continued", *CLAIM1, *CLAIM2]
+}
 
 
 @pytest.fixture(scope="module")
@@ -500,7 +648,9 @@ def test_epochs_of_each_arm(report):
     by = {(r["method"], r["budget"], int(r["seed"])): r for r in runs}
     seeds = range(SMOKE["first_seed"], SMOKE["first_seed"] + SMOKE["n_runs"])
     for seed in seeds:
-        pipeline = SMOKE["seed_epochs"] + SMOKE["n_child"] * SMOKE["budgets"][-1] * SMOKE["n_epochs"] + SMOKE["final_epochs"]
+        pipeline = (
+            SMOKE["seed_epochs"] + SMOKE["n_child"] * SMOKE["budgets"][-1] * SMOKE["n_epochs"] + SMOKE["final_epochs"]
+        )
         for method in ("NASH", "NASH, continued", *CLAIM2):
             assert int(by[(method, LAST, seed)]["total_epochs"]) == pipeline, (method, seed)
         for method in ("NASH", "NASH, continued", *CLAIM1):
@@ -520,15 +670,18 @@ def test_both_claims_have_paired_intervals(report):
             assert len(lines) == 1, (control, section)
             assert f"over {SMOKE['n_runs']} paired runs" in lines[0]
         assert "**Interpretation** (assembled from the verdicts above)" in section
-    assert any("NASH continued" in line and "retrained from scratch" in line and "95% interval [" in line
-               for line in claim2.splitlines())
+    assert any(
+        "NASH continued" in line and "retrained from scratch" in line and "95% interval [" in line
+        for line in claim2.splitlines()
+    )
 
 
 def test_final_epochs_sizing(report):
     assert (report / "table1_final_epochs.png").stat().st_size > 1000
     sizing = read_csv(report / "table1_final_epochs.csv")
-    assert sorted((r["network"], int(r["epochs"])) for r in sizing) == \
-        sorted((n, e) for n in ("N*", "seed") for e in SMOKE["sizing_epochs"])
+    assert sorted((r["network"], int(r["epochs"])) for r in sizing) == sorted(
+        (n, e) for n in ("N*", "seed") for e in SMOKE["sizing_epochs"]
+    )
     assert all(r["from_table"] == str(int(r["epochs"]) == SMOKE["final_epochs"]) for r in sizing)
     md = (report / "table1.md").read_text()
     section = md.split("## The length of the final training")[1]
@@ -538,7 +691,9 @@ def test_final_epochs_sizing(report):
 def test_failures_and_header(report):
     md = (report / "table1.md").read_text()
     section = md.split("## Failures in the searches")[1]
-    assert f"NASH ({SMOKE['n_runs']} runs):" in section and f"random search ({SMOKE['n_runs']} runs):" in section  # n_runs > 1
+    assert (
+        f"NASH ({SMOKE['n_runs']} runs):" in section and f"random search ({SMOKE['n_runs']} runs):" in section
+    )  # n_runs > 1
     manifest = json.loads((report / "manifest.json").read_text())
     assert manifest["status"] == "ok"
     assert f"- git commit: {manifest['git_commit']}\n" in md

@@ -1,4 +1,5 @@
 "The run store (nash_lit.runs): atomic files, the append-only log, config checks, checkpoints, RunStore, executors."
+
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -8,31 +9,54 @@ import torch
 
 from nash_lit.arch import Net, seed_arch
 from nash_lit.executors import InProcess, collect
-from nash_lit.runs import (BEST, BEST_EVER, LOG, RECORD, SEED, RunDamaged, RunStore, append_record, atomic_write_text,
-                           check_run_files, child_checkpoint, load_checkpoint, open_run, read_log, read_records,
-                           save_checkpoint, step_ids)
+from nash_lit.runs import (
+    BEST,
+    BEST_EVER,
+    LOG,
+    RECORD,
+    SEED,
+    RunDamaged,
+    RunStore,
+    append_record,
+    atomic_write_text,
+    check_run_files,
+    child_checkpoint,
+    load_checkpoint,
+    open_run,
+    read_log,
+    read_records,
+    save_checkpoint,
+    step_ids,
+)
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path):
-    for text in ("a", "bb"): atomic_write_text(tmp_path / "f.json", text)
+    for text in ("a", "bb"):
+        atomic_write_text(tmp_path / "f.json", text)
     assert (tmp_path / "f.json").read_text() == "bb"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
 def test_failed_write_keeps_the_old_file(tmp_path):
     from nash_lit.runs import atomic_write
+
     atomic_write_text(tmp_path / "f", "old")
+
     def broken(f):
         f.write(b"half")
         raise OSError("disk full")
-    with pytest.raises(OSError): atomic_write(tmp_path / "f", broken)
+
+    with pytest.raises(OSError):
+        atomic_write(tmp_path / "f", broken)
     assert (tmp_path / "f").read_text() == "old"
 
 
 @pytest.mark.parametrize("torn", [b'{"id": 3, "val', b"{", b'{"id": 3}'])  # the last is complete JSON without newline
 def test_torn_last_line(tmp_path, torn):
-    for i in range(3): append_record(tmp_path, {"id": i, "val_error": 0.1 * i})
-    with open(tmp_path / LOG, "ab") as f: f.write(torn)
+    for i in range(3):
+        append_record(tmp_path, {"id": i, "val_error": 0.1 * i})
+    with open(tmp_path / LOG, "ab") as f:
+        f.write(torn)
     assert [r["id"] for r in read_records(tmp_path)] == [0, 1, 2]
     assert (tmp_path / LOG).read_bytes().endswith(torn)  # reading alone changes nothing
     read_records(tmp_path, repair=True)
@@ -43,24 +67,34 @@ def test_torn_last_line(tmp_path, torn):
 
 def test_damaged_middle_line_is_an_error(tmp_path):
     (tmp_path / LOG).write_text('{"id": 0}\n{"id": \n{"id": 2}\n')
-    with pytest.raises(RunDamaged, match=r"log\.jsonl: line 2 is not valid JSON.*delete that line"): read_records(tmp_path)
+    with pytest.raises(RunDamaged, match=r"log\.jsonl: line 2 is not valid JSON.*delete that line"):
+        read_records(tmp_path)
 
 
-@pytest.mark.parametrize("line, says", [
-    (b"null", "is null, not a record"), (b"[1, 2]", "is an array, not a record"),
-    (b'"text"', "is a string"), (b"7", "is a number"),
-    (b'{"x": 1}', "is not a search's record: it lacks a valid id, step, child, status"),
-    (b'{"id": 1, "step": 1, "child": 0}', "lacks a valid status"),
-    (b'{"id": true, "step": 1, "child": 0, "status": "ok"}', "lacks a valid id "),
-    (b'{"id": 1, "step": 1.0, "child": 0, "status": "ok"}', "lacks a valid step "),
-])
+@pytest.mark.parametrize(
+    "line, says",
+    [
+        (b"null", "is null, not a record"),
+        (b"[1, 2]", "is an array, not a record"),
+        (b'"text"', "is a string"),
+        (b"7", "is a number"),
+        (b'{"x": 1}', "is not a search's record: it lacks a valid id, step, child, status"),
+        (b'{"id": 1, "step": 1, "child": 0}', "lacks a valid status"),
+        (b'{"id": true, "step": 1, "child": 0, "status": "ok"}', "lacks a valid id "),
+        (b'{"id": 1, "step": 1.0, "child": 0, "status": "ok"}', "lacks a valid step "),
+    ],
+)
 def test_lines_that_are_not_records_are_named(tmp_path, line, says):
     append_record(tmp_path, dict(id=0, step=0, child=0, status="ok"))
-    with open(tmp_path / LOG, "ab") as f: f.write(line + b"\n")
-    with pytest.raises(RunDamaged, match=rf"{tmp_path}/log\.jsonl: line 2 .*{says}.*delete that line if it was added by hand"):
+    with open(tmp_path / LOG, "ab") as f:
+        f.write(line + b"\n")
+    with pytest.raises(
+        RunDamaged, match=rf"{tmp_path}/log\.jsonl: line 2 .*{says}.*delete that line if it was added by hand"
+    ):
         read_records(tmp_path, fields=RECORD)
     if not line.startswith(b"{"):  # not an object: an error whether or not fields are asked for
-        with pytest.raises(RunDamaged, match=says): read_records(tmp_path)
+        with pytest.raises(RunDamaged, match=says):
+            read_records(tmp_path)
 
 
 def test_read_log(tmp_path):
@@ -75,22 +109,33 @@ def test_open_run(tmp_path):
     config = {"n_child": 8, "operators": ("deeper", "wider"), "train": {"lr_max": 0.05, "progress": True}}
     open_run(tmp_path / "r", config)
     assert json.loads((tmp_path / "r/config.json").read_text())["operators"] == ["deeper", "wider"]
-    with pytest.raises(FileExistsError, match="resume=True"): open_run(tmp_path / "r", config)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        open_run(tmp_path / "r", config)
     open_run(tmp_path / "r", config, resume=True)  # tuples and lists compare equal
     with pytest.raises(ValueError, match=r"train.lr_max \(stored 0.05, given 0.1\)"):
         open_run(tmp_path / "r", {**config, "train": {"lr_max": 0.1, "progress": True}}, resume=True)
     with pytest.raises(ValueError, match="extra"):
         open_run(tmp_path / "r", {**config, "extra": 1}, resume=True)
-    open_run(tmp_path / "r", {**config, "train": {"lr_max": 0.05, "progress": False}}, resume=True,
-             ignore=("train.progress",))
+    open_run(
+        tmp_path / "r",
+        {**config, "train": {"lr_max": 0.05, "progress": False}},
+        resume=True,
+        ignore=("train.progress",),
+    )
     for folder, why in [("nash_rn", "does not exist"), ("empty", "is empty"), ("other", "has no config.json")]:
-        if why != "does not exist": (tmp_path / folder).mkdir()
-        if why == "has no config.json": (tmp_path / folder / "notes.txt").write_text("x")
-        with pytest.raises(FileNotFoundError, match=rf"cannot resume {tmp_path / folder}: the folder {why}.*pass resume=False"):
+        if why != "does not exist":
+            (tmp_path / folder).mkdir()
+        if why == "has no config.json":
+            (tmp_path / folder / "notes.txt").write_text("x")
+        with pytest.raises(
+            FileNotFoundError, match=rf"cannot resume {tmp_path / folder}: the folder {why}.*pass resume=False"
+        ):
             open_run(tmp_path / folder, config, resume=True)
     assert not (tmp_path / "nash_rn").exists() and not any((tmp_path / "empty").iterdir())  # nothing written
-    (tmp_path / "orphan").mkdir(); (tmp_path / "orphan" / LOG).write_text("")
-    with pytest.raises(FileExistsError, match="no config.json"): open_run(tmp_path / "orphan", config)
+    (tmp_path / "orphan").mkdir()
+    (tmp_path / "orphan" / LOG).write_text("")
+    with pytest.raises(FileExistsError, match="no config.json"):
+        open_run(tmp_path / "orphan", config)
 
 
 @pytest.mark.parametrize("key", ["n_steps", "budget_seconds"])
@@ -122,23 +167,29 @@ def test_checkpoint_round_trip(tmp_path):
     for (k, a), (k2, b) in zip(net.state_dict().items(), back.state_dict().items()):
         assert k == k2 and torch.equal(a, b)
     x = torch.randn(2, 3, 32, 32)
-    net.eval(); back.eval()
+    net.eval()
+    back.eval()
     assert torch.equal(net(x), back(x))
 
 
 def test_in_process_executor_is_lazy_and_keeps_errors():
     calls = []
+
     def f(x):
         calls.append(x)
-        if x == 2: raise KeyError("two")
+        if x == 2:
+            raise KeyError("two")
         return x * 10
+
     ex = InProcess()
     futures = {x: ex.submit(f, x) for x in range(4)}
     assert calls == []
     got = {}
     for k, fut in collect(futures):
-        try: got[k] = fut.result()
-        except KeyError as e: got[k] = repr(e)
+        try:
+            got[k] = fut.result()
+        except KeyError as e:
+            got[k] = repr(e)
         assert calls[-1] == k  # each result is collected as soon as it is computed
     assert got == {0: 0, 1: 10, 2: "KeyError('two')", 3: 30}
 
@@ -151,6 +202,7 @@ def test_collect_real_futures():
 
 def test_step_ids_do_not_depend_on_completion_order():
     import random
+
     records = [dict(id=0, step=0)]
     for step, n, first in [(1, 4, 1), (2, 3, 5), (3, 5, 8)]:
         ids = step_ids(records, step, n)
@@ -158,7 +210,8 @@ def test_step_ids_do_not_depend_on_completion_order():
         order = list(range(n))
         random.Random(step).shuffle(order)
         for k, j in enumerate(order):  # half the step done, then replanned as after a crash: the same ids
-            if k == n // 2: assert step_ids(records, step, n) == ids
+            if k == n // 2:
+                assert step_ids(records, step, n) == ids
             records.append(dict(id=ids[j], step=step))
         records = sorted(records, key=lambda r: r["step"])  # the order of lines within a step does not matter
     assert step_ids(records, 4, 2) == [13, 14]
@@ -176,9 +229,11 @@ def _run_files(d, n_steps=2, open_step=True):
         for j in range(2):
             store.save(child_checkpoint(ids[j]), net, step=step, id=ids[j])
             store.append(dict(id=ids[j], step=step, child=j, status="ok", val_error=0.5))
-            if step == n_steps: return store  # the step in progress: one child done
+            if step == n_steps:
+                return store  # the step in progress: one child done
         store.save_best(net, step, id=ids[0], val_error=0.5)
-        for i in ids: store.delete(child_checkpoint(i))
+        for i in ids:
+            store.delete(child_checkpoint(i))
     return store
 
 
@@ -206,8 +261,12 @@ def test_a_damaged_run_keeps_its_budget(tmp_path):
 
 def test_open_run_checks_before_it_writes(tmp_path):
     "`check` runs before config.json is written, for a new run and for an extended one alike."
-    def refuse(run_dir): raise RunDamaged(f"{run_dir} refused")
-    with pytest.raises(RunDamaged, match="new refused"): open_run(tmp_path / "new", {"n": 1}, check=refuse)
+
+    def refuse(run_dir):
+        raise RunDamaged(f"{run_dir} refused")
+
+    with pytest.raises(RunDamaged, match="new refused"):
+        open_run(tmp_path / "new", {"n": 1}, check=refuse)
     assert not (tmp_path / "new" / "config.json").exists()
     open_run(tmp_path / "old", {"n": 1})
     with pytest.raises(RunDamaged, match="old refused"):
@@ -252,23 +311,26 @@ def test_log_cut_in_the_middle_is_named(tmp_path, cut):
     _run_files(tmp_path, open_step=False)
     raw = (tmp_path / LOG).read_bytes()
     lines = raw.split(b"\n")
-    (tmp_path / LOG).write_bytes(b"\n".join(lines[:2]) + b"\n" if cut == "lines" else raw[:len(raw) // 2])
+    (tmp_path / LOG).write_bytes(b"\n".join(lines[:2]) + b"\n" if cut == "lines" else raw[: len(raw) // 2])
     with pytest.raises(RunDamaged, match=r"log\.jsonl ends before what .*best\.pt records.*stops in step 0"):
         RunStore(tmp_path, {"x": 1}, resume=True)
-    assert (tmp_path / LOG).read_bytes() == (b"\n".join(lines[:2]) + b"\n" if cut == "lines" else raw[:len(raw) // 2]), \
-        "a refused resume changes no file"
+    assert (tmp_path / LOG).read_bytes() == (
+        b"\n".join(lines[:2]) + b"\n" if cut == "lines" else raw[: len(raw) // 2]
+    ), "a refused resume changes no file"
 
 
 def test_torn_last_line_is_repaired_by_the_store(tmp_path):
     _run_files(tmp_path)
-    with open(tmp_path / LOG, "ab") as f: f.write(b'{"id": 5, "st')
+    with open(tmp_path / LOG, "ab") as f:
+        f.write(b'{"id": 5, "st')
     store = RunStore(tmp_path, {"x": 1}, resume=True)
     assert len(store.records) == 5 and (tmp_path / LOG).read_bytes().endswith(b"}\n")
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     store = RunStore(tmp_path, {})
-    with pytest.raises(RunDamaged, match="nope.pt is missing"): store.load("nope.pt")
+    with pytest.raises(RunDamaged, match="nope.pt is missing"):
+        store.load("nope.pt")
     store.delete("nope.pt")  # deleting what is not there is fine
 
 
@@ -299,12 +361,21 @@ def test_unreadable_child_checkpoint_is_named(tmp_path):
         RunStore(tmp_path, {"x": 1}, resume=True)
 
 
-@pytest.mark.parametrize("extra, says", [
-    (dict(id=9, step=1, child=0), r"records 3 and 6 have the same step and child: id 2 \(step 1, child 0\) and id 9"),
-    (dict(id=2, step=2, child=1), r"records 3 and 6 have the same id: id 2 \(step 1, child 0\) and id 2 \(step 2"),
-    (dict(id=9, step=1, child=2), r"record 6 \(id 9, step 1, child 2\) comes after the 4 records that .*best\.pt saw"),
-    (dict(id=9, step=0, child=2), r"record 6 \(id 9, step 0, child 2\) comes after"),
-])
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (
+            dict(id=9, step=1, child=0),
+            r"records 3 and 6 have the same step and child: id 2 \(step 1, child 0\) and id 9",
+        ),
+        (dict(id=2, step=2, child=1), r"records 3 and 6 have the same id: id 2 \(step 1, child 0\) and id 2 \(step 2"),
+        (
+            dict(id=9, step=1, child=2),
+            r"record 6 \(id 9, step 1, child 2\) comes after the 4 records that .*best\.pt saw",
+        ),
+        (dict(id=9, step=0, child=2), r"record 6 \(id 9, step 0, child 2\) comes after"),
+    ],
+)
 def test_extra_records_are_named(tmp_path, extra, says):
     "A network logged twice, or a record of a finished step after best.pt was written."
     _run_files(tmp_path)
@@ -331,12 +402,14 @@ def _best_ever_run(d, errors=((0.9,), (0.5, 0.4), (0.6, 0.45), (0.3,))):
         for j, e in enumerate(errs):
             store.save(child_checkpoint(ids[j]), net, step=step, id=ids[j])
             store.append(dict(id=ids[j], step=step, child=j, status="ok", val_error=e))
-        if step == len(errors) - 1: return store  # the last step is still open
+        if step == len(errors) - 1:
+            return store  # the last step is still open
         k = min(range(len(errs)), key=lambda j: errs[j])
         if store.best_ever is None or errs[k] < store.best_ever["val_error"]:
             store.save_best_ever(net, id=ids[k], val_error=errs[k], step=step)
         store.save_best(net, step, id=ids[k], val_error=errs[k], best_ever=store.best_ever["id"])
-        for i in ids: store.delete(child_checkpoint(i))
+        for i in ids:
+            store.delete(child_checkpoint(i))
     return store
 
 
@@ -358,42 +431,60 @@ def test_crash_between_best_ever_and_best_resumes(tmp_path):
     assert again.best["step"] == 2 and again.best_ever["id"] == 5
 
 
-@pytest.mark.parametrize("damage, says", [
-    (lambda d, net: (d / BEST_EVER).unlink(), r"best_ever\.pt is missing, but .*best\.pt says it holds network 2"),
-    (lambda d, net: save_checkpoint(d / BEST_EVER, net, id=0, val_error=0.9, step=0),
-     r"best_ever\.pt holds network 0 \(validation error 0\.9\), but the log has network 2 of completed step 1 with the "
-     r"lower 0\.4: best_ever\.pt was replaced by an older copy"),
-    (lambda d, net: save_checkpoint(d / BEST_EVER, net, id=2, val_error=0.35, step=1),
-     r"best_ever\.pt holds network 2 with validation error 0\.35, but the log has no such trained network"),
-    (lambda d, net: save_checkpoint(d / BEST_EVER, net, id=17, val_error=0.1, step=1), r"has no record of it"),
-])
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (lambda d, net: (d / BEST_EVER).unlink(), r"best_ever\.pt is missing, but .*best\.pt says it holds network 2"),
+        (
+            lambda d, net: save_checkpoint(d / BEST_EVER, net, id=0, val_error=0.9, step=0),
+            r"best_ever\.pt holds network 0 \(validation error 0\.9\), but the log has network 2 of completed step 1 with the "
+            r"lower 0\.4: best_ever\.pt was replaced by an older copy",
+        ),
+        (
+            lambda d, net: save_checkpoint(d / BEST_EVER, net, id=2, val_error=0.35, step=1),
+            r"best_ever\.pt holds network 2 with validation error 0\.35, but the log has no such trained network",
+        ),
+        (lambda d, net: save_checkpoint(d / BEST_EVER, net, id=17, val_error=0.1, step=1), r"has no record of it"),
+    ],
+)
 def test_damaged_best_ever_is_named(tmp_path, damage, says):
     store = _best_ever_run(tmp_path)
     damage(tmp_path, store.load(SEED)[0])
-    with pytest.raises(RunDamaged, match=says): RunStore(tmp_path, {"x": 1}, resume=True)
+    with pytest.raises(RunDamaged, match=says):
+        RunStore(tmp_path, {"x": 1}, resume=True)
 
 
 def test_fork_pools_are_refused_before_anything_runs():
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from nash_lit.executors import SPAWN_POOL, check_executor, in_process, start_method
+
     fork = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
-    with pytest.raises(ValueError, match=r"executor: this ProcessPoolExecutor starts its workers with fork.*"
-                                         r"mp_context=multiprocessing\.get_context\(\"spawn\"\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"executor: this ProcessPoolExecutor starts its workers with fork.*"
+        r"mp_context=multiprocessing\.get_context\(\"spawn\"\)",
+    ):
         check_executor(fork)
     assert not fork._processes, "the check starts no worker"
     fork.shutdown()
     if multiprocessing.get_start_method() == "fork":  # Linux before Python 3.14: the default pool forks
-        with pytest.raises(ValueError, match="fork"): check_executor(ProcessPoolExecutor(1))
+        with pytest.raises(ValueError, match="fork"):
+            check_executor(ProcessPoolExecutor(1))
     for method in ("spawn", "forkserver"):
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method))
         check_executor(pool)
         assert start_method(pool) == method and not in_process(pool)
         pool.shutdown()
+
     class PoolOfOnesOwn:  # wraps a multiprocessing pool, which keeps its context as _ctx
         _ctx = multiprocessing.get_context("fork")
-        def submit(self, fn, *args): raise AssertionError("not reached")
-    with pytest.raises(ValueError, match="PoolOfOnesOwn starts its workers with fork"): check_executor(PoolOfOnesOwn())
+
+        def submit(self, fn, *args):
+            raise AssertionError("not reached")
+
+    with pytest.raises(ValueError, match="PoolOfOnesOwn starts its workers with fork"):
+        check_executor(PoolOfOnesOwn())
     for quiet in (None, InProcess(), ThreadPoolExecutor(1)):
         check_executor(quiet)
         assert in_process(quiet) and start_method(quiet) is None

@@ -1,4 +1,5 @@
 "The relayout kernel: take, moved, propagate (on the architecture alone and with weights), and the small editors."
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +8,21 @@ from hypothesis import given, settings, strategies as st
 from nash_lit.arch import Arch, Net, Node, conv_block_ids, n_params, seed_arch
 from nash_lit.morphisms import scramble
 from nash_lit.operators import generate_child
-from nash_lit.surgery import (NotApplicable, as_rng, clone_state, he_normal, insert_after, make_child, moved, pick,
-                              propagate, rewire, site_node, take, take_filters)
+from nash_lit.surgery import (
+    NotApplicable,
+    as_rng,
+    clone_state,
+    he_normal,
+    insert_after,
+    make_child,
+    moved,
+    pick,
+    propagate,
+    rewire,
+    site_node,
+    take,
+    take_filters,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -23,7 +37,9 @@ def test_take_keeps_drops_and_adds_slices(data):
     fresh = iter(new)
     for j, o in enumerate(origin):
         assert torch.equal(out[j], t[o] if o is not None else next(fresh))
-    assert torch.equal(take(t, origin, 0)[[j for j, o in enumerate(origin) if o is None]], torch.zeros(k, 3, dtype=t.dtype))
+    assert torch.equal(
+        take(t, origin, 0)[[j for j, o in enumerate(origin) if o is None]], torch.zeros(k, 3, dtype=t.dtype)
+    )
     channels = tuple(range(n))
     for c, j in zip(channels, moved(channels, origin)):
         assert (j is None) == (c not in origin) and (j is None or origin[j] == c)
@@ -45,7 +61,9 @@ def test_planning_on_the_architecture_agrees_with_the_build(seed):
     arch = net.arch
     site = int(rng.choice(conv_block_ids(arch)))
     c = arch.channels(site)
-    origin = sorted(rng.choice(c, size=int(rng.integers(1, c + 1)), replace=False).tolist()) + [None] * int(rng.integers(0, 3))
+    origin = sorted(rng.choice(c, size=int(rng.integers(1, c + 1)), replace=False).tolist()) + [None] * int(
+        rng.integers(0, 3)
+    )
     nodes = [n.replace(attrs={"channels": len(origin)}) if n.id == site else n for n in arch.nodes]
     plan_names, built_names = set(), set()
     before = as_rng(1).bit_generator.state
@@ -74,14 +92,16 @@ def test_dropping_zero_channels_and_adding_zero_read_channels_is_exact(seed):
     c = arch.channels(site)
     drop = set(rng.choice(c, size=int(rng.integers(0, c)), replace=False).tolist())
     with torch.no_grad():
-        for ch in drop: net.blocks[str(site)].bn.weight[ch] = net.blocks[str(site)].bn.bias[ch] = 0  # ReLU(0) = 0
+        for ch in drop:
+            net.blocks[str(site)].bn.weight[ch] = net.blocks[str(site)].bn.bias[ch] = 0  # ReLU(0) = 0
     origin = [ch for ch in range(c) if ch not in drop] + [None] * int(rng.integers(0, 3))
     nodes = [n.replace(attrs={"channels": len(origin)}) if n.id == site else n for n in arch.nodes]
     state = clone_state(net)
     take_filters(state, arch, site, origin, rng)
     child = make_child(net, propagate(nodes, {site: (origin, c)}, state, rng), state)
     x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
-    with torch.no_grad(): y, y_child = net(x), child(x)
+    with torch.no_grad():
+        y, y_child = net(x), child(x)
     assert ((y - y_child).abs().max() / y.abs().max()).item() <= 1e-10
 
 
@@ -89,23 +109,36 @@ def test_editors_and_errors():
     arch = seed_arch((4, 6, 8))
     nodes = insert_after(rewire(list(arch.nodes), 3, 7, skip=7), 3, Node(7, "conv", (3,), {"channels": 6, "kernel": 3}))
     assert [n.id for n in nodes] == [0, 1, 2, 3, 7, 4, 5, 6] and Arch(tuple(nodes)).node(4).inputs == (7,)
-    with pytest.raises(ValueError, match="topological order"): propagate(nodes[::-1], {})
+    with pytest.raises(ValueError, match="topological order"):
+        propagate(nodes[::-1], {})
     net = Net(arch)
     state = clone_state(net)
-    for v in state.values(): v.zero_()
-    assert not all(torch.equal(v, torch.zeros_like(v)) for v in net.state_dict().values())  # the parent kept its weights
-    with pytest.raises(NotApplicable, match="demo: no applicable place"): pick(as_rng(0), [], "demo", arch)
+    for v in state.values():
+        v.zero_()
+    assert not all(
+        torch.equal(v, torch.zeros_like(v)) for v in net.state_dict().values()
+    )  # the parent kept its weights
+    with pytest.raises(NotApplicable, match="demo: no applicable place"):
+        pick(as_rng(0), [], "demo", arch)
     w = he_normal(as_rng(0), (2000, 8), 8, torch.zeros(()))
     assert w.dtype == torch.float32 and abs(w.std().item() - 0.5) < 0.02
     assert make_child(net.eval(), arch.nodes, clone_state(net)).training is False
 
 
-@pytest.mark.parametrize("site, message", [
-    (99, "demo: no node 99 in 0:in3@32"), (-1, "demo: no node -1 in"), ("1", r"demo: site must be a node id \(an int\), got '1'"),
-    (1.0, "demo: site must be a node id"), (True, "demo: site must be a node id"), (None, "demo: site must be a node id"),
-])
+@pytest.mark.parametrize(
+    "site, message",
+    [
+        (99, "demo: no node 99 in 0:in3@32"),
+        (-1, "demo: no node -1 in"),
+        ("1", r"demo: site must be a node id \(an int\), got '1'"),
+        (1.0, "demo: site must be a node id"),
+        (True, "demo: site must be a node id"),
+        (None, "demo: site must be a node id"),
+    ],
+)
 def test_a_forced_site_that_is_no_node_is_named(site, message):
-    with pytest.raises(ValueError, match=message): site_node(seed_arch((4, 6, 8)), site, "demo")
+    with pytest.raises(ValueError, match=message):
+        site_node(seed_arch((4, 6, 8)), site, "demo")
 
 
 def test_site_node_accepts_any_integer_id():

@@ -9,6 +9,7 @@ time of one call with a random site (planning every candidate on the architectur
 building the child's weights once), and how many parameters the children save. Target on a 2-core
 CPU: < 100 ms each.
 """
+
 import argparse
 import statistics
 import time
@@ -39,13 +40,18 @@ def five_million(rng) -> Net:
 def forced_sites(net, name) -> list:
     "Every site the operator accepts when forced (tried once each, not timed)."
     arch = net.arch
-    if name == "remove": sites = [dict(site=i) for i in removable_ids(arch)]
-    elif name == "prune": sites = [dict(site=i, fraction=0.5) for i in conv_block_ids(arch)]
-    else: sites = [dict(site=i) for i in separable_ids(arch)]
+    if name == "remove":
+        sites = [dict(site=i) for i in removable_ids(arch)]
+    elif name == "prune":
+        sites = [dict(site=i, fraction=0.5) for i in conv_block_ids(arch)]
+    else:
+        sites = [dict(site=i) for i in separable_ids(arch)]
     good = []
     for kw in sites:
-        try: SHRINKING[name](net, 0, **kw)
-        except ValueError: continue
+        try:
+            SHRINKING[name](net, 0, **kw)
+        except ValueError:
+            continue
         good.append(kw)
     return good
 
@@ -57,8 +63,10 @@ def main():
     torch.manual_seed(0)
     net = five_million(np.random.default_rng(0)).eval()
     size = n_params(net)
-    print(f"network: {size:,} parameters, {len(net.arch.nodes)} nodes, "
-          f"{len(conv_block_ids(net.arch))} conv blocks, torch threads {torch.get_num_threads()}")
+    print(
+        f"network: {size:,} parameters, {len(net.arch.nodes)} nodes, "
+        f"{len(conv_block_ids(net.arch))} conv blocks, torch threads {torch.get_num_threads()}"
+    )
     print(f"  {net.arch}")
     print(f"{'operator':14s} {'sites':>6s} {'median ms':>10s} {'max ms':>8s} {'params saved (median)':>22s}")
     slow = []
@@ -74,8 +82,10 @@ def main():
             assert saved[-1] > 0
         med, worst = statistics.median(times) * 1e3, max(times) * 1e3
         print(f"{name:14s} {len(sites):6d} {med:10.1f} {worst:8.1f} {statistics.median(saved):22,.0f}")
-        if len(sites) < 20: print(f"  fewer than 20 candidate sites for {name}")
-        if med >= 100: slow.append(name)
+        if len(sites) < 20:
+            print(f"  fewer than 20 candidate sites for {name}")
+        if med >= 100:
+            slow.append(name)
     print("all shrinking operators under 100 ms (median)" if not slow else f"over 100 ms: {slow}")
 
 

@@ -13,6 +13,7 @@ busy / (workers x wall). A synchronous generation waits for its slowest child; a
 Not collected by pytest (the name does not start with test_). On a machine where other work shares the cores, both
 runs are slowed alike, but busy seconds then include time a worker waited for a core.
 """
+
 import argparse
 import os
 import tempfile
@@ -46,8 +47,16 @@ def measure(config: ParetoConfig, spec: DataSpec, pool: Pool, run_dir: Path, wor
     trained = [r for r in records if r["accepted"] and r["step"] > 0]
     seconds = [r["train_seconds"] + r["recovery_seconds"] for r in trained]
     busy = sum(seconds)
-    return dict(children=len(trained), total=total, wall=wall, busy=busy, utilisation=busy / (workers * wall),
-                fastest=min(seconds), slowest=max(seconds), ok=sum(r["status"] == "ok" for r in trained))
+    return dict(
+        children=len(trained),
+        total=total,
+        wall=wall,
+        busy=busy,
+        utilisation=busy / (workers * wall),
+        fastest=min(seconds),
+        slowest=max(seconds),
+        ok=sum(r["status"] == "ok" for r in trained),
+    )
 
 
 def main():
@@ -62,26 +71,46 @@ def main():
     torch.set_num_threads(1)
     spec = DataSpec.cifar10(root=args.root, train_size=args.images, val_subset=500, test_size=100, download=False)
     train = TrainConfig(batch_size=128, amp=False, channels_last=False, progress=False, device="cpu")
-    base = dict(n_pc=3 * args.n_ac, n_ac=args.n_ac, n_epochs=1, seed_epochs=1, recovery_epochs=1, calib_size=64, seed=0,
-                train=train)
-    configs = {"synchronous": ParetoConfig(n_gen=args.instances * args.generations, **base),
-               f"asynchronous, {args.instances} instances": ParetoConfig(n_gen=args.generations,
-                                                                         n_instances=args.instances, **base)}
-    print(f"P0: {[n_params(a) for a in P0]} parameters; {args.images:,} CIFAR-10 images, 1 epoch per child; "
-          f"{args.workers} spawned workers x 1 thread; load average at start {os.getloadavg()[0]:.2f} on "
-          f"{os.cpu_count()} cores")
+    base = dict(
+        n_pc=3 * args.n_ac,
+        n_ac=args.n_ac,
+        n_epochs=1,
+        seed_epochs=1,
+        recovery_epochs=1,
+        calib_size=64,
+        seed=0,
+        train=train,
+    )
+    configs = {
+        "synchronous": ParetoConfig(n_gen=args.instances * args.generations, **base),
+        f"asynchronous, {args.instances} instances": ParetoConfig(
+            n_gen=args.generations, n_instances=args.instances, **base
+        ),
+    }
+    print(
+        f"P0: {[n_params(a) for a in P0]} parameters; {args.images:,} CIFAR-10 images, 1 epoch per child; "
+        f"{args.workers} spawned workers x 1 thread; load average at start {os.getloadavg()[0]:.2f} on "
+        f"{os.cpu_count()} cores"
+    )
     rows = {}
     with tempfile.TemporaryDirectory() as tmp, Pool(args.workers, threads=1) as pool:
-        for f in [pool.submit(_load, spec) for _ in range(4 * args.workers)]: f.result()  # workers started, data loaded
+        for f in [pool.submit(_load, spec) for _ in range(4 * args.workers)]:
+            f.result()  # workers started, data loaded
         for name, config in configs.items():
             rows[name] = measure(config, spec, pool, Path(tmp) / name.split(",")[0], args.workers)
-    print(f"{'search':<28} {'children':>8} {'total s':>8} {'wall s':>8} {'busy s':>8} {'utilisation':>11} "
-          f"{'child s (min-max)':>18}")
+    print(
+        f"{'search':<28} {'children':>8} {'total s':>8} {'wall s':>8} {'busy s':>8} {'utilisation':>11} "
+        f"{'child s (min-max)':>18}"
+    )
     for name, r in rows.items():
-        print(f"{name:<28} {r['children']:>8} {r['total']:>8.1f} {r['wall']:>8.1f} {r['busy']:>8.1f} "
-              f"{r['utilisation']:>10.0%} {r['fastest']:>8.1f} - {r['slowest']:<7.1f}")
-    print("wall, busy and utilisation are of the generations after P0 (P0 is trained the same way by both); "
-          "utilisation = busy / (workers x wall)")
+        print(
+            f"{name:<28} {r['children']:>8} {r['total']:>8.1f} {r['wall']:>8.1f} {r['busy']:>8.1f} "
+            f"{r['utilisation']:>10.0%} {r['fastest']:>8.1f} - {r['slowest']:<7.1f}"
+        )
+    print(
+        "wall, busy and utilisation are of the generations after P0 (P0 is trained the same way by both); "
+        "utilisation = busy / (workers x wall)"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ one-batch warm-up. Prints images/s and what one epoch of CIFAR-10's 50,000 train
 
 Not collected by pytest (the name does not start with test_).
 """
+
 import argparse
 import time
 
@@ -19,8 +20,16 @@ from nash_lit.baselines import baseline
 from nash_lit.data import default_device, synthetic
 from nash_lit.training import TrainConfig, train
 
-TABLE2 = ("mobilenet-0.1", "mobilenet-0.25", "mobilenet-0.5", "mobilenet-1",
-          "nasnet-2@96", "nasnet-4@192", "nasnet-6@384", "nasnet-6@768")  # the N@F nearest each Table 2 NASNet row
+TABLE2 = (
+    "mobilenet-0.1",
+    "mobilenet-0.25",
+    "mobilenet-0.5",
+    "mobilenet-1",
+    "nasnet-2@96",
+    "nasnet-4@192",
+    "nasnet-6@384",
+    "nasnet-6@768",
+)  # the N@F nearest each Table 2 NASNet row
 EPOCH = 50_000  # CIFAR-10's training images
 
 
@@ -44,8 +53,10 @@ def main():
     device = default_device(args.device)
     config = TrainConfig(epochs=1, batch_size=args.batch_size, device=str(device), progress=False, eval_every=0)
     amp, channels_last = config.speedups(device)
-    print(f"device {device}, {torch.get_num_threads()} threads, bf16 autocast {amp}, channels-last {channels_last}, "
-          f"batch {args.batch_size}, {args.images} images timed per network")
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, bf16 autocast {amp}, channels-last {channels_last}, "
+        f"batch {args.batch_size}, {args.images} images timed per network"
+    )
     print(f"{'network':<16}{'params':>11}{'img/s':>9}{'s / 50k epoch':>15}{'h / 600 epochs':>16}")
     start = time.perf_counter()
     for name in args.names:

@@ -9,6 +9,7 @@ Each pool is started (and its workers have imported torch and loaded the data) b
 
 Not collected by pytest (the name does not start with test_).
 """
+
 import argparse
 import shutil
 import tempfile
@@ -29,7 +30,8 @@ N = import_module("nash_lit.hill_climbing")  # the module, not the package's `na
 
 def warm(pool: Pool, spec: DataSpec, workers: int):
     "Start every worker and load the data there, so that the timing is the step's."
-    for f in [pool.submit(_load, spec) for _ in range(4 * workers)]: f.result()
+    for f in [pool.submit(_load, spec) for _ in range(4 * workers)]:
+        f.result()
 
 
 def _load(spec):
@@ -53,8 +55,9 @@ def main():
     args = ap.parse_args()
     spec = DataSpec.cifar10(root=args.root, train_size=args.images, val_subset=1000, test_size=100, download=False)
     train = TrainConfig(batch_size=128, amp=False, channels_last=False, progress=False, device="cpu")
-    seed_only = N.NashConfig(n_steps=0, n_child=args.children, n_op=2, n_epochs=1, seed_epochs=1, calib_size=64,
-                             train=train)
+    seed_only = N.NashConfig(
+        n_steps=0, n_child=args.children, n_op=2, n_epochs=1, seed_epochs=1, calib_size=64, train=train
+    )
     config = replace(seed_only, n_steps=1)  # the seed run, extended by one step
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -6,6 +6,7 @@ Not collected by pytest (plain script). Prints, per operator, the median and wor
 application (building the child included) and the worst max|parent(x) − child(x)| / max|parent(x)|
 over the repetitions, in float32, eval mode, on random inputs. Target on a 2-core CPU: < 100 ms each.
 """
+
 import argparse
 import statistics
 import time
@@ -41,11 +42,14 @@ def main():
     net = five_million(rng).eval()
     x = torch.randn(8, 3, 32, 32)
     calib = torch.randn(args.calib, 3, 32, 32) if args.calib else None
-    print(f"network: {n_params(net.arch):,} parameters, {len(net.arch.nodes)} nodes, torch threads {torch.get_num_threads()}")
+    print(
+        f"network: {n_params(net.arch):,} parameters, {len(net.arch.nodes)} nodes, torch threads {torch.get_num_threads()}"
+    )
     print(f"  {net.arch}")
     rows = []
     cases = [(name, op, {}) for name, op in EXACT.items()]
-    if calib is not None: cases.insert(1, (f"deeper+calib{args.calib}", deeper, {"calib": calib}))
+    if calib is not None:
+        cases.insert(1, (f"deeper+calib{args.calib}", deeper, {"calib": calib}))
     for name, op, kw in cases:
         times, worst = [], 0.0
         for k in range(args.repeats):

@@ -9,6 +9,7 @@ on `--images` images, scaled to each profile's training set: n_ac x n_epochs x (
 
 Not collected by pytest (the name does not start with test_).
 """
+
 import argparse
 import time
 from dataclasses import replace
@@ -30,7 +31,9 @@ PROFILES = {  # name -> (n_ac, n_epochs, training images)
 def front(seed: int = 0) -> list:
     archs = [seed_arch(**kw) for kw in PARETO_SEEDS.values()] + [seed_arch((96, 192, 384))]
     nets = [fresh(a, seed + k) for k, a in enumerate(archs)]
-    return [Member(k, net, 0.5 - 0.05 * k, (float(torch.tensor(n_params(net.arch)).log()),)) for k, net in enumerate(nets)]
+    return [
+        Member(k, net, 0.5 - 0.05 * k, (float(torch.tensor(n_params(net.arch)).log()),)) for k, net in enumerate(nets)
+    ]
 
 
 def epoch_seconds(net: Net, images: int, batch_size: int) -> float:
@@ -52,8 +55,12 @@ def main():
     members = front()
     print(f"front: {[n_params(m.net.arch) for m in members]} parameters; torch threads {torch.get_num_threads()}")
     spec = DataSpec.synthetic(n_train=2048, n_val=64, n_test=16, seed=0)
-    config = ParetoConfig(n_pc=args.n_pc, n_ac=min(40, args.n_pc), calib_size=256,
-                          train=TrainConfig(amp=False, channels_last=False, progress=False))
+    config = ParetoConfig(
+        n_pc=args.n_pc,
+        n_ac=min(40, args.n_pc),
+        calib_size=256,
+        train=TrainConfig(amp=False, channels_last=False, progress=False),
+    )
     spec.load(torch.device("cpu"))  # loading the data is not part of the step
     start = time.perf_counter()
     plan = make_plan(config, spec, members, step=1)
@@ -67,8 +74,10 @@ def main():
         training = n_ac * n_epochs * images * mean_per_image
         share = proposal / training
         verdict = "under 5%: holds" if share < 0.05 else "over 5%: FAILS"
-        print(f"{name:>5}: n_ac={n_ac} x n_epochs={n_epochs} x {images} images ~ {training / 3600:.2f} h of training; "
-              f"proposal step = {100 * share:.2f}% of it ({verdict})")
+        print(
+            f"{name:>5}: n_ac={n_ac} x n_epochs={n_epochs} x {images} images ~ {training / 3600:.2f} h of training; "
+            f"proposal step = {100 * share:.2f}% of it ({verdict})"
+        )
 
 
 if __name__ == "__main__":

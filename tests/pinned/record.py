@@ -6,6 +6,7 @@ caller asking for other kernel levels, which the pin overrides or does not use) 
     python tests/pinned/record.py /tmp/pre
 
 Kept for provenance: it records from the package in the folder it is given (its nash_lit/ must be that commit's)."""
+
 import json
 import os
 import subprocess
@@ -24,10 +25,13 @@ OTHER_LEVELS = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "ONEDNN_MA
 
 def check_source(root: Path):
     "The package in `root` is commit RECORDED_WITH's, unchanged."
-    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout
     assert head.startswith(RECORDED_WITH), f"{root} is at {head.strip()}, not {RECORDED_WITH}"
-    changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "nash_lit"], capture_output=True,
-                             text=True, check=True).stdout
+    changed = subprocess.run(
+        ["git", "-C", str(root), "status", "--porcelain", "--", "nash_lit"], capture_output=True, text=True, check=True
+    ).stdout
     assert not changed, f"{root}/nash_lit differs from {RECORDED_WITH}:\n{changed}"
 
 
@@ -43,8 +47,11 @@ def main(root: str):
     check_source(root)
     base = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p))
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2) as pool:  # two runs at a time, one thread each
-        jobs = {(name, k): pool.submit(run, name, env, Path(tmp) / f"{name}_{k}.json")
-                for name in PINS for k, env in enumerate((base, {**base, **OTHER_LEVELS}))}
+        jobs = {
+            (name, k): pool.submit(run, name, env, Path(tmp) / f"{name}_{k}.json")
+            for name in PINS
+            for k, env in enumerate((base, {**base, **OTHER_LEVELS}))
+        }
         for name in PINS:
             first, second = jobs[name, 0].result(), jobs[name, 1].result()
             for got in (first, second):
@@ -55,8 +62,10 @@ def main(root: str):
             pinned = {k: v for k, v in first.items() if k != "run"}
             pinned["recorded"] = {k: first["run"][k] for k in ("torch", "cpu", "capability", "seconds")}
             (TESTS / "pinned" / f"{name}.json").write_text(json.dumps(pinned, indent=1) + "\n")
-            print(f"{name}: {len(first['records'])} records, {len(first['evaluated'])} tasks, "
-                  f"{first['run']['seconds']:.1f} s and {second['run']['seconds']:.1f} s")
+            print(
+                f"{name}: {len(first['records'])} records, {len(first['evaluated'])} tasks, "
+                f"{first['run']['seconds']:.1f} s and {second['run']['seconds']:.1f} s"
+            )
 
 
 if __name__ == "__main__":
