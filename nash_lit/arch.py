@@ -172,17 +172,13 @@ def _conv_shape(node, shapes):  # a block keeps its input's resolution: padding 
         raise _err(node, f"kernel {node['kernel']} is even: the output would not keep the input's size (odd only)")
     return node["channels"], shapes[0][1]
 
-# %% ../nbs/01_arch.ipynb #a60dec8c
+# %% ../nbs/01_arch.ipynb #dcba3314
 def _conv_params(n, s):
     return s[0][0] * n["channels"] * n["kernel"] ** 2 + 2 * n["channels"]  # kernel, BN γ and β
 
 
 def _sep_params(n, s):
     return s[0][0] * (n["kernel"] ** 2 + n["channels"]) + 2 * n["channels"]  # depthwise, pointwise, BN
-
-
-def _head_params(n, s):
-    return s[0][0] * n["classes"] + n["classes"]  # weights and biases
 
 
 def _conv_identity(c, kernel, like):  # the Dirac kernel: weight 1 at the centre tap from channel i to channel i
@@ -196,6 +192,39 @@ def _sep_identity(c, kernel, like):  # a Dirac filter per channel, then the iden
     }
 
 
+_CONV_SPEC = OpSpec(
+    (1, 1),
+    ("channels", "kernel"),
+    _conv_shape,
+    lambda n, s: ConvBlock(s[0][0], n["channels"], n["kernel"]),
+    lambda n: f"conv{n['kernel']}({n['channels']})",
+    params=_conv_params,
+    conv_block=True,
+    filters="conv.weight",
+    reads=(("conv.weight", 1),),
+    identity=_conv_identity,
+    separable_of="sep",
+)
+
+_SEP_SPEC = OpSpec(
+    (1, 1),
+    ("channels", "kernel"),
+    _conv_shape,
+    lambda n, s: SepBlock(s[0][0], n["channels"], n["kernel"]),
+    lambda n: f"sep{n['kernel']}({n['channels']})",
+    params=_sep_params,
+    conv_block=True,
+    filters="pointwise.weight",
+    reads=(("depthwise.weight", 0), ("pointwise.weight", 1)),
+    per_channel=("depthwise.weight",),
+    identity=_sep_identity,
+)
+
+# %% ../nbs/01_arch.ipynb #a60dec8c
+def _head_params(n, s):
+    return s[0][0] * n["classes"] + n["classes"]  # weights and biases
+
+
 OPS: dict[str, OpSpec] = {
     "input": OpSpec(
         (0, 0),
@@ -204,32 +233,8 @@ OPS: dict[str, OpSpec] = {
         None,
         lambda n: f"in{n['channels']}@{n['size']}",
     ),
-    "conv": OpSpec(
-        (1, 1),
-        ("channels", "kernel"),
-        _conv_shape,
-        lambda n, s: ConvBlock(s[0][0], n["channels"], n["kernel"]),
-        lambda n: f"conv{n['kernel']}({n['channels']})",
-        params=_conv_params,
-        conv_block=True,
-        filters="conv.weight",
-        reads=(("conv.weight", 1),),
-        identity=_conv_identity,
-        separable_of="sep",
-    ),
-    "sep": OpSpec(
-        (1, 1),
-        ("channels", "kernel"),
-        _conv_shape,
-        lambda n, s: SepBlock(s[0][0], n["channels"], n["kernel"]),
-        lambda n: f"sep{n['kernel']}({n['channels']})",
-        params=_sep_params,
-        conv_block=True,
-        filters="pointwise.weight",
-        reads=(("depthwise.weight", 0), ("pointwise.weight", 1)),
-        per_channel=("depthwise.weight",),
-        identity=_sep_identity,
-    ),
+    "conv": _CONV_SPEC,
+    "sep": _SEP_SPEC,
     "pool": OpSpec((1, 1), (), _pool_shape, None, lambda n: "pool", relays_layout=True),
     "add": OpSpec(
         (2, 2),
@@ -261,7 +266,7 @@ OPS: dict[str, OpSpec] = {
     ),
 }
 
-# %% ../nbs/01_arch.ipynb #ac25a6d0
+# %% ../nbs/01_arch.ipynb #ed703510
 def _topological(nodes: tuple) -> tuple:
     "Stable topological order; raises on duplicate ids, dangling inputs and cycles."
     ids = [n.id for n in nodes]
@@ -288,7 +293,62 @@ def _topological(nodes: tuple) -> tuple:
         pending.remove(ready)
     return tuple(order)
 
+# %% ../nbs/01_arch.ipynb #f23b24e8
+def _check_node(n: Node, pos: int, n_nodes: int):
+    "A node on its own: a known op, the right number of distinct inputs, its attributes, its place (input first, head last)."
+    if n.op not in OPS:
+        raise _err(n, f"unknown op; known ops are {sorted(OPS)}")
+    spec = OPS[n.op]
+    lo, hi = spec.arity
+    if len(n.inputs) < lo or (hi is not None and len(n.inputs) > hi):
+        raise _err(n, f"takes {lo if lo == hi else f'{lo} or more'} inputs, got {len(n.inputs)}")
+    if len(set(n.inputs)) != len(n.inputs):
+        raise _err(n, f"repeats an input: {n.inputs}")
+    for a in spec.attrs:
+        v = n.get(a)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise _err(n, f"attribute {a!r} must be a positive integer, got {v!r}")
+    if n.op == "input" and pos != 0:
+        raise _err(n, "the input node must be the only node without inputs")
+    if n.op == "head" and pos != n_nodes - 1:
+        raise _err(n, "the head must be the last node")
 
+
+def _shapes_and_consumers(nodes: tuple) -> tuple:
+    "Nodes in topological order checked: ({id: output shape}, {id: [(consumer id, input position)]}), or a ValueError."
+    shapes, consumers = {}, {n.id: [] for n in nodes}
+    for pos, n in enumerate(nodes):
+        _check_node(n, pos, len(nodes))
+        shapes[n.id] = OPS[n.op].shape(n, [shapes[i] for i in n.inputs])
+        for k, i in enumerate(n.inputs):
+            consumers[i].append((n.id, k))
+    if nodes[0].op != "input":
+        raise _err(nodes[0], "the first node must be the input")
+    if nodes[-1].op != "head":
+        raise _err(nodes[-1], "the last node must be the head")
+    for n in nodes[:-1]:
+        if not consumers[n.id]:
+            raise _err(n, "its output is never used")
+    return shapes, consumers
+
+# %% ../nbs/01_arch.ipynb #c552d038
+def _one_line(nodes: tuple) -> str:
+    "The one-line notation: `id:label` per node, then `<` and its inputs' ids unless its input is the node before."
+    parts, prev = [], None
+    for n in nodes:
+        text = f"{n.id}:{OPS[n.op].label(n)}"
+        if n.inputs and n.inputs != (prev,):
+            text += "<" + ",".join(map(str, n.inputs))
+        parts.append(text)
+        prev = n.id
+    return " ".join(parts)
+
+
+def _node_dict(n: Node) -> dict:
+    "A node as JSON: its id, op, inputs and attributes."
+    return {"id": n.id, "op": n.op, "inputs": list(n.inputs), "attrs": dict(n.attrs)}
+
+# %% ../nbs/01_arch.ipynb #ac25a6d0
 @dataclass(frozen=True)
 class Arch:
     "A CNN architecture: blocks in topological order, from one `input` node to one `head` node."
@@ -298,34 +358,7 @@ class Arch:
     def __post_init__(self):
         nodes = _topological(tuple(self.nodes))
         object.__setattr__(self, "nodes", nodes)
-        shapes, consumers = {}, {n.id: [] for n in nodes}
-        for pos, n in enumerate(nodes):
-            if n.op not in OPS:
-                raise _err(n, f"unknown op; known ops are {sorted(OPS)}")
-            spec = OPS[n.op]
-            lo, hi = spec.arity
-            if len(n.inputs) < lo or (hi is not None and len(n.inputs) > hi):
-                raise _err(n, f"takes {lo if lo == hi else f'{lo} or more'} inputs, got {len(n.inputs)}")
-            if len(set(n.inputs)) != len(n.inputs):
-                raise _err(n, f"repeats an input: {n.inputs}")
-            for a in spec.attrs:
-                v = n.get(a)
-                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                    raise _err(n, f"attribute {a!r} must be a positive integer, got {v!r}")
-            if n.op == "input" and pos != 0:
-                raise _err(n, "the input node must be the only node without inputs")
-            if n.op == "head" and pos != len(nodes) - 1:
-                raise _err(n, "the head must be the last node")
-            shapes[n.id] = spec.shape(n, [shapes[i] for i in n.inputs])
-            for k, i in enumerate(n.inputs):
-                consumers[i].append((n.id, k))
-        if nodes[0].op != "input":
-            raise _err(nodes[0], "the first node must be the input")
-        if nodes[-1].op != "head":
-            raise _err(nodes[-1], "the last node must be the head")
-        for n in nodes[:-1]:
-            if not consumers[n.id]:
-                raise _err(n, "its output is never used")
+        shapes, consumers = _shapes_and_consumers(nodes)
         object.__setattr__(self, "_shapes", shapes)
         object.__setattr__(self, "_consumers", {i: tuple(c) for i, c in consumers.items()})
         object.__setattr__(self, "_index", {n.id: n for n in nodes})
@@ -360,27 +393,13 @@ class Arch:
         return max(n.id for n in self.nodes) + 1
 
     def __str__(self):
-        parts, prev = [], None
-        for n in self.nodes:
-            text = f"{n.id}:{OPS[n.op].label(n)}"
-            if n.inputs and n.inputs != (prev,):
-                text += "<" + ",".join(map(str, n.inputs))
-            parts.append(text)
-            prev = n.id
-        return " ".join(parts)
+        return _one_line(self.nodes)
 
     def __repr__(self):
         return f"Arch({self})"
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": "nash_lit.arch/1",
-                "nodes": [
-                    {"id": n.id, "op": n.op, "inputs": list(n.inputs), "attrs": dict(n.attrs)} for n in self.nodes
-                ],
-            }
-        )
+        return json.dumps({"format": "nash_lit.arch/1", "nodes": [_node_dict(n) for n in self.nodes]})
 
     @classmethod
     def from_json(cls, text: str) -> Arch:
@@ -410,6 +429,34 @@ def seed_arch(
     nodes.append(Node(len(nodes), "head", (len(nodes) - 1,), {"classes": classes}))
     return Arch(tuple(nodes))
 
+# %% ../nbs/01_arch.ipynb #966fd878
+def _build_blocks(arch: Arch) -> nn.ModuleDict:
+    "One module per parametrised block, under its node id (on the current default device)."
+    shapes = arch._shapes
+    return nn.ModuleDict(
+        {
+            str(n.id): OPS[n.op].build(n, [shapes[i] for i in n.inputs])
+            for n in arch.nodes
+            if OPS[n.op].build is not None
+        }
+    )
+
+
+def _forward_plan(arch: Arch, blocks: nn.ModuleDict) -> list:
+    "What a forward pass runs, node by node after the input: (id, op, input ids, module or None, inputs read for the last time)."
+    last_use = {i: pos for pos, n in enumerate(arch.nodes) for i in n.inputs}
+    return [
+        (
+            n.id,
+            n.op,
+            n.inputs,
+            blocks[str(n.id)] if str(n.id) in blocks else None,
+            tuple(i for i in n.inputs if last_use[i] == pos),
+        )
+        for pos, n in enumerate(arch.nodes)
+        if n.op != "input"
+    ]
+
 # %% ../nbs/01_arch.ipynb #1c7db811
 class Net(nn.Module):
     "The network of an `Arch`; parameters live under `blocks.<node id>`."
@@ -421,35 +468,13 @@ class Net(nn.Module):
     ):
         super().__init__()
         self.arch = arch
-        shapes = arch._shapes
-
-        def build():
-            return nn.ModuleDict(
-                {
-                    str(n.id): OPS[n.op].build(n, [shapes[i] for i in n.inputs])
-                    for n in arch.nodes
-                    if OPS[n.op].build is not None
-                }
-            )
-
         if state is None:
-            self.blocks = build()
+            self.blocks = _build_blocks(arch)
         else:
             with torch.device("meta"):
-                self.blocks = build()
+                self.blocks = _build_blocks(arch)
             self.load_state_dict(state, assign=True)
-        last_use = {i: pos for pos, n in enumerate(arch.nodes) for i in n.inputs}
-        self._plan = [
-            (
-                n.id,
-                n.op,
-                n.inputs,
-                self.blocks[str(n.id)] if str(n.id) in self.blocks else None,
-                tuple(i for i in n.inputs if last_use[i] == pos),
-            )
-            for pos, n in enumerate(arch.nodes)
-            if n.op != "input"
-        ]
+        self._plan = _forward_plan(arch, self.blocks)
 
     def _run(self, x, wanted=None):
         values = {self.arch.input.id: x}

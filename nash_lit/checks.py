@@ -56,7 +56,7 @@ def check_setting(
         raise ValueError(f"{where} must be < {below}, got {value!r}")
     return value
 
-
+# %% ../nbs/12_checks.ipynb #ff4e2c98
 _DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
@@ -122,7 +122,7 @@ def _check_arch_fit(arch: Arch, data: Data, name: str) -> None:
         "(an Arch of your own: change its input and head nodes)"
     )
 
-
+# %% ../nbs/12_checks.ipynb #538388da
 def _check_module_fit(model: nn.Module, data: Data, name: str) -> None:
     x, (h, w) = data.x_train[:2], data.x_train.shape[-2:]
     if len(x) == 0:

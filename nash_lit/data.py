@@ -92,10 +92,32 @@ def channel_stats(
     stats = [(c.mean(), c.std(correction=0)) for c in (x[:, k].float().div_(255) for k in range(x.shape[1]))]
     return torch.stack([m for m, _ in stats]), torch.stack([s for _, s in stats])
 
+# %% ../nbs/11_data.ipynb #6c57cf5c
+def _check_splits(data) -> tuple[int, str]:
+    "Check every split's images, labels and device against `x_train`; return the largest label and the split holding it."
+    largest, where = -1, "train"
+    for s in _SPLITS:
+        x, y, name = getattr(data, f"x_{s}"), getattr(data, f"y_{s}"), f"x_{s}"
+        _check_images(name, x)
+        if x.shape[1:] != data.x_train.shape[1:]:
+            raise ValueError(
+                f"Data.{name} holds {tuple(x.shape[1:])} images, x_train {tuple(data.x_train.shape[1:])}: "
+                "every split needs one image shape (Data.from_tensors(..., size=...) resizes)"
+            )
+        check_labels(y, len(x), f"Data.y_{s}")
+        for t, tname in ((x, name), (y, f"y_{s}")):
+            if t.device != data.x_train.device:
+                raise ValueError(
+                    f"Data.{tname} is on {t.device}, x_train on {data.x_train.device}: put every split on one device"
+                )
+        if len(y) and int(y.max()) > largest:
+            largest, where = int(y.max()), s
+    return largest, where
 
+# %% ../nbs/11_data.ipynb #e55dc289
 @dataclass
-class Data:
-    "The three splits of an image classification dataset as tensors on one device, checked on construction."
+class _DataFields:
+    "A `Data`'s fields, checked on construction, and what they tell: device, number of classes, channels, size."
 
     x_train: torch.Tensor  # training images, uint8 (N, C, H, W)
     y_train: torch.Tensor  # their labels, int64 (N,), in [0, len(classes))
@@ -110,24 +132,7 @@ class Data:
     )
 
     def __post_init__(self):
-        largest, where = -1, "train"
-        for s in _SPLITS:
-            x, y, name = getattr(self, f"x_{s}"), getattr(self, f"y_{s}"), f"x_{s}"
-            _check_images(name, x)
-            if x.shape[1:] != self.x_train.shape[1:]:
-                raise ValueError(
-                    f"Data.{name} holds {tuple(x.shape[1:])} images, x_train {tuple(self.x_train.shape[1:])}: "
-                    "every split needs one image shape (Data.from_tensors(..., size=...) resizes)"
-                )
-            check_labels(y, len(x), f"Data.y_{s}")
-            for t, tname in ((x, name), (y, f"y_{s}")):
-                if t.device != self.x_train.device:
-                    raise ValueError(
-                        f"Data.{tname} is on {t.device}, x_train on {self.x_train.device}: "
-                        "put every split on one device"
-                    )
-            if len(y) and int(y.max()) > largest:
-                largest, where = int(y.max()), s
+        largest, where = _check_splits(self)
         self.classes = _class_names(self.classes, largest, where)
         if self.mean is None or self.std is None:
             self.mean, self.std = channel_stats(self.x_train)
@@ -156,6 +161,11 @@ class Data:
         "Side of the images when they are square (the networks here take square images); else (H, W)."
         h, w = self.x_train.shape[-2:]
         return h if h == w else (h, w)
+
+# %% ../nbs/11_data.ipynb #c9bd0731
+@dataclass
+class Data(_DataFields):
+    "The three splits of an image classification dataset as tensors on one device, checked on construction."
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         "Images and labels of the split `name` ('train', 'val' or 'test')."
@@ -188,14 +198,7 @@ class Data:
         device=None,  # where the tensors live; default: `default_device()`
     ) -> Data:
         "Data from your own images and labels, converted, checked and split (see 'Your own data' below)."
-        x = as_images(x, "Data.from_tensors: x", layout, size)
-        y = as_labels(y, len(x), "Data.from_tensors: y")
-        test = None
-        if (x_test is None) != (y_test is None):
-            raise ValueError("Data.from_tensors: pass x_test and y_test together, or neither")
-        if x_test is not None:
-            test = as_images(x_test, "Data.from_tensors: x_test", layout, size)
-            test = (test, as_labels(y_test, len(test), "Data.from_tensors: y_test"))
+        x, y, test = _read_tensors(x, y, x_test, y_test, layout, size)
         return _split(cls, x, y, test, val_size, test_size, classes, seed, device, "Data.from_tensors")
 
     @classmethod
@@ -212,17 +215,7 @@ class Data:
         device=None,  # where the tensors live; default: `default_device()`
     ) -> Data:
         "Data from any torchvision-style dataset, every image read once (see 'Your own data' below)."
-        names, test_names = getattr(train, "classes", None), getattr(test, "classes", None)
-        if names is not None and test_names is not None and list(names) != list(test_names):
-            raise ValueError(
-                f"Data.from_dataset: the test set's classes {str(list(test_names)):.200} differ from the "
-                f"training set's {str(list(names)):.200}: the same label would name different classes; "
-                "build both with the same classes (ImageFolder: the same subfolders)"
-            )
-        x, y = read_dataset(train, size, "Data.from_dataset: train")
-        test = None if test is None else read_dataset(test, size, "Data.from_dataset: test")
-        if classes is None and names is not None:
-            classes = tuple(str(c) for c in names)
+        x, y, test, classes = _read_datasets(train, test, size, classes)
         return _split(cls, x, y, test, val_size, test_size, classes, seed, device, "Data.from_dataset")
 
 # %% ../nbs/11_data.ipynb #cdd95f17
@@ -310,6 +303,35 @@ def train_plus_val(
         data.std,
         data.classes,
     )
+
+# %% ../nbs/11_data.ipynb #cd44b385
+def _read_tensors(x, y, x_test, y_test, layout: str, size) -> tuple:
+    "`Data.from_tensors`' inputs read and checked: the images, their labels, and the test split (None when not given)."
+    x = as_images(x, "Data.from_tensors: x", layout, size)
+    y = as_labels(y, len(x), "Data.from_tensors: y")
+    test = None
+    if (x_test is None) != (y_test is None):
+        raise ValueError("Data.from_tensors: pass x_test and y_test together, or neither")
+    if x_test is not None:
+        test = as_images(x_test, "Data.from_tensors: x_test", layout, size)
+        test = (test, as_labels(y_test, len(test), "Data.from_tensors: y_test"))
+    return x, y, test
+
+
+def _read_datasets(train, test, size, classes) -> tuple:
+    "`Data.from_dataset`'s inputs read: images and labels of both datasets, and the class names (the dataset's by default)."
+    names, test_names = getattr(train, "classes", None), getattr(test, "classes", None)
+    if names is not None and test_names is not None and list(names) != list(test_names):
+        raise ValueError(
+            f"Data.from_dataset: the test set's classes {str(list(test_names)):.200} differ from the "
+            f"training set's {str(list(names)):.200}: the same label would name different classes; "
+            "build both with the same classes (ImageFolder: the same subfolders)"
+        )
+    x, y = read_dataset(train, size, "Data.from_dataset: train")
+    test = None if test is None else read_dataset(test, size, "Data.from_dataset: test")
+    if classes is None and names is not None:
+        classes = tuple(str(c) for c in names)
+    return x, y, test, classes
 
 # %% ../nbs/11_data.ipynb #e4d5e6f7
 def _count(value, name: str, n: int, where: str) -> int:

@@ -168,11 +168,9 @@ def pin_worker(
     if torch.cuda.is_available():
         torch.cuda.set_device(index % torch.cuda.device_count())
 
-# %% ../nbs/19_executors.ipynb #1009ca4e
-class Pool:
-    "A spawn process pool of pinned workers (`pin_worker`); the tasks a dead worker broke are retried once, each alone."
-
-    in_process = False
+# %% ../nbs/19_executors.ipynb #e5cb4fbb
+class _Pools:
+    "The spawn pools under a `Pool`: the main one and the one that retries a task alone, each replaced when it breaks."
 
     def __init__(
         self,
@@ -189,6 +187,42 @@ class Pool:
         return ProcessPoolExecutor(
             workers, mp_context=context, initializer=pin_worker, initargs=(self.threads, context.Value("i", 0))
         )
+
+    def _renew(self, broken: ProcessPoolExecutor):
+        "Replace a broken pool, once per break (every future it failed reports the same one)."
+        with self._lock:
+            if self._closed:
+                return
+            if self._pool is broken:
+                self._pool = self._new_pool(self.workers)
+            elif self._alone is broken:
+                self._alone = self._new_pool(1)
+            else:
+                return
+        broken.shutdown(wait=False)
+
+    def shutdown(self, wait: bool = True, **kwargs):
+        "Shut both pools down; tasks still waiting for a retry fail."
+        with self._lock:
+            self._closed = True
+            pools, waiting = [p for p in (self._pool, self._alone) if p is not None], list(self._suspects)
+            self._suspects.clear()
+        for outer, _ in waiting:
+            outer.set_exception(RuntimeError("the pool was shut down before this task's retry"))
+        for pool in pools:
+            pool.shutdown(wait=wait, **kwargs)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+# %% ../nbs/19_executors.ipynb #1009ca4e
+class Pool(_Pools):
+    "A spawn process pool of pinned workers (`pin_worker`); the tasks a dead worker broke are retried once, each alone."
+
+    in_process = False
 
     def submit(self, fn, *args, **kwargs) -> Future:
         "Run fn(*args, **kwargs) in a worker; the future survives one death of its worker."
@@ -239,36 +273,6 @@ class Pool:
             self._busy = True
             outer, call = self._suspects.popleft()
         self._send(outer, call, alone=True)
-
-    def _renew(self, broken: ProcessPoolExecutor):
-        "Replace a broken pool, once per break (every future it failed reports the same one)."
-        with self._lock:
-            if self._closed:
-                return
-            if self._pool is broken:
-                self._pool = self._new_pool(self.workers)
-            elif self._alone is broken:
-                self._alone = self._new_pool(1)
-            else:
-                return
-        broken.shutdown(wait=False)
-
-    def shutdown(self, wait: bool = True, **kwargs):
-        "Shut both pools down; tasks still waiting for a retry fail."
-        with self._lock:
-            self._closed = True
-            pools, waiting = [p for p in (self._pool, self._alone) if p is not None], list(self._suspects)
-            self._suspects.clear()
-        for outer, _ in waiting:
-            outer.set_exception(RuntimeError("the pool was shut down before this task's retry"))
-        for pool in pools:
-            pool.shutdown(wait=wait, **kwargs)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
 
 # %% ../nbs/19_executors.ipynb #48d0f7ae
 def _dask_plugin(threads: int):

@@ -46,7 +46,7 @@ def _shape_hint(x: torch.Tensor, want: tuple | None) -> str:
         return f"; the network takes {want[0]}-channel images"
     return f"; resize the images to {want[1]}×{want[2]}"
 
-
+# %% ../nbs/25_export.ipynb #182bae61
 class Exported(nn.Module):
     "A trained network with its input normalisation and class names: uint8 images (or floats in [0, 1]) in, logits out."
 

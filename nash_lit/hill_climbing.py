@@ -135,6 +135,37 @@ def finish_step(
         store.delete(child_checkpoint(r["id"]))
     return net
 
+# %% ../nbs/05_nash.ipynb #058a815e
+def _stored_seed(store: RunStore, seed_net: Net) -> Net:
+    "N0 from its file in the run, saved there on the first start; refused if the given seed network is another."
+    if not store.exists(SEED):
+        store.save(SEED, seed_net, role="seed")
+    seed, _ = store.load(SEED)
+    if seed.arch != seed_net.arch:
+        raise ValueError(f"the seed network differs from the one stored in {store.path(SEED)}")
+    return seed
+
+
+def _nash_result(run: Run, walk: Walk, named: bool) -> NashResult:
+    "The search's `NashResult` (defined with `nash` below), read from the run's best_ever.pt and best.pt."
+    store = run.store
+    net, ever = store.load(BEST_EVER)
+    paper, last = (store.load(BEST)[0], store.best) if walk.climbs else (net, ever)
+    return NashResult(
+        net,
+        ever["val_error"],
+        ever["id"],
+        ever["step"],
+        store.log(),
+        store.dir if named else None,
+        paper,
+        last["val_error"],
+        last["id"],
+        last["step"],
+        run.cost,
+        walk.name,
+    )
+
 # %% ../nbs/05_nash.ipynb #41596ec9
 class HillClimb(Strategy):
     "Algorithm 1 (walk NASH) or its random-search control (walk RANDOM), as a strategy of the search driver."
@@ -149,11 +180,7 @@ class HillClimb(Strategy):
     def start(self, run: Run):
         "The seed network from its file (stored on the first start), the parent of the next step, the last step done."
         store = run.store
-        if not store.exists(SEED):
-            store.save(SEED, self.seed_net, role="seed")
-        seed, _ = store.load(SEED)  # N0 comes from its file, whether resumed or not
-        if seed.arch != self.seed_net.arch:
-            raise ValueError(f"the seed network differs from the one stored in {store.path(SEED)}")
+        seed = _stored_seed(store, self.seed_net)  # N0 comes from its file, whether resumed or not
         self.seed, self.parent, self.step = seed, seed, self.walk.first_step - 1
         if store.best is None:
             return
@@ -190,23 +217,7 @@ class HillClimb(Strategy):
 
     def result(self, run: Run) -> NashResult:
         "The best-ever network, and the paper's: N* of the last step (NASH) or that same best child (random search)."
-        store = run.store
-        net, ever = store.load(BEST_EVER)
-        paper, last = (store.load(BEST)[0], store.best) if self.walk.climbs else (net, ever)
-        return NashResult(
-            net,
-            ever["val_error"],
-            ever["id"],
-            ever["step"],
-            store.log(),
-            store.dir if self.named else None,
-            paper,
-            last["val_error"],
-            last["id"],
-            last["step"],
-            run.cost,
-            self.walk.name,
-        )
+        return _nash_result(run, self.walk, self.named)
 
 # %% ../nbs/05_nash.ipynb #ffc28e18
 @dataclass(repr=False)

@@ -28,7 +28,7 @@ def looks_nchw(shape) -> bool:
     "A 4-D shape whose axis 1 could hold channels (1 to 4) while the last axis could not (more than 4)."
     return len(shape) == 4 and 1 <= shape[1] <= 4 and shape[-1] > 4
 
-
+# %% ../nbs/10_images.ipynb #79d549bb
 def check_unit_range(
     x: torch.Tensor,  # float images
     what: str = "images",  # what they are, for the error message
@@ -69,7 +69,7 @@ def to_uint8(
         raise ValueError(f"{what}: integer images must lie in 0..255, got values in [{lo}, {hi}]")
     return x.to(torch.uint8)
 
-
+# %% ../nbs/10_images.ipynb #07fc0f41
 def resize(
     x: torch.Tensor,  # uint8 images (N, C, H, W)
     size: int,  # side of the output images
@@ -122,7 +122,7 @@ def check_side(size) -> int:
         raise ValueError(f"size must be a positive int (images become size×size), got {size!r}")
     return size
 
-
+# %% ../nbs/10_images.ipynb #f8cb18dd
 def check_labels(
     y,  # labels to check
     n: int,  # the number of images they label
@@ -179,7 +179,7 @@ def _read_wide(img, what: str) -> torch.Tensor:
             "Image.fromarray((np.array(img) // 257).astype(np.uint8)))"
         ) from None
 
-
+# %% ../nbs/10_images.ipynb #722af09f
 def read_image(
     img,  # a PIL image, a tensor (C, H, W) or (H, W), or an array (H, W, C) or (H, W)
     what: str = "image",  # what it is, for the error messages
@@ -211,7 +211,7 @@ def read_image(
         raise ValueError(f"{what}: an image must be (C, H, W) or (H, W), got shape {tuple(img.shape)}")
     return to_uint8(img, what)
 
-
+# %% ../nbs/10_images.ipynb #31f1285d
 def open_rgb(path):
     "An image file as a PIL image in RGB, as ImageFolder's loader gives it, except 16-bit, 32-bit and float images, kept for `read_image` to check."
     from PIL import Image

@@ -101,7 +101,7 @@ def pareto_reference(
         P = front(P + trained)  # line 10
     return P
 
-# %% ../nbs/07_pareto.ipynb #8f5c1c9c
+# %% ../nbs/07_pareto.ipynb #65acf2b9
 PARETO_OPERATORS = ("deeper", "wider", "skip", "remove", "prune", "to_separable")
 
 SMALL_BUDGET = dict(  # ParetoConfig.small_budget(): what won at equal images trained in 33_inheritance (cpu profile)
@@ -114,7 +114,7 @@ SMALL_BUDGET = dict(  # ParetoConfig.small_budget(): what won at equal images tr
     recovery_epochs=1,  # each network of P0, and each recovery of an approximate operator
 )
 
-
+# %% ../nbs/07_pareto.ipynb #8f5c1c9c
 @dataclass(kw_only=True)
 class ParetoConfig(SearchConfig):
     "Settings of one Pareto-NASH run (Algorithm 2); the defaults are the paper's (Section 5.2), `small_budget()` ours for small budgets; the shared ones are `SearchConfig`'s."
@@ -258,11 +258,40 @@ def propose(
         n_op=n_op, attempt=attempt, arch=child.net.arch.to_json(), ops=list(child.ops), objectives=list(objectives)
     )
 
-# %% ../nbs/07_pareto.ipynb #f2e9154e
+# %% ../nbs/07_pareto.ipynb #f80cd841
 def plan_name(step: int) -> str:
     return f"plan_{step}.json"
 
 
+def _record_fields(plan: dict, ids: list, step: int, j: int, tag: dict) -> dict:
+    "The fields of proposal j's record besides its result: id, parent, generation, operators, architecture, objectives."
+    p = plan["proposals"][j]
+    return dict(
+        id=ids[j],
+        parent=p["parent"],
+        step=step,
+        child=j,
+        n_op=p["n_op"],
+        ops=p["ops"],
+        arch=p["arch"],
+        objectives=p["objectives"],
+        accepted=j in plan["accepted"],
+        **tag,
+    )
+
+
+def _trained_members(store: RunStore, plan: dict, ids: list, done: dict) -> list:
+    "The accepted children that trained (done: proposal index -> record), as Members from their checkpoints, by id."
+    trained = []
+    for j in sorted(plan["accepted"], key=lambda j: ids[j]):
+        r = done[j]
+        if r["status"] != "ok":
+            continue
+        net, _ = store.load(child_checkpoint(r["id"]))
+        trained.append(Member(r["id"], net, r["val_error"], tuple(r["objectives"])))
+    return trained
+
+# %% ../nbs/07_pareto.ipynb #f2e9154e
 class Generation:
     "One generation of Algorithm 2: its plan (proposals, the accepted ones), the front it starts from, the driver's Plan, its close."
 
@@ -289,19 +318,7 @@ class Generation:
 
     def fields(self, j: int) -> dict:
         "What proposal j's record says besides its result: id, parent, generation, its operators, architecture, objectives."
-        p = self.plan["proposals"][j]
-        return dict(
-            id=self.ids[j],
-            parent=p["parent"],
-            step=self.step,
-            child=j,
-            n_op=p["n_op"],
-            ops=p["ops"],
-            arch=p["arch"],
-            objectives=p["objectives"],
-            accepted=j in self.plan["accepted"],
-            **self.tag,
-        )
+        return _record_fields(self.plan, self.ids, self.step, j, self.tag)
 
     def as_plan(self, key=None) -> Plan:
         "The driver's Plan: the accepted children not yet logged (in the order they were accepted), the others logged untrained."
@@ -331,14 +348,7 @@ class Generation:
 
     def close(self) -> tuple[list, int]:
         "Line 10: (the front after this generation, its trained children)."
-        done = self.finished()
-        trained = []
-        for j in sorted(self.plan["accepted"], key=lambda j: self.ids[j]):
-            r = done[j]
-            if r["status"] != "ok":
-                continue
-            net, _ = self.store.load(child_checkpoint(r["id"]))
-            trained.append(Member(r["id"], net, r["val_error"], tuple(r["objectives"])))
+        trained = _trained_members(self.store, self.plan, self.ids, self.finished())
         return update_front(self.front + trained), len(trained)
 
 # %% ../nbs/07_pareto.ipynb #29216696

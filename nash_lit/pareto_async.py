@@ -165,11 +165,87 @@ def next_id(store: AsyncStore) -> int:
         ids += json.loads(path.read_text())["ids"]
     return max(ids) + 1
 
-# %% ../nbs/08_pareto_async.ipynb #99582f9f
-class AsyncPareto(Strategy):
-    "n_instances instances of Algorithm 2 sharing one front, as a strategy of the driver: one open plan per instance."
+# %% ../nbs/08_pareto_async.ipynb #a745ef46
+def _p0_generation(search: AsyncPareto, run: Run) -> Generation:
+    "P0, trained once for all instances: the synchronous search's generation 0, its records with instance None."
+    return Generation(
+        run.store,
+        search.config,
+        run.data,
+        [],
+        0,
+        seed_plan(search.config, search.p0),
+        list(range(len(search.p0))),
+        search.p0,
+        tag=dict(instance=None),
+    )
 
-    name, prefix, unit = "Pareto-NASH", "pareto", "generation"
+
+def _close_p0(search: AsyncPareto, run: Run, plan: Plan):
+    "P0 closed: every instance starts from its front (instances.json written), the ids go on after P0's."
+    front, _ = plan.state.close()
+    if not front:
+        raise SearchFailed(f"every network of P0 failed; the log {run.store.dir / LOG} keeps their errors")
+    start = dict(step=0, front=[m.id for m in front], failed=0)
+    run.store.save_state(
+        dict(
+            instances=[start] * search.config.n_instances,
+            closed=[[None, 0]],
+            hypervolume=[front_hypervolume(front, search.config.reference)],
+        )
+    )
+    search.instances = [Instance(i, instance_config(search.config, i), start) for i in range(search.config.n_instances)]
+    search.next = next_id(run.store)
+
+# %% ../nbs/08_pareto_async.ipynb #deb480cc
+def _resume_instances(search: AsyncPareto, store: AsyncStore):
+    "Resumed: the Instances as instances.json has them, each with the plan of its next generation a killed run stored."
+    search.instances = [
+        Instance(i, instance_config(search.config, i), s) for i, s in enumerate(store.state["instances"])
+    ]
+    for inst in search.instances:
+        store.delete(plan_file(inst.index, inst.step))  # killed after closing it
+        path = store.path(plan_file(inst.index, inst.step + 1))
+        if path.exists():
+            inst.stored = json.loads(path.read_text())
+    if any(inst.failed >= search.config.max_failed_generations for inst in search.instances):
+        raise SearchFailed(
+            f"the run stopped after {search.config.max_failed_generations} consecutive failed generations "
+            f"of an instance"
+        )
+
+
+def _next_plan(search: AsyncPareto, run: Run) -> Plan | None:
+    "The next generation of an instance with none open (the stored plans first): read, or planned from its merged front."
+    idle = [inst for inst in search.instances if inst.gen is None and inst.step < search.config.n_gen]
+    idle.sort(key=lambda inst: inst.stored is None)  # resumed: every stored plan opens before anything new is planned
+    if not idle:
+        return None
+    inst, g = idle[0], idle[0].step + 1
+    plan = inst.stored
+    if plan is None:
+        start = merge_fronts([search.member(i) for i in inst.front], search.shared())
+        plan = make_plan(inst.config, run.data, start, g)
+        plan.update(
+            instance=inst.index,
+            front=[m.id for m in start],
+            ids=list(range(search.next, search.next + len(plan["proposals"]))),
+        )
+    gen = Generation(
+        run.store,
+        inst.config,
+        run.data,
+        [search.member(i) for i in plan["front"]],
+        g,
+        plan,
+        plan["ids"],
+        tag=dict(instance=inst.index),
+    )
+    return gen.as_plan(key=inst.index)
+
+# %% ../nbs/08_pareto_async.ipynb #92681798
+class _AsyncState(Strategy):
+    "What the asynchronous search holds: P0, the run's settings, the Instances, and the trained networks (each loaded once)."
 
     def __init__(self, p0: list, config: ParetoConfig):
         self.p0, self.config = p0, config
@@ -187,25 +263,19 @@ class AsyncPareto(Strategy):
     def shared(self) -> list:
         return [self.member(i) for i in shared_front_ids(self.store.records)]
 
+# %% ../nbs/08_pareto_async.ipynb #99582f9f
+class AsyncPareto(_AsyncState):
+    "n_instances instances of Algorithm 2 sharing one front, as a strategy of the driver: one open plan per instance."
+
+    name, prefix, unit = "Pareto-NASH", "pareto", "generation"
+
     def start(self, run: Run):
         "P0 as stored; resumed: the instances' state, their stored plans read, what nothing needs deleted."
         self.store = store = run.store
         self.p0 = store_p0(store, self.p0)
         if store.state is None:
             return  # P0 is not closed yet: it is the first plan
-        self.instances = [
-            Instance(i, instance_config(self.config, i), s) for i, s in enumerate(store.state["instances"])
-        ]
-        for inst in self.instances:
-            store.delete(plan_file(inst.index, inst.step))  # killed after closing it
-            path = store.path(plan_file(inst.index, inst.step + 1))
-            if path.exists():
-                inst.stored = json.loads(path.read_text())
-        if any(inst.failed >= self.config.max_failed_generations for inst in self.instances):
-            raise SearchFailed(
-                f"the run stopped after {self.config.max_failed_generations} consecutive failed generations "
-                f"of an instance"
-            )
+        _resume_instances(self, store)
         self.next = next_id(store)
         sweep_unneeded(self)  # what the last run left that nothing needs
 
@@ -214,45 +284,8 @@ class AsyncPareto(Strategy):
         if not self.instances:
             if self.p0_open:
                 return None
-            gen = Generation(
-                run.store,
-                self.config,
-                run.data,
-                [],
-                0,
-                seed_plan(self.config, self.p0),
-                list(range(len(self.p0))),
-                self.p0,
-                tag=dict(instance=None),
-            )
-            return gen.as_plan(key="P0")
-        idle = [inst for inst in self.instances if inst.gen is None and inst.step < self.config.n_gen]
-        idle.sort(
-            key=lambda inst: inst.stored is None
-        )  # resumed: every stored plan opens before anything new is planned
-        if not idle:
-            return None
-        inst, g = idle[0], idle[0].step + 1
-        plan = inst.stored
-        if plan is None:
-            start = merge_fronts([self.member(i) for i in inst.front], self.shared())
-            plan = make_plan(inst.config, run.data, start, g)
-            plan.update(
-                instance=inst.index,
-                front=[m.id for m in start],
-                ids=list(range(self.next, self.next + len(plan["proposals"]))),
-            )
-        gen = Generation(
-            run.store,
-            inst.config,
-            run.data,
-            [self.member(i) for i in plan["front"]],
-            g,
-            plan,
-            plan["ids"],
-            tag=dict(instance=inst.index),
-        )
-        return gen.as_plan(key=inst.index)
+            return _p0_generation(self, run).as_plan(key="P0")
+        return _next_plan(self, run)
 
     def opened(self, run: Run, plan: Plan):
         "Store the instance's plan, with the ids it reserves, before any of its children is submitted."
@@ -277,19 +310,7 @@ class AsyncPareto(Strategy):
         "P0: every instance starts from its front. Else line 10 for the plan's instance."
         if plan.key != "P0":
             return close_instance(self, self.instances[plan.key])
-        front, _ = plan.state.close()
-        if not front:
-            raise SearchFailed(f"every network of P0 failed; the log {run.store.dir / LOG} keeps their errors")
-        start = dict(step=0, front=[m.id for m in front], failed=0)
-        run.store.save_state(
-            dict(
-                instances=[start] * self.config.n_instances,
-                closed=[[None, 0]],
-                hypervolume=[front_hypervolume(front, self.config.reference)],
-            )
-        )
-        self.instances = [Instance(i, instance_config(self.config, i), start) for i in range(self.config.n_instances)]
-        self.next = next_id(run.store)
+        _close_p0(self, run, plan)
 
     def result(self, run: Run) -> ParetoResult:
         "The shared front; the hypervolume after P0 and after each closed generation, in the order they closed."

@@ -123,6 +123,118 @@ def make_study(config: PeerConfig) -> optuna.Study:
 def _values(config: PeerConfig, record: dict) -> list:
     return [record["val_error"], *record["objectives"]] if config.multi else [record["val_error"]]
 
+# %% ../nbs/22_peers.ipynb #d5bd16c4
+def _n_trials(config: PeerConfig, run: Run, step: int, closed: bool) -> int:
+    "Trials of a step: as logged (a closed one), else the population, or as many as the image budget still allows."
+    if closed:
+        return len(run.store.finished(step))
+    if config.budget_images is None:
+        return config.population
+    spent = Cost.of([r for r in run.store.records if r["step"] < step]).images
+    each = config.n_epochs * epoch_images(run.n_train, config.train.batch_size)  # a trial from scratch: no recovery
+    return max(0, min(config.population, (config.budget_images - spent) // max(each, 1)))
+
+
+def _ask(study: optuna.Study, config: PeerConfig, shape: tuple, run: Run, step: int, n: int) -> tuple[list, dict]:
+    "The step's n trials: (trial, arch or None) per slot, and the networks trained in earlier steps (by arch)."
+    slots = []
+    trained = {r["arch"]: r for r in run.store.records if r["status"] == "ok" and r["step"] < step}  # earlier steps
+    for _ in range(n):
+        for _ in range(config.max_attempts):
+            trial = study.ask()
+            arch = suggest_arch(trial, config.widths, config.max_blocks, *shape)
+            if config.min_convs == 0 or satisfies_constraint(arch, config.min_convs, config.min_filters):
+                break
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # footnote 1: drawn again
+        else:
+            trial, arch = None, None
+        slots.append((trial, arch))
+    return slots, trained
+
+
+def _tell(study: optuna.Study, config: PeerConfig, run: Run, step: int, slots: list):
+    "Tell every trial of the step its values (failed children: FAIL), in trial order."
+    done = run.store.finished(step)
+    for j, (trial, arch) in enumerate(slots):
+        if trial is None:
+            continue
+        r = done[j]
+        if r["status"] in ("ok", "duplicate"):
+            study.tell(trial, _values(config, r))
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+# %% ../nbs/22_peers.ipynb #37990b93
+def _plan_trials(config: PeerConfig, run: Run, step: int, slots: list, trained: dict) -> tuple[list, dict, dict, list]:
+    "The step's ids, its tasks (trials to train), their fields, and its untrained records (invalid draws, duplicates)."
+    ids, done = run.store.ids(step, len(slots)), run.store.finished(step)
+    tasks, fields, untrained = {}, {}, []
+    for j, (trial, arch) in enumerate(slots):
+        f = dict(
+            id=ids[j],
+            parent=None,
+            step=step,
+            child=j,
+            trial=None if trial is None else trial.number,
+            choices=None if trial is None else trial.params,
+            arch=None if arch is None else arch.to_json(),
+        )
+        if arch is None:
+            untrained.append({**f, "objectives": None, "status": "invalid", "val_error": None})
+            continue
+        f["objectives"] = list(cheap_objectives(Net(arch), config.objectives))
+        same = trained.get(f["arch"])
+        if same is not None:
+            untrained.append({**f, "status": "duplicate", "val_error": same["val_error"], "same_as": same["id"]})
+        else:
+            fields[j] = f
+            if j not in done:
+                tasks[j] = child_task(config, run.data, fresh(arch, 0), step, j, 0, fresh_weights=True)
+    untrained = [r for r in untrained if r["child"] not in done]
+    return ids, tasks, fields, untrained
+
+# %% ../nbs/22_peers.ipynb #9d652297
+def _keep(config: PeerConfig, ok: list) -> list:
+    "The trained networks whose weights a result needs: the front (NSGA-II) or the best (TPE)."
+    if not config.multi:
+        return [min(ok, key=lambda r: (r["val_error"], r["id"]))]
+    return [ok[k] for k in pareto_front([_values(config, r) for r in ok])]
+
+
+def _save_kept(run: Run, step: int, keep: list):
+    "The best of `keep` in best.pt (and best_ever.pt, when it beats every network before); other checkpoints deleted."
+    best = min(keep, key=lambda r: (r["val_error"], r["id"]))
+    net, _ = run.store.load(child_checkpoint(best["id"]))
+    if run.store.best_ever is None or best["val_error"] < run.store.best_ever["val_error"]:
+        run.store.save_best_ever(net, id=best["id"], val_error=best["val_error"], step=best["step"])
+    run.store.save_best(net, step, front=[r["id"] for r in keep], id=best["id"], val_error=best["val_error"])
+    sweep(run.store, {r["id"] for r in keep})
+
+
+def _peer_result(config: PeerConfig, run: Run, named: bool):
+    "NSGA-II: a ParetoResult, the front of every trained network and its hypervolumes; TPE: a NashResult, the best."
+    log = run.store.log()
+    if config.multi:
+        front = sorted(front_of(run.store), key=lambda m: (m.val_error, m.id))
+        return ParetoResult(
+            front, peer_hypervolumes(log, config.reference), log, run.store.dir if named else None, run.cost
+        )
+    net, ever = run.store.load(BEST_EVER)
+    return NashResult(
+        net,
+        ever["val_error"],
+        ever["id"],
+        ever["step"],
+        log,
+        run.store.dir if named else None,
+        net,
+        ever["val_error"],
+        ever["id"],
+        ever["step"],
+        run.cost,
+        "tpe",
+    )
+
 # %% ../nbs/22_peers.ipynb #75c31313
 class OptunaPeer(Strategy):
     "An Optuna sampler as a strategy of the driver: a step asks `population` trials, trains them from scratch, tells them."
@@ -135,33 +247,6 @@ class OptunaPeer(Strategy):
         self.unit = "generation" if config.multi else "step"
         self.study, self.step, self.open = make_study(config), 0, None
 
-    def _slots(self, run: Run, step: int, closed: bool) -> int:
-        "Trials of a step: as logged (a closed one), else the population, or as many as the image budget still allows."
-        c = self.config
-        if closed:
-            return len(run.store.finished(step))
-        if c.budget_images is None:
-            return c.population
-        spent = Cost.of([r for r in run.store.records if r["step"] < step]).images
-        each = c.n_epochs * epoch_images(run.n_train, c.train.batch_size)  # a trial from scratch: no recovery
-        return max(0, min(c.population, (c.budget_images - spent) // max(each, 1)))
-
-    def _ask(self, run: Run, step: int, n: int) -> tuple[list, list]:
-        "The step's n trials: (trial, arch or None) per slot, and every trial asked (a failed draw is told at once)."
-        c, slots = self.config, []
-        trained = {r["arch"]: r for r in run.store.records if r["status"] == "ok" and r["step"] < step}  # earlier steps
-        for _ in range(n):
-            for _ in range(c.max_attempts):
-                trial = self.study.ask()
-                arch = suggest_arch(trial, c.widths, c.max_blocks, *self.shape)
-                if c.min_convs == 0 or satisfies_constraint(arch, c.min_convs, c.min_filters):
-                    break
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)  # footnote 1: drawn again
-            else:
-                trial, arch = None, None
-            slots.append((trial, arch))
-        return slots, trained
-
     def start(self, run: Run):
         "Replay the log: every closed step asked and told again, in order."
         if not run.store.exists(SEED):  # a peer has no seed; the store keeps the network the data was checked against
@@ -169,8 +254,9 @@ class OptunaPeer(Strategy):
         if run.store.best is None:
             return
         for step in range(1, run.store.best["step"] + 1):
-            slots, _ = self._ask(run, step, self._slots(run, step, closed=True))
-            self._tell(run, step, slots)
+            n = _n_trials(self.config, run, step, closed=True)
+            slots, _ = _ask(self.study, self.config, self.shape, run, step, n)
+            _tell(self.study, self.config, run, step, slots)
         self.step = run.store.best["step"]
 
     def plan(self, run: Run) -> Plan | None:
@@ -178,102 +264,31 @@ class OptunaPeer(Strategy):
         step = self.step + 1
         if self.open is not None or (self.config.n_steps is not None and step > self.config.n_steps):
             return None
-        n = self._slots(run, step, closed=False)
+        n = _n_trials(self.config, run, step, closed=False)
         if n == 0:
             return None  # the image budget has no room for another trial
-        slots, trained = self._ask(run, step, n)
-        ids, done = run.store.ids(step, len(slots)), run.store.finished(step)
-        tasks, fields, untrained = {}, {}, []
-        for j, (trial, arch) in enumerate(slots):
-            f = dict(
-                id=ids[j],
-                parent=None,
-                step=step,
-                child=j,
-                trial=None if trial is None else trial.number,
-                choices=None if trial is None else trial.params,
-                arch=None if arch is None else arch.to_json(),
-            )
-            if arch is None:
-                untrained.append({**f, "objectives": None, "status": "invalid", "val_error": None})
-                continue
-            f["objectives"] = list(cheap_objectives(Net(arch), self.config.objectives))
-            same = trained.get(f["arch"])
-            if same is not None:
-                untrained.append({**f, "status": "duplicate", "val_error": same["val_error"], "same_as": same["id"]})
-            else:
-                fields[j] = f
-                if j not in done:
-                    tasks[j] = child_task(self.config, run.data, fresh(arch, 0), step, j, 0, fresh_weights=True)
-        untrained = [r for r in untrained if r["child"] not in done]
+        slots, trained = _ask(self.study, self.config, self.shape, run, step, n)
+        ids, tasks, fields, untrained = _plan_trials(self.config, run, step, slots, trained)
         self.open = (step, slots)
         return Plan(step, ids, tasks, fields, untrained)
 
     def feed(self, run: Run, plan: Plan, j: int, record: dict):
         pass  # told when the step closes, in trial order
 
-    def _tell(self, run: Run, step: int, slots: list):
-        "Tell every trial of the step its values (failed children: FAIL), in trial order."
-        done = run.store.finished(step)
-        for j, (trial, arch) in enumerate(slots):
-            if trial is None:
-                continue
-            r = done[j]
-            if r["status"] in ("ok", "duplicate"):
-                self.study.tell(trial, _values(self.config, r))
-            else:
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-
     def close(self, run: Run, plan: Plan):
         "Tell the step's trials, keep the front (NSGA-II) or the best network (TPE) in best.pt, delete the rest."
         step, slots = self.open
-        self._tell(run, step, slots)
+        _tell(self.study, self.config, run, step, slots)
         ok = sorted((r for r in run.store.records if r["status"] == "ok"), key=lambda r: r["id"])
         if not ok:
             raise SearchFailed(
                 f"no trial of steps 1-{step} trained; the log {run.store.dir / 'log.jsonl'} keeps their errors"
             )
-        keep = self._keep(ok)
-        best = min(keep, key=lambda r: (r["val_error"], r["id"]))
-        net, _ = run.store.load(child_checkpoint(best["id"]))
-        if run.store.best_ever is None or best["val_error"] < run.store.best_ever["val_error"]:
-            run.store.save_best_ever(net, id=best["id"], val_error=best["val_error"], step=best["step"])
-        run.store.save_best(net, step, front=[r["id"] for r in keep], id=best["id"], val_error=best["val_error"])
-        sweep(run.store, {r["id"] for r in keep})
+        _save_kept(run, step, _keep(self.config, ok))
         self.step, self.open = step, None
 
-    def _keep(self, ok: list) -> list:
-        "The trained networks whose weights a result needs: the front (NSGA-II) or the best (TPE)."
-        if not self.config.multi:
-            return [min(ok, key=lambda r: (r["val_error"], r["id"]))]
-        return [ok[k] for k in pareto_front([_values(self.config, r) for r in ok])]
-
     def result(self, run: Run):
-        log = run.store.log()
-        if self.config.multi:
-            front = sorted(front_of(run.store), key=lambda m: (m.val_error, m.id))
-            return ParetoResult(
-                front,
-                peer_hypervolumes(log, self.config.reference),
-                log,
-                run.store.dir if self.named else None,
-                run.cost,
-            )
-        net, ever = run.store.load(BEST_EVER)
-        return NashResult(
-            net,
-            ever["val_error"],
-            ever["id"],
-            ever["step"],
-            log,
-            run.store.dir if self.named else None,
-            net,
-            ever["val_error"],
-            ever["id"],
-            ever["step"],
-            run.cost,
-            "tpe",
-        )
+        return _peer_result(self.config, run, self.named)
 
 # %% ../nbs/22_peers.ipynb #02b0bdcb
 def peer_hypervolumes(
@@ -340,7 +355,7 @@ def peer_search(
         extend=("config.n_steps",),
     )
 
-
+# %% ../nbs/22_peers.ipynb #68fe38ac
 def nsga2(data, config: PeerConfig | None = None, **kwargs):
     "Optuna's NSGA-II on (validation error, cheap objectives), every trial trained from scratch: Pareto-NASH's peer."
     return peer_search(data, PeerConfig() if config is None else config, **kwargs)

@@ -73,7 +73,7 @@ def append_record(
         f.flush()
         os.fsync(f.fileno())
 
-
+# %% ../nbs/17_runs.ipynb #c64bc383
 def _parse_line(path: Path, number: int, line: bytes, fields: dict) -> dict:
     "The record on line `number` of the log at `path`, or RunDamaged naming the line and what it lacks."
     where, text = f"{path}: line {number}", repr(line[:80])
@@ -96,7 +96,7 @@ def _parse_line(path: Path, number: int, line: bytes, fields: dict) -> dict:
         )
     return record
 
-
+# %% ../nbs/17_runs.ipynb #e85bb92a
 def read_records(
     run_dir,  # the run folder
     repair: bool = False,  # truncate a half-written last line away
@@ -140,15 +140,6 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _no_run(run_dir: Path) -> str:
-    "Why `run_dir` holds no run, in words."
-    if not run_dir.exists():
-        return "does not exist"
-    if not any(run_dir.iterdir()):
-        return "is empty"
-    return f"has no {CONFIG}"
-
-
 def _grows(old, new) -> bool:
     "Whether the budget `new` is at least `old` (None: no limit)."
     if new is None:
@@ -168,6 +159,15 @@ def _config_diff(old: dict, new: dict, ignore: tuple, extend: tuple) -> list[str
         if k in extend and not _grows(a.get(k), b.get(k))
     ]
     return bad
+
+# %% ../nbs/17_runs.ipynb #4a9e89a6
+def _no_run(run_dir: Path) -> str:
+    "Why `run_dir` holds no run, in words."
+    if not run_dir.exists():
+        return "does not exist"
+    if not any(run_dir.iterdir()):
+        return "is empty"
+    return f"has no {CONFIG}"
 
 
 def open_run(
@@ -316,7 +316,7 @@ def _check_late(run_dir: Path, records: list, meta: dict):
                 f"if it was added by hand, else {FIX}"
             )
 
-
+# %% ../nbs/17_runs.ipynb #0e414c0c
 def _child_id(path: Path) -> int:
     "The id saved in a child's checkpoint."
     try:
@@ -339,7 +339,7 @@ def _check_unlogged(run_dir: Path, records: list):
             f"would train them again and forget what was logged: {FIX}"
         )
 
-
+# %% ../nbs/17_runs.ipynb #31445fa7
 def _check_best_ever(run_dir: Path, records: list, meta: dict | None):
     "best_ever.pt, when best.pt says the run keeps one: a trained network of the log that no completed step beat."
     path = run_dir / BEST_EVER
@@ -367,7 +367,7 @@ def _check_best_ever(run_dir: Path, records: list, meta: dict | None):
             f"best_ever.pt was replaced by an older copy: {FIX}"
         )
 
-
+# %% ../nbs/17_runs.ipynb #77e0e5ae
 def check_run_files(
     run_dir,  # the run folder
     records: list,  # its log's complete records, each with the fields RECORD names

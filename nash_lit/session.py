@@ -106,7 +106,7 @@ def kept_note(
         f"where it stopped, or delete the folder"
     )
 
-
+# %% ../nbs/20_session.ipynb #b697e86a
 def with_note(
     error: BaseException,  # an exception being raised
     note: str,  # what to tell beside it
@@ -123,7 +123,7 @@ def with_note(
     print(note, file=sys.stderr)
     return error
 
-
+# %% ../nbs/20_session.ipynb #9a25538b
 @contextmanager
 def run_folder(
     run_dir,  # the run's folder; None: a temporary one
@@ -166,9 +166,26 @@ def _seconds(s: float) -> str:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
-# %% ../nbs/20_session.ipynb #99e353bb
-class SearchProgress:
-    "One bar for a search: its step or generation, children trained of all planned, the best error so far, time."
+# %% ../nbs/20_session.ipynb #b8167eed
+def _time_left(
+    spent: float,  # seconds the search has spent
+    budget: float | None,  # the time budget; None: none
+    ends: dict,  # step -> the search clock when its last record so far was logged
+    k: int | None,  # the step (or generation) running; None: none yet
+    n_units: int | None,  # how many the budget allows; None: unknown
+    done: bool,  # every child the budget plans is trained
+) -> tuple[float, bool] | None:
+    "(seconds left, whether estimated) by the budget in seconds or by the mean time of the finished steps; None: unknown."
+    left = None if budget is None else max(0.0, budget - spent)
+    if n_units is None or k is None or k < 2 or k - 1 not in ends:
+        return None if left is None else (left, False)
+    mean = (ends[k - 1] - ends.get(0, 0.0)) / (k - 1)  # steps 1 .. k-1; step 0 (the seed, P0) is unlike them
+    guess = 0.0 if done else max(0.0, mean * (n_units - k + 1) - (spent - ends[k - 1]))
+    return (guess, True) if left is None or guess < left else (left, False)
+
+# %% ../nbs/20_session.ipynb #c29e2a81
+class _Progress:
+    "What a search's bar shows: where the search is, the children trained, the best error so far, the time spent and left."
 
     def __init__(
         self,
@@ -200,6 +217,31 @@ class SearchProgress:
             postfix=postfix,
         )
 
+    def _ended(self, record: dict):
+        "Note when the record's step last logged (records without a step or a clock stamp are skipped)."
+        step, t = record.get("step"), record.get("search_seconds")
+        if step is not None and t is not None:
+            self.ends[step] = max(t, self.ends.get(step, t))
+
+    def left(self, spent: float) -> tuple[float, bool] | None:
+        "(seconds left, whether estimated) by the budget in seconds or by the mean time of the finished steps; None: unknown."
+        done = self.total is not None and self.done >= self.total
+        return _time_left(spent, self.budget, self.ends, self.at, self.n_units, done)
+
+    def _text(self) -> tuple[str, str]:
+        "(where the search is, what it found and the time) as the bar shows them."
+        of = "" if self.n_units is None else f"/{self.n_units}"
+        where = self.name if self.at is None else f"{self.name} {self.unit} {self.at}{of}"
+        best = "–" if self.best is None else f"{self.best:.4f}"
+        spent = self.clock()
+        left = self.left(spent)
+        left = "" if left is None else f", {'~' if left[1] else ''}{_seconds(left[0])} left"
+        return where, f"best val error {best}, {_seconds(spent)} elapsed{left}"
+
+# %% ../nbs/20_session.ipynb #99e353bb
+class SearchProgress(_Progress):
+    "One bar for a search: its step or generation, children trained of all planned, the best error so far, time."
+
     def start(self, k: int):
         "Step (or generation) `k` begins."
         self.at = k
@@ -215,35 +257,6 @@ class SearchProgress:
         self.done += 1
         self._show(refresh=False)
         self.bar.update(1)  # redraws the bar, with the new text
-
-    def _ended(self, record: dict):
-        "Note when the record's step last logged (records without a step or a clock stamp are skipped)."
-        step, t = record.get("step"), record.get("search_seconds")
-        if step is not None and t is not None:
-            self.ends[step] = max(t, self.ends.get(step, t))
-
-    def left(self, spent: float) -> tuple[float, bool] | None:
-        "(seconds left, whether estimated) by the budget in seconds or by the mean time of the finished steps; None: unknown."
-        left = None if self.budget is None else max(0.0, self.budget - spent)
-        k = self.at
-        if self.n_units is None or k is None or k < 2 or k - 1 not in self.ends:
-            return None if left is None else (left, False)
-        mean = (self.ends[k - 1] - self.ends.get(0, 0.0)) / (
-            k - 1
-        )  # steps 1 .. k-1; step 0 (the seed, P0) is unlike them
-        done = self.total is not None and self.done >= self.total
-        guess = 0.0 if done else max(0.0, mean * (self.n_units - k + 1) - (spent - self.ends[k - 1]))
-        return (guess, True) if left is None or guess < left else (left, False)
-
-    def _text(self) -> tuple[str, str]:
-        "(where the search is, what it found and the time) as the bar shows them."
-        of = "" if self.n_units is None else f"/{self.n_units}"
-        where = self.name if self.at is None else f"{self.name} {self.unit} {self.at}{of}"
-        best = "–" if self.best is None else f"{self.best:.4f}"
-        spent = self.clock()
-        left = self.left(spent)
-        left = "" if left is None else f", {'~' if left[1] else ''}{_seconds(left[0])} left"
-        return where, f"best val error {best}, {_seconds(spent)} elapsed{left}"
 
     def _show(self, refresh: bool = True):
         where, found = self._text()

@@ -117,7 +117,7 @@ def _cpu_has_bf16() -> bool:
     except (AttributeError, RuntimeError):
         return False
 
-
+# %% ../nbs/13_training.ipynb #bea7f165
 _RULES = dict(  # field -> (kind, check_setting's bounds); `device` has its own check
     epochs=(int, dict(low=0)),
     batch_size=(int, dict(low=1)),
@@ -139,7 +139,27 @@ _RULES = dict(  # field -> (kind, check_setting's bounds); `device` has its own 
     grad_clip=(float, dict(low=0)),
 )
 
+# %% ../nbs/13_training.ipynb #5cca41a5
+def _augment_sizes(crop_pad, cutout, size) -> tuple[int, int]:
+    "`crop_pad` and `cutout` for images of side `size` (or (H, W): the shorter side counts): None scaled, each checked."
+    h, w = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+    side = min(h, w)
+    pad = side // 8 if crop_pad is None else crop_pad
+    cut = side // 2 if cutout is None else cutout
+    if pad >= side:
+        raise ValueError(
+            f"TrainConfig.crop_pad={pad} cannot apply to {h}×{w} images: the padding must be smaller "
+            f"than the image ({side}); use crop_pad=None (scaled: {side // 8}) or 0 (off)"
+        )
+    if cut >= side:
+        raise ValueError(
+            f"TrainConfig.cutout={cut} cannot apply to {h}×{w} images: the square must be smaller than "
+            f"the image's side ({side}), or it can blank whole images; use cutout=None (scaled: "
+            f"{side // 2}) or 0 (off)"
+        )
+    return pad, cut
 
+# %% ../nbs/13_training.ipynb #ff04fbeb
 @dataclass
 class TrainConfig:
     "Settings of one training call; the defaults reach ≈75% validation accuracy with the paper's seed in 20 epochs."
@@ -175,21 +195,7 @@ class TrainConfig:
 
     def for_size(self, size) -> TrainConfig:
         "A copy for images of side `size` (or (H, W): the shorter side counts), crop_pad and cutout resolved and checked."
-        h, w = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
-        side = min(h, w)
-        pad = side // 8 if self.crop_pad is None else self.crop_pad
-        cut = side // 2 if self.cutout is None else self.cutout
-        if pad >= side:
-            raise ValueError(
-                f"TrainConfig.crop_pad={pad} cannot apply to {h}×{w} images: the padding must be smaller "
-                f"than the image ({side}); use crop_pad=None (scaled: {side // 8}) or 0 (off)"
-            )
-        if cut >= side:
-            raise ValueError(
-                f"TrainConfig.cutout={cut} cannot apply to {h}×{w} images: the square must be smaller than "
-                f"the image's side ({side}), or it can blank whole images; use cutout=None (scaled: "
-                f"{side // 2}) or 0 (off)"
-            )
+        pad, cut = _augment_sizes(self.crop_pad, self.cutout, size)
         return replace(self, crop_pad=pad, cutout=cut)
 
     def speedups(self, device: torch.device) -> tuple[bool, bool]:
@@ -327,6 +333,83 @@ def epoch_images(
     "Images one epoch of `train` trains on: its full batches, or all `n` when they are fewer than one batch."
     return min(n, max(1, n // batch_size) * batch_size)
 
+# %% ../nbs/13_training.ipynb #5d187e6a
+def _sgdr(params, config: TrainConfig, steps: int):
+    "SGD and its schedule: a cosine from `lr_max` to 0 over the call's steps, one cycle per call (SGDR)."
+    opt = torch.optim.SGD(
+        params,
+        lr=config.lr_max,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, config.epochs * steps), eta_min=0)
+    return opt, sched
+
+
+def _progress_bar(config: TrainConfig, steps: int, done: int, params, device) -> tqdm:
+    "A bar over the call's batches, starting after the `done` epochs a checkpoint holds."
+    return tqdm(
+        total=config.epochs * steps,
+        initial=done * steps,
+        disable=not config.progress,
+        unit="batch",
+        file=sys.stderr,
+        desc=f"train {sum(p.numel() for p in params):,} params on {device}",
+    )
+
+# %% ../nbs/13_training.ipynb #111e3615
+def _train_epoch(
+    net, data, config, epoch, params, frozen_bn, opt, sched, gen, teacher, device, amp, channels_last, bar
+) -> float:
+    "One epoch of SGD steps on the full batches of a fresh permutation; the mean loss, unless TrainingDiverged."
+    n, bs = len(data.y_train), config.batch_size
+    steps = max(1, n // bs)  # as in `train`
+    net.train()
+    for m in net.modules() if config.bn_eval else frozen_bn:
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    order, loss_sum = torch.randperm(n, generator=gen, device=device), torch.zeros((), device=device)
+    for step in range(steps):
+        idx = order[step * bs : (step + 1) * bs]
+        x, y_a, y_b, lam = augment(data.x_train[idx], data.y_train[idx], data.mean, data.std, gen, config)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss = _loss(net, x, y_a, y_b, lam, teacher, device, amp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach()
+        if (step + 1) % 25 == 0 or step == steps - 1:  # read the loss rarely: no GPU sync per batch
+            mean_loss = loss_sum.item() / (step + 1)
+            if not math.isfinite(mean_loss):
+                raise TrainingDiverged(
+                    f"training loss became {mean_loss} in epoch {epoch + 1}, "
+                    f"by step {step + 1} of {steps} (lr_max={config.lr_max})"
+                )
+            bar.update(step + 1 - bar.n + epoch * steps)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.3f}", refresh=False)
+    return mean_loss
+
+# %% ../nbs/13_training.ipynb #43be6913
+def _epoch_record(net, data, config, epoch, mean_loss, sched, start, train_seconds, steps, amp, channels_last) -> dict:
+    "The epoch's row of the history: its loss, the validation error when due (else NaN), the learning rate, timings."
+    due = epoch == config.epochs - 1 or (config.eval_every and (epoch + 1) % config.eval_every == 0)
+    val_error = (
+        evaluate(net, data, "val", config.eval_batch_size, amp, channels_last) if due and len(data.y_val) else math.nan
+    )
+    return dict(
+        epoch=epoch + 1,
+        loss=mean_loss,
+        val_error=val_error,
+        lr=sched.get_last_lr()[0],
+        seconds=time.perf_counter() - start,
+        img_s=steps * config.batch_size / train_seconds,
+    )
+
 # %% ../nbs/13_training.ipynb #23013207
 def train(
     net: nn.Module,  # maps (N, C, H, W) images to (N, classes) logits; trained in place, moved to the device
@@ -351,72 +434,23 @@ def train(
         params, frozen_bn = _freeze(net, trainable)
         net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         steps = max(1, n // bs)  # the last incomplete batch is dropped (a different one every epoch)
-        opt = torch.optim.SGD(
-            params,
-            lr=config.lr_max,
-            momentum=config.momentum,
-            nesterov=config.nesterov,
-            weight_decay=config.weight_decay,
-        )
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, config.epochs * steps), eta_min=0)
+        opt, sched = _sgdr(params, config, steps)
         torch.manual_seed(config.seed)
         gen = torch.Generator(device=device).manual_seed(config.seed)
         history, path = [], None if checkpoint is None else Path(checkpoint)
         key = resume_key(net, config, trainable, teacher, data) if path is not None else None
         if path is not None and path.exists():
             history = load_training(path, key, net, opt, sched, gen)
-        bar = tqdm(
-            total=config.epochs * steps,
-            initial=len(history) * steps,
-            disable=not config.progress,
-            unit="batch",
-            file=sys.stderr,
-            desc=f"train {sum(p.numel() for p in params):,} params on {device}",
-        )
+        bar = _progress_bar(config, steps, len(history), params, device)
         for epoch in range(len(history), config.epochs):
             start = time.perf_counter()
-            net.train()
-            for m in net.modules() if config.bn_eval else frozen_bn:
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-            order, loss_sum = torch.randperm(n, generator=gen, device=device), torch.zeros((), device=device)
-            for step in range(steps):
-                idx = order[step * bs : (step + 1) * bs]
-                x, y_a, y_b, lam = augment(data.x_train[idx], data.y_train[idx], data.mean, data.std, gen, config)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                loss = _loss(net, x, y_a, y_b, lam, teacher, device, amp)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                opt.step()
-                sched.step()
-                loss_sum += loss.detach()
-                if (step + 1) % 25 == 0 or step == steps - 1:  # read the loss rarely: no GPU sync per batch
-                    mean_loss = loss_sum.item() / (step + 1)
-                    if not math.isfinite(mean_loss):
-                        raise TrainingDiverged(
-                            f"training loss became {mean_loss} in epoch {epoch + 1}, "
-                            f"by step {step + 1} of {steps} (lr_max={config.lr_max})"
-                        )
-                    bar.update(step + 1 - bar.n + epoch * steps)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.3f}", refresh=False)
-            train_seconds = time.perf_counter() - start
-            due = epoch == config.epochs - 1 or (config.eval_every and (epoch + 1) % config.eval_every == 0)
-            val_error = (
-                evaluate(net, data, "val", config.eval_batch_size, amp, channels_last)
-                if due and len(data.y_val)
-                else math.nan
+            mean_loss = _train_epoch(
+                net, data, config, epoch, params, frozen_bn, opt, sched, gen, teacher, device, amp, channels_last, bar
             )
+            train_seconds = time.perf_counter() - start
             history.append(
-                dict(
-                    epoch=epoch + 1,
-                    loss=mean_loss,
-                    val_error=val_error,
-                    lr=sched.get_last_lr()[0],
-                    seconds=time.perf_counter() - start,
-                    img_s=steps * bs / train_seconds,
+                _epoch_record(
+                    net, data, config, epoch, mean_loss, sched, start, train_seconds, steps, amp, channels_last
                 )
             )
             if path is not None:

@@ -1,0 +1,63 @@
+"""The book's shape (issue 21): chapter numbers are unique and the README lists them in that order, Part I shows
+pictures, exported cells read in one sitting."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "nbs").glob("[0-9][0-9]_*.ipynb"))
+MAX_EXPORTED_LINES = 60
+
+
+def cells(nb: Path) -> list:
+    return json.loads(nb.read_text())["cells"]
+
+
+def test_chapter_numbers_are_unique_and_every_notebook_is_a_chapter():
+    numbers = [nb.name[:2] for nb in CHAPTERS]
+    assert len(numbers) == len(set(numbers)), (
+        f"chapter numbers repeat: {sorted(n for n in numbers if numbers.count(n) > 1)}"
+    )
+    others = [p.name for p in (ROOT / "nbs").glob("*.ipynb") if p not in CHAPTERS]
+    assert not others, f"notebooks without a two-digit chapter number: {others}"
+
+
+def test_readme_lists_the_chapters_in_reading_order():
+    listed = re.findall(r"^\| `nbs/(\d\d_\w+)\.ipynb`", (ROOT / "README.md").read_text(), re.M)
+    assert listed == [nb.stem for nb in CHAPTERS]
+
+
+def test_algorithms_come_early():
+    "Algorithm 1 (NASH) by chapter 05, Algorithm 2 (Pareto-NASH) by chapter 08."
+    by_module = {}
+    for nb in CHAPTERS:
+        first = "".join(cells(nb)[0]["source"])
+        if first.startswith("#| default_exp "):
+            by_module[first.split()[-1]] = int(nb.name[:2])
+    assert by_module["hill_climbing"] <= 5 and by_module["pareto"] <= 8, by_module
+
+
+@pytest.mark.parametrize(
+    "module", ["arch", "morphisms", "approx", "operators", "hill_climbing", "front", "pareto", "pareto_async"]
+)
+def test_part_one_chapters_commit_a_picture(module):
+    nb = next(nb for nb in CHAPTERS if "".join(cells(nb)[0]["source"]) == f"#| default_exp {module}")
+    images = [
+        o for c in cells(nb) if c["cell_type"] == "code" for o in c["outputs"] if "image/png" in o.get("data", {})
+    ]
+    assert images, f"{nb.name} commits no picture: run tools/run_chapter.py {nb.relative_to(ROOT)}"
+
+
+def test_exported_cells_read_in_one_sitting():
+    long = [
+        (nb.name, len(src.splitlines()), src.splitlines()[1][:60])
+        for nb in CHAPTERS
+        for c in cells(nb)
+        if c["cell_type"] == "code"
+        for src in ["".join(c["source"])]
+        if src.startswith("#| export") and len(src.splitlines()) > MAX_EXPORTED_LINES
+    ]
+    assert not long, f"exported cells over {MAX_EXPORTED_LINES} lines (split them where the argument turns): {long}"
