@@ -15,7 +15,7 @@ from .data import Data, DataSpec, default_device
 from .evaluation import ChildResult, ChildTask, child_seeds, evaluate_child, outcome
 from .executors import collect, in_process, open_executor
 from .operators import OPERATORS, resolve_operators
-from .runs import RunStore, child_checkpoint
+from .runs import RunStore, child_checkpoint, hold_run
 from .session import PROGRESS_KEYS, SearchProgress, check_search_start, run_folder, warn_if_data_travels
 from .training import TrainConfig, as_train_config, epoch_images
 
@@ -386,6 +386,7 @@ def search(
     strategy.named = run_dir is not None  # the result names the folder only when it was the user's
     with (
         run_folder(run_dir, prefix=f"{strategy.prefix}_", replays=(SearchFailed,)) as where,
+        hold_run(where, resume),  # one search per folder: a second one fails here, before anything starts
         open_executor(executor) as pool,
     ):
         store = store_type(where, stored, resume, ignore=PROGRESS_KEYS, extend=EXTEND + extend)

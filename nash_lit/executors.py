@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -14,8 +16,8 @@ from contextlib import contextmanager
 
 # %% auto #0
 __all__ = ['SPAWN_POOL', 'EXECUTOR_NAMES', 'LazyFuture', 'InProcess', 'in_process', 'collect', 'start_method', 'check_executor',
-           'parse_executor', 'WorkerDied', 'pin_worker', 'Pool', 'Dask', 'local_cluster', 'make_executor',
-           'open_executor']
+           'parse_executor', 'WorkerDied', 'exit_with_parent', 'pin_worker', 'Pool', 'Dask', 'local_cluster',
+           'make_executor', 'open_executor']
 
 # %% ../nbs/19_executors.ipynb #2e265976
 class LazyFuture:
@@ -154,11 +156,28 @@ class WorkerDied(RuntimeError):
     "The worker process training a task died, on its first try and on its retry."
 
 
+def exit_with_parent(
+    parent: int,  # the process id of the search that started this worker
+    every: float = 0.5,  # seconds between looks
+):
+    "End this worker process as soon as `parent` is gone, so that a killed search leaves no worker behind."
+
+    def watch():
+        while os.getppid() == parent:  # a worker whose parent died is adopted by another process
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def pin_worker(
     threads: int,  # torch threads of this worker
     counter,  # a shared multiprocessing.Value: gives each worker its index
+    parent: int | None = None,  # the search's process id: the worker ends when it is gone (`exit_with_parent`)
 ):
     "The initializer of a pool's worker: `threads` torch threads and, with k GPUs, cuda:(index mod k) as the current device."
+    if parent is not None:
+        exit_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
@@ -185,7 +204,10 @@ class _Pools:
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("spawn")
         return ProcessPoolExecutor(
-            workers, mp_context=context, initializer=pin_worker, initargs=(self.threads, context.Value("i", 0))
+            workers,
+            mp_context=context,
+            initializer=pin_worker,
+            initargs=(self.threads, context.Value("i", 0), os.getpid()),
         )
 
     def _renew(self, broken: ProcessPoolExecutor):

@@ -8,7 +8,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl  # file locks: one search per run folder (Linux, macOS)
+except ImportError:  # Windows
+    fcntl = None
 
 import torch
 
@@ -16,8 +22,9 @@ from .arch import Arch, Net
 
 # %% auto #0
 __all__ = ['LOG', 'CONFIG', 'RECORD', 'FIX', 'BEST', 'SEED', 'BEST_EVER', 'atomic_write', 'atomic_write_text', 'RunDamaged',
-           'append_record', 'read_records', 'read_log', 'open_run', 'save_checkpoint', 'load_checkpoint',
-           'child_checkpoint', 'step_ids', 'checkpoint_meta', 'check_run_files', 'Checkpoints', 'RunStore']
+           'append_record', 'read_records', 'read_log', 'open_run', 'RunBusy', 'hold_run', 'save_checkpoint',
+           'load_checkpoint', 'child_checkpoint', 'step_ids', 'checkpoint_meta', 'check_run_files', 'Checkpoints',
+           'RunStore']
 
 # %% ../nbs/17_runs.ipynb #c3bd64a5
 def _fsync_dir(path: Path):
@@ -208,6 +215,56 @@ def open_run(
         check(run_dir)
     atomic_write_text(stored, json.dumps(config, indent=1))
     return run_dir
+
+# %% ../nbs/17_runs.ipynb #a1b2c3d5
+class RunBusy(RuntimeError):
+    "Another search, still running, holds the run folder."
+
+
+def _lock_holder(fd: int) -> str:
+    "Which process holds the lock on the open folder `fd`, in words (Linux: read from /proc/locks)."
+    st = os.fstat(fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        locks = Path("/proc/locks").read_text().split("\n")
+    except OSError:
+        return "another process"
+    for parts in (line.split() for line in locks):
+        if "FLOCK" in parts and inode in parts:
+            pid = parts[parts.index(inode) - 1]
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            except OSError:
+                command = ""
+            return f"process {pid}" + (f" ({command[:80]})" if command else "")
+    return "another process"
+
+
+@contextmanager
+def hold_run(
+    run_dir,  # the run folder: created when missing, unless resuming (open_run then says that nothing is there)
+    resume: bool = False,  # whether the search resumes a run
+):
+    "Hold the run folder's exclusive lock while the block runs; a second search on it fails at once with `RunBusy`."
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"run_dir {run_dir} is a file; name a folder for the run (it is created if missing)")
+    if fcntl is None or (resume and not run_dir.exists()):
+        yield run_dir
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(
+                f"{run_dir} is in use by a search that is still running ({_lock_holder(fd)}): wait for it to finish, "
+                f"or stop it, before you start or resume a search there (or choose another run_dir)"
+            ) from None
+        yield run_dir
+    finally:
+        os.close(fd)  # closing the folder releases its lock
 
 # %% ../nbs/17_runs.ipynb #416c8990
 def save_checkpoint(
