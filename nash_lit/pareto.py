@@ -398,8 +398,8 @@ def p0_name(k: int) -> str:
 def store_p0(store: RunStore, p0: list) -> list:
     "P0 as stored in the run (saved on the first start; on resume, checked against the given networks)."
     if not store.exists(SEED):
-        for k, net in enumerate(p0):
-            store.save(p0_name(k), net, role="P0", index=k, n=len(p0))
+        for k in reversed(range(len(p0))):  # seed.pt last: that it exists says P0 is stored, whole
+            store.save(p0_name(k), p0[k], role="P0", index=k, n=len(p0))
     stored = [store.load(p0_name(k))[0] for k in range(store.load(SEED)[1]["n"])]
     if [n.arch for n in stored] != [n.arch for n in p0]:
         raise ValueError(f"P0 differs from the networks stored in {store.dir}")

@@ -72,6 +72,29 @@ def test_kill_and_resume(tmp_path):
     assert log_lines(run) == n and json.loads((tmp_path / "again.json").read_text()) == want
 
 
+def test_a_kill_at_every_write_of_p0_resumes(tmp_path, monkeypatch, data):
+    "P0 is stored network by network; killed after any of those writes, the run resumes and ends as an unkilled one."
+    config = small_config(n_gen=1)
+    want = pareto_nash(P0, data, config, run_dir=tmp_path / "ref", progress=False)
+    real = RunStore.save
+    for k in range(1, len(P0)):  # after the last write P0 is stored: the kills that matter come before it
+        saved = []
+
+        def killed_after_k(store, name, net, **meta):
+            real(store, name, net, **meta)
+            saved.append(name)
+            if meta.get("role") == "P0" and len(saved) == k:
+                raise SystemExit("killed")
+
+        monkeypatch.setattr(RunStore, "save", killed_after_k)
+        run = tmp_path / f"killed{k}"
+        with pytest.raises(SystemExit):
+            pareto_nash(P0, data, config, run_dir=run, progress=False)
+        monkeypatch.setattr(RunStore, "save", real)
+        got = pareto_nash(P0, data, config, run_dir=run, resume=True, progress=False)
+        assert [(m.id, m.val_error) for m in got.front] == [(m.id, m.val_error) for m in want.front]
+
+
 @pytest.mark.parametrize(
     "changes, error, message",
     [
