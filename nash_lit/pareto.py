@@ -33,7 +33,7 @@ from nash_lit.front import (
     resolve_objectives,
 )
 from .operators import generate_child
-from .runs import SEED, RunStore, atomic_write_text, child_checkpoint
+from .runs import SEED, RunStore, atomic_write_text, child_checkpoint, read_json
 from .training import TrainConfig, train
 
 # %% auto #0
@@ -470,7 +470,7 @@ class ParetoSearch(Strategy):
             return None
         path = run.store.path(plan_name(g))
         if path.exists():
-            plan = json.loads(path.read_text())
+            plan = read_json(path)
         elif g == 0:
             plan = seed_plan(self.config, self.p0)
         else:

@@ -33,7 +33,17 @@ from nash_lit.pareto import (
     sweep,
     update_front,
 )
-from .runs import LOG, RECORD, SEED, RunDamaged, RunStore, atomic_write_text, child_checkpoint, read_records
+from nash_lit.runs import (
+    LOG,
+    RECORD,
+    SEED,
+    RunDamaged,
+    RunStore,
+    atomic_write_text,
+    child_checkpoint,
+    read_json,
+    read_records,
+)
 
 # %% auto #0
 __all__ = ['STATE', 'instance_seed', 'instance_config', 'shared_front_ids', 'merge_fronts', 'plan_file', 'check_async_files',
@@ -126,7 +136,7 @@ class AsyncStore(RunStore):
     def check_files(self, run_dir: Path):
         "Read the log and the state, check them against each other (before open_run writes an extended budget)."
         self.records = read_records(run_dir, fields=RECORD)
-        self.state = json.loads((run_dir / STATE).read_text()) if (run_dir / STATE).exists() else None
+        self.state = read_json(run_dir / STATE) if (run_dir / STATE).exists() else None
         self.best = None
         check_async_files(run_dir, self.records, self.state)
 
@@ -162,7 +172,7 @@ def next_id(store: AsyncStore) -> int:
     "One after every id logged or reserved by a plan on disk."
     ids = [r["id"] for r in store.records]
     for path in store.dir.glob("plan_*_*.json"):
-        ids += json.loads(path.read_text())["ids"]
+        ids += read_json(path)["ids"]
     return max(ids) + 1
 
 # %% ../nbs/08_pareto_async.ipynb #a745ef46
@@ -207,7 +217,7 @@ def _resume_instances(search: AsyncPareto, store: AsyncStore):
         store.delete(plan_file(inst.index, inst.step))  # killed after closing it
         path = store.path(plan_file(inst.index, inst.step + 1))
         if path.exists():
-            inst.stored = json.loads(path.read_text())
+            inst.stored = read_json(path)
     if any(inst.failed >= search.config.max_failed_generations for inst in search.instances):
         raise SearchFailed(
             f"the run stopped after {search.config.max_failed_generations} consecutive failed generations "

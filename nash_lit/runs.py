@@ -22,9 +22,9 @@ from .arch import Arch, Net
 
 # %% auto #0
 __all__ = ['LOG', 'CONFIG', 'RECORD', 'FIX', 'BEST', 'SEED', 'BEST_EVER', 'atomic_write', 'atomic_write_text', 'RunDamaged',
-           'append_record', 'read_records', 'read_log', 'open_run', 'RunBusy', 'hold_run', 'save_checkpoint',
-           'load_checkpoint', 'child_checkpoint', 'step_ids', 'checkpoint_meta', 'check_run_files', 'Checkpoints',
-           'RunStore']
+           'read_json', 'append_record', 'read_records', 'read_log', 'open_run', 'RunBusy', 'hold_run',
+           'save_checkpoint', 'load_checkpoint', 'child_checkpoint', 'step_ids', 'checkpoint_meta', 'check_run_files',
+           'Checkpoints', 'RunStore']
 
 # %% ../nbs/17_runs.ipynb #c3bd64a5
 def _fsync_dir(path: Path):
@@ -66,7 +66,17 @@ FIX = "restore it from a backup, or start the run again in a new folder"
 
 
 class RunDamaged(RuntimeError):
-    "A run's files contradict each other; resuming would silently replay it from an older state."
+    "A run's files contradict each other, or one cannot be read; resuming would silently replay it from an older state."
+
+
+def read_json(
+    path,  # a JSON file of the run (config.json, a plan)
+):
+    "The file's JSON; `RunDamaged` naming the file when it does not hold JSON."
+    try:
+        return json.loads(Path(path).read_bytes())
+    except ValueError as e:  # not JSON, or not text at all (UnicodeDecodeError)
+        raise RunDamaged(f"{path} is damaged, it does not hold JSON ({type(e).__name__}: {e}): {FIX}") from None
 
 
 def append_record(
@@ -193,13 +203,15 @@ def open_run(
         raise FileExistsError(
             f"{run_dir} already holds a run; pass resume=True to continue it, or choose another folder"
         )
+    if (run_dir / LOG).exists() and not stored.exists():
+        raise RunDamaged(f"{stored} is missing, but {run_dir} holds a run's log: {FIX}")
     if resume and not stored.exists():
         raise FileNotFoundError(
             f"cannot resume {run_dir}: the folder {_no_run(run_dir)}, so it holds no run to "
             f"continue (is the name mistyped?); pass resume=False to start a new run there"
         )
     if stored.exists():
-        old = json.loads(stored.read_text())
+        old = read_json(stored)
         bad = _config_diff(old, config, ignore, extend)
         if bad:
             raise ValueError(f"cannot resume {run_dir}: its config differs in " + ", ".join(bad))
@@ -208,8 +220,6 @@ def open_run(
         if old != config:
             atomic_write_text(stored, json.dumps(config, indent=1))  # extended: the new budget is the run's
         return run_dir
-    if (run_dir / LOG).exists():
-        raise FileExistsError(f"{run_dir} has a log but no {CONFIG}; it is not a run this code can resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     if check is not None:
         check(run_dir)
@@ -267,6 +277,16 @@ def hold_run(
         os.close(fd)  # closing the folder releases its lock
 
 # %% ../nbs/17_runs.ipynb #416c8990
+def _read_checkpoint(path) -> dict:
+    "A checkpoint's content; `RunDamaged` naming the file when torch cannot read it (a missing file stays an OSError)."
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as e:  # garbage or a truncated file: UnpicklingError, RuntimeError from the zip reader, EOFError
+        raise RunDamaged(f"{path} is damaged, torch cannot read it ({type(e).__name__}): {FIX}") from None
+
+
 def save_checkpoint(
     path,  # the file
     net: Net,  # the network
@@ -282,7 +302,7 @@ def load_checkpoint(
     path,  # the file
 ) -> tuple[Net, dict]:
     "(network, meta) from a checkpoint written by `save_checkpoint`."
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = _read_checkpoint(path)
     return Net(Arch.from_json(blob["arch"]), blob["state"]), blob["meta"]
 
 # %% ../nbs/17_runs.ipynb #3e365814
@@ -311,7 +331,7 @@ def checkpoint_meta(
     path,  # a checkpoint written by `save_checkpoint`
 ) -> dict:
     "The metadata saved with a checkpoint."
-    return torch.load(path, map_location="cpu", weights_only=True)["meta"]
+    return _read_checkpoint(path)["meta"]
 
 
 def _check_unique(run_dir: Path, records: list):

@@ -1,6 +1,7 @@
 "The run store (nash_lit.runs): atomic files, the append-only log, config checks, checkpoints, RunStore, executors."
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -134,7 +135,7 @@ def test_open_run(tmp_path):
     assert not (tmp_path / "nash_rn").exists() and not any((tmp_path / "empty").iterdir())  # nothing written
     (tmp_path / "orphan").mkdir()
     (tmp_path / "orphan" / LOG).write_text("")
-    with pytest.raises(FileExistsError, match="no config.json"):
+    with pytest.raises(RunDamaged, match=r"config\.json is missing, but .* holds a run.s log"):
         open_run(tmp_path / "orphan", config)
 
 
@@ -304,6 +305,33 @@ def test_deleted_seed_is_named(tmp_path):
     (tmp_path / SEED).unlink()
     with pytest.raises(RunDamaged, match=r"seed\.pt is missing"):
         RunStore(tmp_path, {"x": 1}, resume=True)
+
+
+@pytest.mark.parametrize("name", [BEST, SEED, "child_4.pt"])
+def test_garbage_in_a_checkpoint_is_named(tmp_path, name):
+    "Not torch's UnpicklingError (with its hint to load untrusted code): the damaged file, and what to do."
+    _run_files(tmp_path)
+    (tmp_path / name).write_bytes(b"not a checkpoint")
+    with pytest.raises(
+        RunDamaged, match=rf"{re.escape(str(tmp_path / name))} is damaged, torch cannot read it.*new folder"
+    ):
+        RunStore(tmp_path, {"x": 1}, resume=True).load(name)
+
+
+def test_garbage_in_the_config_is_named(tmp_path):
+    _run_files(tmp_path)
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(RunDamaged, match=r"config\.json is damaged, it does not hold JSON"):
+        RunStore(tmp_path, {"x": 1}, resume=True)
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_deleted_config_of_a_run_is_named(tmp_path, resume):
+    "Neither 'pass resume=False' nor 'the folder holds a run': the missing file, whatever resume says."
+    _run_files(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(RunDamaged, match=r"config\.json is missing, but .* holds a run's log"):
+        RunStore(tmp_path, {"x": 1}, resume=resume)
 
 
 @pytest.mark.parametrize("cut", ["lines", "mid-line"])
