@@ -120,20 +120,21 @@ def alive(pid: int) -> bool:
 
 POOL_SCRIPT = """
 import sys, time
-from nash_lit.executors import Pool
+from nash_lit.executors import make_executor
 if __name__ == "__main__":
-    pool = Pool(2)
-    futures = [pool.submit(time.sleep, 120) for _ in range(2)]  # two workers, each busy for two minutes
+    executor = make_executor(sys.argv[1])
+    futures = [executor.submit(time.sleep, 120) for _ in range(2)]  # two workers, each busy for two minutes
     time.sleep(120)
 """
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_a_killed_search_leaves_no_live_worker(tmp_path):
-    "SIGKILL the process of a spawn pool whose workers are busy: the workers and the resource tracker end within 5 s."
+@pytest.mark.parametrize("executor", ["processes:2", "dask:local:2"])
+def test_a_killed_search_leaves_no_live_worker(tmp_path, executor):
+    "SIGKILL the process whose two workers are busy: the workers and the resource tracker end within 5 s."
     script = tmp_path / "pool.py"
     script.write_text(POOL_SCRIPT)
-    proc = start_script(script)
+    proc = start_script(script, executor)
     end = time.time() + 120
     while len(workers := children(proc.pid)) < 3:  # two workers and multiprocessing's resource tracker
         assert proc.poll() is None and time.time() < end, proc.stderr.read().decode()[-3000:]
