@@ -5,19 +5,22 @@
 # %% ../nbs/19_executors.ipynb #066f1de5
 from __future__ import annotations
 
+import ast
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from pathlib import Path
 
 # %% auto #0
 __all__ = ['SPAWN_POOL', 'EXECUTOR_NAMES', 'LazyFuture', 'InProcess', 'in_process', 'collect', 'start_method', 'check_executor',
-           'parse_executor', 'WorkerDied', 'exit_with_parent', 'pin_worker', 'Pool', 'Dask', 'local_cluster',
-           'make_executor', 'open_executor']
+           'guarded_lines', 'check_main_guard', 'parse_executor', 'WorkerDied', 'exit_with_parent', 'pin_worker',
+           'Pool', 'Dask', 'local_cluster', 'make_executor', 'open_executor']
 
 # %% ../nbs/19_executors.ipynb #2e265976
 class LazyFuture:
@@ -116,7 +119,9 @@ def check_executor(
 ):
     "Refuse, before anything trains, a process pool that forks its workers (a forked worker can hang for ever), or a wrong name."
     if isinstance(executor, str):
-        parse_executor(executor)  # a wrong name fails here
+        kind, _ = parse_executor(executor)  # a wrong name fails here
+        if kind in ("processes", "dask-local"):
+            check_main_guard(executor)
         return
     if start_method(executor) == "fork":
         raise ValueError(
@@ -124,6 +129,50 @@ def check_executor(
             f"of this process (torch's thread pools mid-use) can hang for ever; make it with "
             f"{SPAWN_POOL}"
         )
+
+# %% ../nbs/19_executors.ipynb #c1a2b3c5
+def _is_main_test(test) -> bool:
+    "Whether an `if` test reads `__name__ == '__main__'` (either way round)."
+    if not isinstance(test, ast.Compare) or len(test.ops) != 1 or not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    texts = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return names == ["__name__"] and texts == ["__main__"]
+
+
+def guarded_lines(
+    source: str,  # a script's text
+) -> list:
+    "The (first, last) lines of each `if __name__ == '__main__':` block of a script's top level."
+    blocks = [n for n in ast.parse(source).body if isinstance(n, ast.If) and _is_main_test(n.test)]
+    return [(n.body[0].lineno, n.body[-1].end_lineno) for n in blocks]
+
+
+def check_main_guard(
+    executor: str,  # the executor's name, for the message
+):
+    "Refuse a search with spawned workers started from a script's top level outside `if __name__ == '__main__':`."
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not str(path).endswith(".py"):
+        return  # a notebook, an interactive session, python -c
+    frame, line = sys._getframe(1), None
+    while frame is not None:  # the outermost frame of the script's own top-level code
+        if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
+            line = frame.f_lineno
+        frame = frame.f_back
+    try:
+        blocks = guarded_lines(Path(path).read_text())
+    except (OSError, SyntaxError):
+        return
+    if line is None or any(first <= line <= last for first, last in blocks):
+        return
+    raise RuntimeError(
+        f"executor={executor!r} starts worker processes, and each one imports {path} again: line {line} "
+        f"starts the search at the script's top level, so every worker would start it again. Put the search "
+        f'under a main guard:\n    if __name__ == "__main__":\n        ...  # the search, indented'
+    )
 
 # %% ../nbs/19_executors.ipynb #fc4d9ce6
 EXECUTOR_NAMES = ('"inprocess"', '"processes:N"', '"dask:local:N"', '"dask:tcp://host:port"')

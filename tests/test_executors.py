@@ -3,6 +3,7 @@
 import math
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -201,3 +202,37 @@ def test_dask_retries_a_child_whose_worker_died(reference, tmp_path):
     victim = log[(log.step == 1) & (log.child == 1)].iloc[0]
     assert victim.status == "failed" and "KilledWorker" in victim.error
     assert (log[log.id != victim.id].status == "ok").all()
+
+
+SCRIPT_BODY = """from nash_lit import NashConfig, TrainConfig, nash, seed_arch
+from nash_lit.data import synthetic
+
+train = TrainConfig(batch_size=32, amp=False, channels_last=False, progress=False)
+config = NashConfig(n_steps=1, n_child=2, n_op=1, n_epochs=1, seed_epochs=1, calib_size=16, train=train)
+"""
+SEARCH = 'nash(seed_arch((4, 8, 8)), synthetic(64, 32, 16, seed=0), config, executor="EXECUTOR", progress=False)'
+
+
+@pytest.mark.parametrize("executor", ["processes:2", "dask:local:2"])
+def test_a_script_without_the_main_guard_is_refused_before_any_worker_starts(tmp_path, executor):
+    "Issue 23: the README's executor in a plain script; the error is the last line, with the fix; no run folder made."
+    script = tmp_path / "search.py"
+    script.write_text(SCRIPT_BODY + "result = " + SEARCH.replace("EXECUTOR", executor) + "\n")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = dict(os.environ, TMPDIR=str(temp), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()
+    line = len(SCRIPT_BODY.splitlines()) + 1  # the search
+    assert last[-3].startswith("RuntimeError: ") and f"line {line} starts the search" in last[-3], r.stderr[-2000:]
+    assert last[-2:] == ['    if __name__ == "__main__":', "        ...  # the search, indented"]
+    assert "WorkerDied" not in r.stderr and list(temp.iterdir()) == [], "no worker ran, no run folder was made"
+
+
+def test_a_script_with_the_main_guard_runs(tmp_path):
+    script = tmp_path / "search.py"
+    guarded = 'if __name__ == "__main__":\n    print(' + SEARCH.replace("EXECUTOR", "processes:2") + ")\n"
+    script.write_text(SCRIPT_BODY + guarded)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("NashResult("), r.stderr[-2000:]

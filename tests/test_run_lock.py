@@ -120,10 +120,18 @@ def alive(pid: int) -> bool:
 
 POOL_SCRIPT = """
 import sys, time
+from pathlib import Path
 from nash_lit.executors import make_executor
+
+
+def busy(path):  # a long task that says when it has started
+    Path(path).write_text("started")
+    time.sleep(120)
+
+
 if __name__ == "__main__":
     executor = make_executor(sys.argv[1])
-    futures = [executor.submit(time.sleep, 120) for _ in range(2)]  # two workers, each busy for two minutes
+    futures = [executor.submit(busy, f"{sys.argv[2]}/started{k}") for k in range(2)]
     time.sleep(120)
 """
 
@@ -134,15 +142,17 @@ def test_a_killed_search_leaves_no_live_worker(tmp_path, executor):
     "SIGKILL the process whose two workers are busy: the workers and the resource tracker end within 5 s."
     script = tmp_path / "pool.py"
     script.write_text(POOL_SCRIPT)
-    proc = start_script(script, executor)
-    end = time.time() + 120
-    while len(workers := children(proc.pid)) < 3:  # two workers and multiprocessing's resource tracker
+    proc = start_script(script, executor, tmp_path)
+    end = time.time() + 180
+    while not all((tmp_path / f"started{k}").exists() for k in range(2)):  # both workers inside their long task
         assert proc.poll() is None and time.time() < end, proc.stderr.read().decode()[-3000:]
         time.sleep(0.1)
-    time.sleep(2)  # the workers have started their two-minute tasks
+    workers = children(proc.pid)  # the two workers and multiprocessing's resource tracker
+    assert len(workers) >= 3, workers
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     end = time.time() + 5
     while any(alive(pid) for pid in workers) and time.time() < end:
         time.sleep(0.1)
-    assert not [pid for pid in workers if alive(pid)], "processes of the killed search still alive after 5 s"
+    left = {pid: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2] for pid in workers if alive(pid)}
+    assert not left, f"processes of the killed search still alive after 5 s (state, parent): {left}"
