@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import uuid
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -99,10 +100,16 @@ def _check_splits(data) -> tuple[int, str]:
     for s in _SPLITS:
         x, y, name = getattr(data, f"x_{s}"), getattr(data, f"y_{s}"), f"x_{s}"
         _check_images(name, x)
+        if x.shape[1] != data.x_train.shape[1]:
+            raise ValueError(
+                f"Data.{name} has {x.shape[1]} channel(s), x_train {data.x_train.shape[1]}: every split needs the "
+                "same channels; convert one (grey to RGB: x.repeat(1, 3, 1, 1); RGB to grey: "
+                "x.float().mean(1, keepdim=True).round().to(torch.uint8))"
+            )
         if x.shape[1:] != data.x_train.shape[1:]:
             raise ValueError(
                 f"Data.{name} holds {tuple(x.shape[1:])} images, x_train {tuple(data.x_train.shape[1:])}: "
-                "every split needs one image shape (Data.from_tensors(..., size=...) resizes)"
+                "every split needs one image size (Data.from_tensors(..., size=...) resizes)"
             )
         check_labels(y, len(x), f"Data.y_{s}")
         for t, tname in ((x, name), (y, f"y_{s}")):
@@ -112,6 +119,13 @@ def _check_splits(data) -> tuple[int, str]:
                 )
         if len(y) and int(y.max()) > largest:
             largest, where = int(y.max()), s
+    h, w = data.x_train.shape[2:]
+    if h != w:
+        raise ValueError(
+            f"Data: the images are {h}×{w} (H×W), not square, and the networks here take square images: resize "
+            "them to S×S with size=S (Data.from_tensors, Data.from_dataset, image_folder: it stretches them), or "
+            "crop or pad them to a square first"
+        )
     return largest, where
 
 # %% ../nbs/11_data.ipynb #e55dc289
@@ -343,19 +357,54 @@ def _count(value, name: str, n: int, where: str) -> int:
     return int(value) if count else round(float(value) * n)
 
 
+def _hold_out(y: torch.Tensor, k: int, perm: torch.Tensor) -> tuple:
+    "k of `perm`'s indices, each class's share in proportion to its size (largest remainders), and the rest."
+    labels = y[perm]
+    classes, counts = torch.unique(labels, return_counts=True)
+    quota = counts.double() * k / len(perm)
+    take = quota.floor().long()
+    take[torch.argsort(take - quota, stable=True)[: k - int(take.sum())]] += 1  # the largest remainders round up
+    held = torch.zeros(len(perm), dtype=torch.bool)
+    for c, t in zip(classes.tolist(), take.tolist()):
+        held[(labels == c).nonzero().flatten()[:t]] = True  # the first t of the class in the random order
+    return perm[held], perm[~held]
+
+
+def _map_labels(y: torch.Tensor, test, classes, where: str) -> tuple:
+    "Labels that are not 0..K-1 (1..10, or with gaps) and no class names: mapped to 0..K-1 in order, with a warning."
+    seen = torch.unique(y if test is None else torch.cat([y, test[1]]))
+    if classes is not None or torch.equal(seen, torch.arange(len(seen))):
+        return y, test, classes
+    shown = ", ".join(map(str, seen.tolist()[:12])) + (", ..." if len(seen) > 12 else "")
+    warnings.warn(
+        f"{where}: the labels are {shown}, not 0..{len(seen) - 1}; they are mapped to 0..{len(seen) - 1} in that "
+        f"order, and the classes are named by the original labels (pass classes=[...] to name them yourself)",
+        stacklevel=4,
+    )
+    test = None if test is None else (test[0], torch.searchsorted(seen, test[1]))
+    return torch.searchsorted(seen, y), test, tuple(str(v) for v in seen.tolist())
+
+# %% ../nbs/11_data.ipynb #e4d5e6f0
 def _split(cls, x, y, test, val_size, test_size, classes, seed, device, where: str) -> Data:
-    "Hold out test images (when `test` is None) and validation images by a seeded permutation; build the Data."
+    "Hold out test images (when `test` is None) and validation images, stratified by class, by a seeded permutation."
     device = default_device(device)
+    if len(y) == 0:
+        raise ValueError(f"{where}: the dataset is empty (0 images): pass the images and labels to search")
+    y, test, classes = _map_labels(y, test, classes, where)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     if test is None:
         k = _count(0.1 if test_size is None else test_size, "test_size", len(y), where)
-        test, perm = (x[perm[:k]], y[perm[:k]]), perm[k:]
+        held, perm = _hold_out(y, k, perm)
+        test = (x[held], y[held])
     elif test_size is not None:
         raise ValueError(f"{where}: test_size holds out test images when no test set is given; drop it")
     k = _count(val_size, "val_size", len(y), where)  # a fraction of all the images given, as test_size
     if k >= len(perm):
-        raise ValueError(f"{where}: no training images are left after holding out validation and test images")
-    val, train = perm[:k], perm[k:]
+        raise ValueError(
+            f"{where}: no training images are left: {len(y)} images, {len(y) - len(perm)} held out for testing "
+            f"and {k} for validation; lower val_size or test_size"
+        )
+    val, train = _hold_out(y, k, perm)
     return cls(*(t.to(device) for t in (x[train], y[train], x[val], y[val], *test)), classes=classes)
 
 # %% ../nbs/11_data.ipynb #f1e2f3a4

@@ -16,7 +16,14 @@ from .evaluation import ChildResult, ChildTask, child_seeds, evaluate_child, out
 from .executors import collect, in_process, open_executor
 from .operators import OPERATORS, resolve_operators
 from .runs import RunStore, child_checkpoint, hold_run
-from .session import PROGRESS_KEYS, SearchProgress, check_search_start, run_folder, warn_if_data_travels
+from nash_lit.session import (
+    PROGRESS_KEYS,
+    SearchProgress,
+    check_search_start,
+    run_folder,
+    warn_if_data_travels,
+    with_data,
+)
 from .training import TrainConfig, as_train_config, epoch_images
 
 # %% auto #0
@@ -366,7 +373,8 @@ def search(
     config: SearchConfig,  # the settings
     stored: dict,  # what config.json holds (format, config, seed networks)
     run_dir=None,  # the run folder; None: a temporary one, deleted on success, kept (and named) on failure
-    resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
+    resume: bool
+    | str = False,  # continue (or, with a larger budget, extend) the run in `run_dir`; "other-data": on other data, on purpose
     executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', ...); or any executor
     progress: bool = True,  # draw one progress bar
     recovers: bool = True,  # whether children may recover (Eq. 8): its settings are checked then
@@ -382,14 +390,17 @@ def search(
     recovery = config.recovery if recovers else None
     spec = check_search_start(nets, data, config.train.device, executor, dict(train=config.train, recovery=recovery))
     warn_if_data_travels(data, executor, stacklevel=stacklevel)
-    n_train = len(data.y_train if isinstance(data, Data) else spec.load(_check_device(config, executor)).y_train)
+    loaded = data if isinstance(data, Data) else spec.load(_check_device(config, executor))
+    n_train = len(loaded.y_train)
     strategy.named = run_dir is not None  # the result names the folder only when it was the user's
     with (
         run_folder(run_dir, prefix=f"{strategy.prefix}_", replays=(SearchFailed,)) as where,
         hold_run(where, resume),  # one search per folder: a second one fails here, before anything starts
         open_executor(executor) as pool,
     ):
-        store = store_type(where, stored, resume, ignore=PROGRESS_KEYS, extend=EXTEND + extend)
+        stored = with_data(stored, loaded, where, resume)  # a resume on other data is refused here
+        other = tuple(f"data.{k}" for k in stored.get("data", ())) if resume == "other-data" else ()
+        store = store_type(where, stored, resume, ignore=PROGRESS_KEYS + other, extend=EXTEND + extend)
         n = None if total is None else total(store)
         with SearchProgress(
             strategy.name, n, store.records, store.seconds, strategy.unit, n_units, config.budget_seconds, progress

@@ -295,7 +295,8 @@ def nash(
     data: Data | DataSpec,  # training and validation data, or a spec that each worker loads
     config: NashConfig | None = None,  # Algorithm 1's settings; default NashConfig()
     run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
-    resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
+    resume: bool
+    | str = False,  # continue (or, with a larger budget, extend) the run in `run_dir`; "other-data": on other data, on purpose
     executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', 'dask:tcp://host:8786'), made and closed here; or any executor (a pool must spawn)
     progress: bool = True,  # draw one progress bar for the search (never stored: a resume may change it)
 ) -> NashResult:
@@ -308,7 +309,8 @@ def random_search(
     data: Data | DataSpec,  # training and validation data, or a spec that each worker loads
     config: NashConfig | None = None,  # the same settings as NASH's (seed_epochs is unused)
     run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
-    resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
+    resume: bool
+    | str = False,  # continue (or, with a larger budget, extend) the run in `run_dir`; "other-data": on other data, on purpose
     executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', 'dask:tcp://host:8786'), made and closed here; or any executor (a pool must spawn)
     progress: bool = True,  # draw one progress bar for the search
 ) -> NashResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pickle
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,8 @@ def check_unit_range(
         "; negative values look normalised: pass the images as they were before normalisation (a torchvision "
         "transform: drop Normalize); the networks normalise them with the training statistics"
         if lo < 0
-        else "; floats on the 0..255 scale: divide them by 255"
-        if hi <= 255
-        else ""
+        else f"; divide them by the largest value their scale allows (255 for bytes stored as floats, 16 for "
+        f"scikit-learn's digits; the largest here is {hi:.4g})"
     )
     raise ValueError(f"{what}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]{hint}")
 
@@ -155,6 +155,11 @@ def as_labels(
         y = np.asarray(y)
         if y.dtype.kind not in "iubf":
             raise ValueError(f"{what} must be integer class indices, got an array of {y.dtype}")
+        if y.dtype.kind == "f" and y.ndim == 1:  # (one-hot labels: check_labels names them)
+            raise ValueError(
+                f"{what} is an array of {y.dtype}: labels are integer class indices; if they are whole numbers, "
+                "pass y.astype(np.int64)"
+            )
         y = torch.from_numpy(np.ascontiguousarray(y.astype(np.int64) if y.dtype.kind == "u" else y))
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{what} must be a tensor, an array or a list of labels, got {type(y).__name__}")
@@ -219,7 +224,26 @@ def open_rgb(path):
     with open(path, "rb") as f:
         img = Image.open(f)
         img.load()
-    return img if img.mode in _WIDE_MODES else img.convert("RGB")
+    if img.mode in _WIDE_MODES:
+        return img
+    alpha = "A" in img.getbands() or "transparency" in img.info
+    rgb = img.convert("RGB")
+    rgb.info["alpha_dropped"] = alpha  # read_dataset counts them in its warning
+    return rgb
+
+
+def _say_what_changed(where: str, n: int, side, resized: int, stretched: int, alpha: int):
+    "One warning for a dataset read: how many images were resized (and stretched), how many lost an alpha channel."
+    said = []
+    if resized:
+        said.append(
+            f"{resized} of {n} images resized to {side}×{side}"
+            + (f", {stretched} of them not square (stretched: their aspect ratio changed)" if stretched else "")
+        )
+    if alpha:
+        said.append(f"{alpha} of {n} images had an alpha channel (transparency), dropped: RGB only")
+    if said:
+        warnings.warn(f"{where}: " + "; ".join(said), stacklevel=4)
 
 
 def read_dataset(
@@ -235,12 +259,17 @@ def read_dataset(
     if len(ds) == 0:
         raise ValueError(f"{where} is empty")
     side, images, labels = None if size is None else check_side(size), [], []
+    resized, stretched, alpha = 0, 0, 0
     for i in range(len(ds)):
         item = ds[i]
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError(f"{where}[{i}] must be an (image, label) pair, got {type(item).__name__}")
         img = read_image(item[0], f"{where}[{i}]")
-        images.append(img if side is None else resize(img[None], side)[0])
+        alpha += bool(getattr(item[0], "info", {}).get("alpha_dropped"))
+        if side is not None and tuple(img.shape[1:]) != (side, side):
+            resized, stretched = resized + 1, stretched + (img.shape[1] != img.shape[2])
+            img = resize(img[None], side)[0]
+        images.append(img)
         label = item[1]
         if isinstance(label, torch.Tensor) and label.numel() == 1:
             label = label.item()
@@ -258,6 +287,7 @@ def read_dataset(
             f"{where} holds images of different sizes, e.g. {shapes[0][1:]} and {shapes[-1][1:]} (H, W): "
             "pass size=... to resize every image to size×size"
         )
+    _say_what_changed(where, len(images), side, resized, stretched, alpha)
     return torch.stack(images), as_labels(labels, len(images), where)
 
 # %% ../nbs/10_images.ipynb #5cb23ce1

@@ -5,7 +5,6 @@
 # %% ../nbs/07_pareto.ipynb #5efd3ac0
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,7 +32,7 @@ from nash_lit.front import (
     resolve_objectives,
 )
 from .operators import generate_child
-from .runs import SEED, RunStore, atomic_write_text, child_checkpoint, read_json
+from .runs import SEED, RunStore, child_checkpoint, read_json, write_json
 from .training import TrainConfig, train
 
 # %% auto #0
@@ -485,7 +484,7 @@ class ParetoSearch(Strategy):
         self.waiting = True
         path = run.store.path(plan_name(plan.step))
         if not path.exists():
-            atomic_write_text(path, json.dumps(plan.state.plan))
+            write_json(path, plan.state.plan)
 
     def feed(self, run: Run, plan: Plan, j: int, record: dict):
         pass  # line 10 needs every child: see close

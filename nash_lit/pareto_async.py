@@ -34,15 +34,17 @@ from nash_lit.pareto import (
     update_front,
 )
 from nash_lit.runs import (
+    FIX,
     LOG,
     RECORD,
     SEED,
     RunDamaged,
     RunStore,
-    atomic_write_text,
     child_checkpoint,
     read_json,
+    check_unlogged,
     read_records,
+    write_json,
 )
 
 # %% auto #0
@@ -111,6 +113,7 @@ def check_async_files(
                     f"{run_dir / LOG}: records {j + 1} and {k + 1} have the same {what} {key}: "
                     f"a network was logged twice, by hand or by two runs sharing the folder"
                 )
+    check_unlogged(run_dir, records)  # a crash leaves at most one trained child without its record
     if state is None:
         late = [r for r in records if r["step"] > 0]
         if late:
@@ -128,6 +131,12 @@ def check_async_files(
                 f"{run_dir / LOG}: instance {i} logged a child of generation {r['step']}, but {run_dir / STATE} "
                 f"says it closed generation {state['instances'][i]['step']}: the state file is an older copy"
             )
+        plan = run_dir / plan_file(i, r["step"]) if i is not None else None
+        if plan is not None and r["step"] > state["instances"][i]["step"] and not plan.exists():
+            raise RunDamaged(
+                f"{plan} is missing, but {run_dir / LOG} has child {r['child']} (id {r['id']}) of instance {i}'s "
+                f"open generation {r['step']}, and the rest of that generation must come from the same plan: {FIX}"
+            )
 
 # %% ../nbs/08_pareto_async.ipynb #db7eebdd
 class AsyncStore(RunStore):
@@ -143,7 +152,7 @@ class AsyncStore(RunStore):
     def save_state(self, state: dict):
         "Write instances.json atomically, with the number of records the log holds now."
         self.state = {**state, "logged": len(self.records)}
-        atomic_write_text(self.path(STATE), json.dumps(self.state))
+        write_json(self.path(STATE), self.state)
 
 # %% ../nbs/08_pareto_async.ipynb #8ded1dc1
 class Instance:
@@ -306,7 +315,7 @@ class AsyncPareto(_AsyncState):
         inst.gen, inst.stored = plan.state, None
         path = run.store.path(plan_file(inst.index, plan.step))
         if not path.exists():
-            atomic_write_text(path, json.dumps(plan.state.plan))
+            write_json(path, plan.state.plan)
             self.next += len(plan.ids)
 
     def feed(self, run: Run, plan: Plan, j: int, record: dict):
@@ -379,7 +388,8 @@ def pareto_nash(
     data: Data | DataSpec = None,  # training and validation data, or a spec that each worker loads
     config: ParetoConfig | None = None,  # Algorithm 2's settings; default ParetoConfig()
     run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
-    resume: bool = False,  # continue (or, with a larger n_gen or budget, extend) the run stored in `run_dir`
+    resume: bool
+    | str = False,  # continue (or, with a larger n_gen or budget, extend) the run in `run_dir`; "other-data": on other data
     executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', 'dask:tcp://host:8786'), made and closed here; or any executor (a pool must spawn)
     progress: bool = True,  # draw one progress bar for the search (never stored: a resume may change it)
 ) -> ParetoResult:

@@ -310,7 +310,8 @@ def peer_search(
     data: Data | DataSpec,  # training and validation data, or a spec each worker loads
     config: PeerConfig | None = None,  # the peer's settings; default PeerConfig() (NSGA-II)
     run_dir=None,  # folder of the run store; None: a temporary folder, deleted on success, kept on failure
-    resume: bool = False,  # continue (or, with a larger budget, extend) the run stored in `run_dir`
+    resume: bool
+    | str = False,  # continue (or, with a larger budget, extend) the run in `run_dir`; "other-data": on other data, on purpose
     executor=None,  # None: in this process; a name ('processes:2', 'dask:local:2', ...); or any executor
     progress: bool = True,  # draw one progress bar
 ):

@@ -5,8 +5,12 @@
 # %% ../nbs/17_runs.ipynb #dea2078d
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import json
 import os
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +25,10 @@ import torch
 from .arch import Arch, Net
 
 # %% auto #0
-__all__ = ['LOG', 'CONFIG', 'RECORD', 'FIX', 'BEST', 'SEED', 'BEST_EVER', 'atomic_write', 'atomic_write_text', 'RunDamaged',
-           'read_json', 'append_record', 'read_records', 'read_log', 'open_run', 'RunBusy', 'hold_run',
-           'save_checkpoint', 'load_checkpoint', 'child_checkpoint', 'step_ids', 'checkpoint_meta', 'check_run_files',
+__all__ = ['LOG', 'CONFIG', 'RECORD', 'FIX', 'BEST', 'SEED', 'BEST_EVER', 'DiskFull', 'atomic_write', 'atomic_write_text',
+           'RunDamaged', 'digest', 'write_json', 'read_json', 'read_records', 'append_record', 'read_log',
+           'check_writable', 'open_run', 'RunBusy', 'hold_run', 'checkpoint_checksum', 'save_checkpoint',
+           'load_checkpoint', 'child_checkpoint', 'step_ids', 'checkpoint_meta', 'check_unlogged', 'check_run_files',
            'Checkpoints', 'RunStore']
 
 # %% ../nbs/17_runs.ipynb #c3bd64a5
@@ -41,17 +46,37 @@ def _fsync_dir(path: Path):
         os.close(fd)
 
 
+class DiskFull(OSError):
+    "A run's file could not be written because its disk (or quota) is full; what was written before is intact."
+
+
+def _no_space(path: Path, e: OSError) -> OSError:
+    "`e` as `DiskFull` naming `path` and the fix when the disk is full; any other error as it is."
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return e
+    free = shutil.disk_usage(path.parent).free
+    return DiskFull(
+        e.errno,
+        f"the disk is full: writing {path} failed with {free:,} bytes free there; the run's files are as they were "
+        f"before this write, so free some space and resume the run (resume=True)",
+    )
+
+
 def atomic_write(
     path,  # the file to (re)write
     write,  # function taking an open binary file and writing the content
 ):
-    "Write `path` through a temporary file that is fsynced and then `os.replace`d over it."
+    "Write `path` through a temporary file that is fsynced and then `os.replace`d over it; `DiskFull` when out of space."
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        tmp.unlink(missing_ok=True)  # a half-written temporary would only take space
+        raise _no_space(path, e) from e
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
@@ -69,26 +94,37 @@ class RunDamaged(RuntimeError):
     "A run's files contradict each other, or one cannot be read; resuming would silently replay it from an older state."
 
 
+def digest(*parts) -> str:
+    "SHA-256 (hex, first 16 digits) of JSON values and byte buffers, in order."
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, (bytes, memoryview)) else json.dumps(p, sort_keys=True, allow_nan=True).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def write_json(
+    path,  # a JSON file of the run (a plan, a state file)
+    value: dict,  # JSON-serialisable
+):
+    "Write `value` atomically with its checksum under the key `sha256`, which `read_json` verifies."
+    value = json.loads(json.dumps(value))  # as it reads back (integer keys become strings): the checksum of that
+    atomic_write_text(path, json.dumps({**value, "sha256": digest(value)}))
+
+
 def read_json(
     path,  # a JSON file of the run (config.json, a plan)
 ):
-    "The file's JSON; `RunDamaged` naming the file when it does not hold JSON."
+    "The file's JSON, its checksum verified and removed; `RunDamaged` naming the file when it is damaged."
     try:
-        return json.loads(Path(path).read_bytes())
+        value = json.loads(Path(path).read_bytes())
     except ValueError as e:  # not JSON, or not text at all (UnicodeDecodeError)
         raise RunDamaged(f"{path} is damaged, it does not hold JSON ({type(e).__name__}: {e}): {FIX}") from None
-
-
-def append_record(
-    run_dir,  # the run folder
-    record: dict,  # JSON-serialisable values
-):
-    "Append one line to the run's log, flushed and fsynced before returning."
-    line = json.dumps(record, allow_nan=True) + "\n"
-    with open(Path(run_dir) / LOG, "ab") as f:
-        f.write(line.encode())
-        f.flush()
-        os.fsync(f.fileno())
+    if isinstance(value, dict) and "sha256" in value:
+        stored = value.pop("sha256")
+        if stored != digest(value):
+            raise RunDamaged(f"{path} is damaged: its content no longer matches its checksum (edited?): {FIX}")
+    return value
 
 # %% ../nbs/17_runs.ipynb #c64bc383
 def _parse_line(path: Path, number: int, line: bytes, fields: dict) -> dict:
@@ -97,7 +133,7 @@ def _parse_line(path: Path, number: int, line: bytes, fields: dict) -> dict:
     fix = f"delete that line if it was added by hand, else {FIX}"
     try:
         record = json.loads(line)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON (JSONDecodeError), or not text (UnicodeDecodeError)
         raise RunDamaged(
             f"{where} is not valid JSON, and it is not the last line, so no crash wrote it ({text}): {fix}"
         ) from None
@@ -113,25 +149,86 @@ def _parse_line(path: Path, number: int, line: bytes, fields: dict) -> dict:
         )
     return record
 
+# %% ../nbs/17_runs.ipynb #c4a1f0e1
+def _check_link(path: Path, number: int, record: dict, last: str) -> str:
+    "Pop line `number`'s chain and check that it follows from `last`, the line before's; the chain to carry on."
+    if "chain" not in record:
+        if last:
+            raise RunDamaged(
+                f"{path}: line {number} has no chain value, but the lines before it have: it was not written by "
+                f"a search (added by hand?): delete that line if it was added by hand, else {FIX}"
+            )
+        return ""  # a log written before records were chained
+    link = record.pop("chain")
+    if link != digest(last, record):
+        raise RunDamaged(
+            f"{path}: line {number} does not follow from the line before it (its chain value {link!r} is not the "
+            f"hash of that line's and its own): a line before it was removed, or this line was edited: {FIX}"
+        )
+    return link
+
+
+def _last_link(path: Path) -> str:
+    "The chain value of the log's last complete line ('' for none, or a log written before the chain)."
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        tail = b""
+        while end > 0 and tail.count(b"\n") < 2:  # the last complete line, and the one before it ends the read
+            start = max(0, end - 65536)
+            f.seek(start)
+            tail, end = f.read(end - start) + tail, start
+    lines = tail.split(b"\n")[:-1]  # after the final newline: a torn line (or nothing)
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        return ""
+    try:
+        return json.loads(lines[-1]).get("chain", "")
+    except (ValueError, AttributeError):
+        return ""  # not a record: read_records names that line
+
 # %% ../nbs/17_runs.ipynb #e85bb92a
 def read_records(
     run_dir,  # the run folder
     repair: bool = False,  # truncate a half-written last line away
     fields: dict | None = None,  # name -> type that every record must have (RECORD: a search's)
 ) -> list[dict]:
-    "The log's records; a half-written last line (a crash mid-write) is ignored, any other bad line is `RunDamaged`."
+    "The log's records, their chain checked; a half-written last line (a crash mid-write) is ignored, any other bad line is `RunDamaged`."
     path = Path(run_dir) / LOG
     if not path.exists():
         return []
     raw = path.read_bytes()
     *complete, torn = raw.split(b"\n")  # the text after the final newline: empty unless a crash cut the last write
-    records = [_parse_line(path, k + 1, line, fields or {}) for k, line in enumerate(complete) if line.strip()]
+    records, last = [], ""
+    for k, line in enumerate(complete):
+        if line.strip():
+            record = _parse_line(path, k + 1, line, fields or {})
+            last = _check_link(path, k + 1, record, last)
+            records.append(record)
     if repair and torn:
         with open(path, "r+b") as f:
             f.truncate(len(raw) - len(torn))
             f.flush()
             os.fsync(f.fileno())
     return records
+
+
+def append_record(
+    run_dir,  # the run folder
+    record: dict,  # JSON-serialisable values
+):
+    "Append one line to the run's log, chained to the line before it, flushed and fsynced before returning."
+    path = Path(run_dir) / LOG
+    record = json.loads(json.dumps(record, allow_nan=True))  # as it reads back (integer keys become strings)
+    line = json.dumps({**record, "chain": digest(_last_link(path), record)}, allow_nan=True) + "\n"
+    try:
+        with open(path, "ab") as f:
+            f.write(line.encode())
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a part of the line may be written: a torn last line, cut away on resume
+        raise _no_space(path, e) from e
 
 # %% ../nbs/17_runs.ipynb #e52bc11e
 def read_log(
@@ -177,6 +274,26 @@ def _config_diff(old: dict, new: dict, ignore: tuple, extend: tuple) -> list[str
     ]
     return bad
 
+# %% ../nbs/17_runs.ipynb #c4a1f0e2
+def check_writable(
+    run_dir: Path,  # a run folder
+):
+    "`RunDamaged` naming the log or the folder when this process cannot write it: found before anything trains."
+    probe, log = run_dir / f".write-test-{os.getpid()}", run_dir / LOG
+    for path in (run_dir, log):
+        try:
+            if path == run_dir:  # a file can be made (and so renamed over a checkpoint)
+                probe.write_bytes(b"")
+                probe.unlink()
+            elif log.exists():  # the log can be appended to
+                with open(log, "ab"):
+                    pass
+        except PermissionError as e:
+            raise RunDamaged(
+                f"{path} is not writable by this process ({e.strerror}), and the run must write it: make it "
+                f"writable (chmod u+w {path}), or copy the run folder and resume the copy"
+            ) from None
+
 # %% ../nbs/17_runs.ipynb #4a9e89a6
 def _no_run(run_dir: Path) -> str:
     "Why `run_dir` holds no run, in words."
@@ -212,11 +329,17 @@ def open_run(
         )
     if stored.exists():
         old = read_json(stored)
+        if "format" in old and "format" in config and old["format"] != config["format"]:
+            raise ValueError(
+                f"cannot resume {run_dir}: it holds a {old['format']} run ({stored}), not a {config['format']} one: "
+                f"resume it with the search that made it, or start this search in another folder"
+            )
         bad = _config_diff(old, config, ignore, extend)
         if bad:
-            raise ValueError(f"cannot resume {run_dir}: its config differs in " + ", ".join(bad))
+            raise ValueError(f"cannot resume {run_dir}: its config ({stored}) differs in " + ", ".join(bad))
         if check is not None:
             check(run_dir)  # a run refused here keeps the config it was made with
+        check_writable(run_dir)
         if old != config:
             atomic_write_text(stored, json.dumps(config, indent=1))  # extended: the new budget is the run's
         return run_dir
@@ -277,14 +400,31 @@ def hold_run(
         os.close(fd)  # closing the folder releases its lock
 
 # %% ../nbs/17_runs.ipynb #416c8990
+def checkpoint_checksum(blob: dict) -> str:
+    "The checksum of a checkpoint's architecture, meta and every tensor's name, dtype, shape and bytes."
+    parts = []
+    for name, t in sorted(blob["state"].items()):
+        data = memoryview(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+        parts += [[name, str(t.dtype), list(t.shape)], data]
+    return digest(blob["arch"], blob["meta"], *parts)
+
+
 def _read_checkpoint(path) -> dict:
-    "A checkpoint's content; `RunDamaged` naming the file when torch cannot read it (a missing file stays an OSError)."
+    "A checkpoint's content, its checksum verified; `RunDamaged` naming the file when it is damaged (a missing one stays FileNotFoundError)."
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
         raise
-    except Exception as e:  # garbage or a truncated file: UnpicklingError, RuntimeError from the zip reader, EOFError
+    except Exception as e:  # garbage or a truncated file: UnpicklingError, RuntimeError or OSError from the zip reader
         raise RunDamaged(f"{path} is damaged, torch cannot read it ({type(e).__name__}): {FIX}") from None
+    if "sha256" in blob and blob["sha256"] != checkpoint_checksum(
+        blob
+    ):  # a checkpoint written before checksums has none
+        raise RunDamaged(
+            f"{path} is damaged: its weights or metadata no longer match the checksum written with them (a bit "
+            f"changed on disk, or the file was edited): {FIX}"
+        )
+    return blob
 
 
 def save_checkpoint(
@@ -295,7 +435,10 @@ def save_checkpoint(
     "Save (architecture, weights, meta) atomically."
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     blob = {"arch": net.arch.to_json(), "state": state, "meta": meta}
-    atomic_write(path, lambda f: torch.save(blob, f))
+    blob["sha256"] = checkpoint_checksum(blob)
+    buffer = io.BytesIO()  # serialised first: a full disk is then an OSError of the write, not torch's RuntimeError
+    torch.save(blob, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(
@@ -405,7 +548,10 @@ def _child_id(path: Path) -> int:
         ) from e
 
 
-def _check_unlogged(run_dir: Path, records: list):
+def check_unlogged(
+    run_dir: Path,  # a run folder
+    records: list,  # its log's records
+):
     "A crash between a checkpoint and its log line leaves one child without a record; more mean the log was cut."
     logged = {r["id"] for r in records}
     lost = sorted((i, p.name) for p in run_dir.glob(child_checkpoint("*")) if (i := _child_id(p)) not in logged)
@@ -460,7 +606,7 @@ def check_run_files(
     _check_open(run_dir, records, meta)
     if meta is not None:
         _check_late(run_dir, records, meta)
-    _check_unlogged(run_dir, records)
+    check_unlogged(run_dir, records)
     _check_best_ever(run_dir, records, meta)
     return meta
 

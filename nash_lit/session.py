@@ -5,6 +5,7 @@
 # %% ../nbs/20_session.ipynb #c8a9de35
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 import tempfile
@@ -12,16 +13,17 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from .checks import check_fit
 from .data import Data, DataSpec, as_spec, default_device
 from .executors import check_executor, in_process
-from .runs import RunDamaged
+from .runs import CONFIG, RunDamaged, read_json
 
 # %% auto #0
-__all__ = ['NO_VAL', 'REPLAYS', 'UNTRAINED', 'PROGRESS_KEYS', 'BAR', 'check_search_start', 'warn_if_data_travels', 'kept_note',
-           'with_note', 'run_folder', 'SearchProgress']
+__all__ = ['NO_VAL', 'REPLAYS', 'RESUME', 'UNTRAINED', 'PROGRESS_KEYS', 'BAR', 'check_search_start', 'warn_if_data_travels',
+           'kept_note', 'with_note', 'run_folder', 'data_identity', 'with_data', 'SearchProgress']
 
 # %% ../nbs/20_session.ipynb #570d1e78
 NO_VAL = (
@@ -143,6 +145,49 @@ def run_folder(
             raise
         raise told from e
     shutil.rmtree(folder, ignore_errors=True)
+
+# %% ../nbs/20_session.ipynb #d4a7a002
+RESUME = (False, True, "other-data")  # what `resume` may be
+
+
+def data_identity(
+    data: Data,  # the search's training and validation data
+) -> dict:
+    "What a run records of its data: image shape, split sizes, classes and a hash of the images and labels."
+    h = hashlib.sha256()
+    for t in (data.x_train, data.y_train, data.x_val, data.y_val):
+        h.update(memoryview(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
+    return dict(
+        shape=list(data.x_train.shape[1:]),
+        train=len(data.y_train),
+        val=len(data.y_val),
+        classes=list(data.classes),
+        sha256=h.hexdigest()[:16],
+    )
+
+
+def with_data(
+    stored: dict,  # what the run's config.json is to hold
+    data: Data,  # the data given
+    run_dir: Path,  # the run folder
+    resume,  # False, True or "other-data"
+) -> dict:
+    "`stored` with the data's identity; a resume on other data refused unless asked for (a run made before: as it is)."
+    if resume not in RESUME:
+        raise ValueError(f"resume must be one of {RESUME}, got {resume!r}")
+    given = data_identity(data)
+    old = read_json(run_dir / CONFIG) if resume and (run_dir / CONFIG).exists() else None
+    if old is not None and "data" not in old:
+        return stored  # a run made before runs recorded their data
+    if old is not None and old["data"] != given and resume != "other-data":
+        differ = ", ".join(
+            f"{k} {old['data'].get(k)!r} then, {v!r} now" for k, v in given.items() if old["data"].get(k) != v
+        )
+        raise ValueError(
+            f"cannot resume {run_dir}: it was run on other data ({differ}); pass the data it was run on, or "
+            f'resume="other-data" to continue it on this data on purpose (its log then holds errors on both)'
+        )
+    return {**stored, "data": given}
 
 # %% ../nbs/20_session.ipynb #f5cbb989
 UNTRAINED = (

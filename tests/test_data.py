@@ -197,7 +197,7 @@ def test_from_tensors_refuses_what_it_cannot_read():
     x, y = np.zeros((20, 16, 16, 3), dtype=np.uint8), np.zeros(20, dtype=int)
     with pytest.raises(ValueError, match="looks channels-last: pass layout='NHWC'"):
         D.Data.from_tensors(x, y)
-    with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\].*divide them by 255"):
+    with pytest.raises(ValueError, match=r"float images must lie in \[0, 1\].*255 for bytes stored as floats"):
         D.Data.from_tensors(x.astype(np.float32) + 200, y, layout="NHWC")
     with pytest.raises(ValueError, match="integer images must lie in 0..255"):
         D.Data.from_tensors(x.astype(np.int64) - 1, y, layout="NHWC")
@@ -375,7 +375,7 @@ def test_from_dataset_with_a_normalize_transform_says_so():
         ValueError, match=r"train\[0\]: float images must lie in \[0, 1\].*look normalised.*drop Normalize"
     ):
         D.Data.from_dataset(items)
-    with pytest.raises(ValueError, match="divide them by 255"):
+    with pytest.raises(ValueError, match="255 for bytes stored as floats"):
         D.Data.from_dataset([(torch.full((1, 4, 4), 200.0), 0)] * 4)
 
 

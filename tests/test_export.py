@@ -109,7 +109,11 @@ BAD_IMAGES = {  # name -> (make from good uint8 x (N, 1, 16, 16), error type, me
     "single image": (lambda x: x[0], ValueError, "x[None]"),
     "int32": (lambda x: x.int(), TypeError, "uint8 (0..255) or floating point"),
     "bool": (lambda x: x > 0, TypeError, "uint8 (0..255) or floating point"),
-    "0..255 floats": (lambda x: x.float(), ValueError, "divide them by 255"),  # 255·x would be taken silently
+    "0..255 floats": (
+        lambda x: x.float(),
+        ValueError,
+        "255 for bytes stored as floats",
+    ),  # 255·x would be taken silently
     "normalised floats": (lambda x: (x.float() / 255 - 0.5) / 0.25, ValueError, "look normalised"),
     "NaN": (lambda x: x.float().div(255).index_fill(0, torch.tensor([0]), float("nan")), ValueError, "NaN"),
 }
@@ -141,12 +145,14 @@ def test_float_range_is_checked_eagerly_and_never_in_a_capture(tmp_path):
             captured = capture()
             assert torch.equal(captured(x), want)
             captured(x * 255)  # a captured graph cannot raise on values: it computes (predict checks them)
-    with pytest.raises(ValueError, match=r"the model's input: float images must lie in \[0, 1\].*divide them by 255"):
+    with pytest.raises(
+        ValueError, match=r"the model's input: float images must lie in \[0, 1\].*255 for bytes stored as floats"
+    ):
         model(x * 255)
     loaded = load_exported(save_exported(model, tmp_path / "f.pt2", example=x[:4]))
     with torch.no_grad():
         assert torch.equal(loaded(x), want)
-    with pytest.raises(ValueError, match="divide them by 255"):
+    with pytest.raises(ValueError, match="255 for bytes stored as floats"):
         predict(loaded, data.x_test.float())
     with pytest.raises(ValueError, match="look normalised"):  # an example batch is checked as an input is
         save_exported(model, tmp_path / "g.pt2", example=x - 0.5)
@@ -172,7 +178,7 @@ def test_predict_takes_what_data_takes():
 
 
 PREDICT_MISTAKES = {  # name -> (images from good uint8 x (N, 1, 16, 16), error type, message part)
-    "0..255 floats": (lambda x, d: x.float(), ValueError, "divide them by 255"),
+    "0..255 floats": (lambda x, d: x.float(), ValueError, "255 for bytes stored as floats"),
     "normalised": (lambda x, d: normalize(x, d.mean, d.std), ValueError, "look normalised"),
     "normalised numpy": (lambda x, d: normalize(x, d.mean, d.std).numpy(), ValueError, "look normalised"),
     "NHWC given as NCHW": (lambda x, d: x.permute(0, 2, 3, 1).expand(-1, -1, -1, 3), ValueError, "layout='NHWC'"),
