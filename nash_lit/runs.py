@@ -380,8 +380,12 @@ def hold_run(
 ):
     "Hold the run folder's exclusive lock while the block runs; a second search on it fails at once with `RunBusy`."
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NotADirectoryError(f"run_dir {run_dir} is a file; name a folder for the run (it is created if missing)")
+    for path in (run_dir, *run_dir.parents):
+        if path.exists() and not path.is_dir():
+            inside = "" if path == run_dir else f", inside {path}, which"
+            raise NotADirectoryError(
+                f"run_dir {run_dir}{inside} is a file; name a folder for the run (it is created if missing)"
+            )
     if fcntl is None or (resume and not run_dir.exists()):
         yield run_dir
         return

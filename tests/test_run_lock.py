@@ -96,6 +96,9 @@ def test_hold_run_in_one_process_and_a_file_for_a_folder(tmp_path):
     with pytest.raises(NotADirectoryError, match="is a file; name a folder"):
         with hold_run(tmp_path / "file"):
             pass
+    with pytest.raises(NotADirectoryError, match=r"run_dir .*file/sub, inside .*file, which is a file; name a folder"):
+        with hold_run(tmp_path / "file" / "sub"):
+            pass
 
 
 def children(pid: int) -> list:
