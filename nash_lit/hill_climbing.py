@@ -20,7 +20,7 @@ from .data import Data, DataSpec
 from .driver import Cost, Plan, Run, SearchConfig, SearchFailed, Strategy, child_task, search
 from .evaluation import ChildTask, calibration_batch, child_seeds
 from .operators import generate_child
-from .runs import BEST, BEST_EVER, SEED, RunStore, child_checkpoint
+from .store import BEST, BEST_EVER, SEED, RunStore, child_checkpoint
 from .training import TrainConfig, train
 
 # %% auto #0

@@ -231,7 +231,7 @@ def open_rgb(path):
     rgb.info["alpha_dropped"] = alpha  # read_dataset counts them in its warning
     return rgb
 
-
+# %% ../nbs/10_images.ipynb #a00000f1
 def _say_what_changed(where: str, n: int, side, resized: int, stretched: int, alpha: int):
     "One warning for a dataset read: how many images were resized (and stretched), how many lost an alpha channel."
     said = []

@@ -32,7 +32,8 @@ from nash_lit.front import (
     resolve_objectives,
 )
 from .operators import generate_child
-from .runs import SEED, RunStore, child_checkpoint, read_json, write_json
+from .runs import read_json, write_json
+from .store import SEED, RunStore, child_checkpoint
 from .training import TrainConfig, train
 
 # %% auto #0

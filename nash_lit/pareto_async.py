@@ -33,19 +33,8 @@ from nash_lit.pareto import (
     sweep,
     update_front,
 )
-from nash_lit.runs import (
-    FIX,
-    LOG,
-    RECORD,
-    SEED,
-    RunDamaged,
-    RunStore,
-    child_checkpoint,
-    read_json,
-    check_unlogged,
-    read_records,
-    write_json,
-)
+from .runs import FIX, LOG, RECORD, RunDamaged, read_json, read_records, write_json
+from .store import SEED, RunStore, check_unlogged, child_checkpoint
 
 # %% auto #0
 __all__ = ['STATE', 'instance_seed', 'instance_config', 'shared_front_ids', 'merge_fronts', 'plan_file', 'check_async_files',

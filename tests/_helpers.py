@@ -74,16 +74,16 @@ def no_training(monkeypatch, search_module=None):
 
 def crash_after_best(monkeypatch, step: int = 1):
     "Make RunStore.save_best raise SystemExit right after it has written best.pt for `step` (a kill at that moment); returns the real one."
-    import nash_lit.runs as R
+    import nash_lit.store as S
 
-    real = R.RunStore.save_best
+    real = S.RunStore.save_best
 
     def crash(self, *args, **kwargs):
         real(self, *args, **kwargs)
         if args[1] == step:
             raise SystemExit("killed")
 
-    monkeypatch.setattr(R.RunStore, "save_best", crash)
+    monkeypatch.setattr(S.RunStore, "save_best", crash)
     return real
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import nash_lit.runs as R
+import nash_lit.store as ST
 import nash_lit.session as S
 from nash_lit.arch import Arch, seed_arch
 from nash_lit.executors import InProcess
@@ -411,7 +412,7 @@ def test_a_later_worse_step_keeps_the_best_ever(tmp_path, data, monkeypatch):
     assert one.paper_id == 1 and fingerprint(result.net) == fingerprint(one.paper_net)  # step 1's trained weights
     assert fingerprint(result.net) != fingerprint(result.paper_net)
     assert result.arch.to_json() == result.log.set_index("id").arch[1]
-    assert R.checkpoint_meta(tmp_path / "two" / R.BEST_EVER) == dict(id=1, val_error=0.5, step=1)
+    assert R.checkpoint_meta(tmp_path / "two" / ST.BEST_EVER) == dict(id=1, val_error=0.5, step=1)
     text = repr(result)
     assert (
         "the best-ever network, id 1 from step 1" in text
@@ -537,21 +538,21 @@ def test_an_interrupted_temporary_run_says_how_to_resume(tmp_path, data, monkeyp
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(S, "_HAS_NOTES", notes)
-    real = R.RunStore.save_best
+    real = ST.RunStore.save_best
 
     def interrupted(self, net, step, **meta):
         real(self, net, step, **meta)
         if step == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(R.RunStore, "save_best", interrupted)
+    monkeypatch.setattr(ST.RunStore, "save_best", interrupted)
     with pytest.raises(KeyboardInterrupt) as stopped:
         N.nash(seed_arch((4, 8, 8)), data, small_config(), progress=False)
     (kept,) = _kept(tmp_path)
     assert f"the run's files are kept in {kept}: pass run_dir={str(kept)!r} and resume=True" in _told(
         stopped.value, capsys
     )
-    monkeypatch.setattr(R.RunStore, "save_best", real)
+    monkeypatch.setattr(ST.RunStore, "save_best", real)
     resumed = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=kept, resume=True, progress=False)
     assert sorted(resumed.log.id) == list(range(7)) and resumed.paper_step == 2
 
@@ -714,7 +715,7 @@ def test_a_crash_after_best_is_written_leaves_no_checkpoints(tmp_path, data, mon
     with pytest.raises(SystemExit):
         N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, progress=False)
     assert len(list(tmp_path.glob("child_*.pt"))) == 3
-    monkeypatch.setattr(R.RunStore, "save_best", real)
+    monkeypatch.setattr(ST.RunStore, "save_best", real)
     resumed = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path, resume=True, progress=False)
     reference = N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path / "ref", progress=False)
     assert not list(tmp_path.glob("child_*.pt")) and (resumed.id, resumed.paper_id) == (

@@ -13,7 +13,8 @@ from nash_lit import pareto_nash
 from nash_lit.front import front_history
 from nash_lit.arch import seed_arch
 from nash_lit.data import as_spec, synthetic
-from nash_lit.runs import RunStore, checkpoint_meta, read_records
+from nash_lit.runs import checkpoint_meta, read_records
+from nash_lit.store import RunStore
 from nash_lit.training import TrainConfig, TrainingDiverged
 from _helpers import (
     kill_at_random,
@@ -419,7 +420,7 @@ def test_a_crash_after_best_is_written_leaves_no_plan(tmp_path, data, monkeypatc
     with pytest.raises(SystemExit):
         pareto_nash(P0, data, small_config(), run_dir=tmp_path, progress=False)
     assert (tmp_path / "plan_1.json").exists()
-    monkeypatch.setattr(import_module("nash_lit.runs").RunStore, "save_best", real)
+    monkeypatch.setattr(import_module("nash_lit.store").RunStore, "save_best", real)
     resumed = pareto_nash(P0, data, small_config(), run_dir=tmp_path, resume=True, progress=False)
     reference = pareto_nash(P0, data, small_config(), run_dir=tmp_path / "ref", progress=False)
     assert not list(tmp_path.glob("plan_*.json")) and resumed.hypervolume == reference.hypervolume

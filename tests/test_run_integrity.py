@@ -20,7 +20,8 @@ from nash_lit.arch import seed_arch
 from nash_lit.data import synthetic
 from nash_lit.hill_climbing import NashConfig, nash
 from nash_lit.pareto_async import pareto_nash
-from nash_lit.runs import LOG, DiskFull, RunDamaged, RunStore, read_json, read_records, write_json
+from nash_lit.runs import LOG, DiskFull, RunDamaged, read_json, read_records, write_json
+from nash_lit.store import RunStore
 from nash_lit.training import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

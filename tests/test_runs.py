@@ -11,24 +11,18 @@ import torch
 from nash_lit.arch import Net, seed_arch
 from nash_lit.executors import InProcess, collect
 from nash_lit.runs import (
-    BEST,
-    BEST_EVER,
     LOG,
     RECORD,
-    SEED,
     RunDamaged,
-    RunStore,
     append_record,
     atomic_write_text,
-    check_run_files,
-    child_checkpoint,
     load_checkpoint,
     open_run,
     read_log,
     read_records,
     save_checkpoint,
-    step_ids,
 )
+from nash_lit.store import BEST, BEST_EVER, SEED, RunStore, check_run_files, child_checkpoint, step_ids
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path):
