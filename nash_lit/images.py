@@ -243,7 +243,7 @@ def _say_what_changed(where: str, n: int, side, resized: int, stretched: int, al
     if alpha:
         said.append(f"{alpha} of {n} images had an alpha channel (transparency), dropped: RGB only")
     if said:
-        warnings.warn(f"{where}: " + "; ".join(said), stacklevel=4)
+        warnings.warn(f"{where}: " + "; ".join(said), stacklevel=5)  # the user's Data.from_dataset call
 
 
 def read_dataset(

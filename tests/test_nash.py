@@ -95,7 +95,7 @@ def test_torn_last_line_is_repaired(tmp_path, data, monkeypatch):
     "A crash mid-write leaves half a line: resume ignores it, truncates it, redoes that child and goes on."
     config = small_config(n_steps=1)
     reference = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "ref")
-    real, calls = R.append_record, []
+    real, calls = ST.append_record, []
 
     def crash_on_fourth(run_dir, record):
         calls.append(record["id"])
@@ -105,10 +105,10 @@ def test_torn_last_line_is_repaired(tmp_path, data, monkeypatch):
             f.write(json.dumps(record).encode()[:40])
         raise SystemExit("killed mid-write")
 
-    monkeypatch.setattr(R, "append_record", crash_on_fourth)
+    monkeypatch.setattr(ST, "append_record", crash_on_fourth)
     with pytest.raises(SystemExit):
         N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "run")
-    monkeypatch.setattr(R, "append_record", real)
+    monkeypatch.setattr(ST, "append_record", real)
     with pytest.raises(json.JSONDecodeError):
         json.loads((tmp_path / "run/log.jsonl").read_text().splitlines()[-1])
     again = N.nash(seed_arch((4, 8, 8)), data, config, run_dir=tmp_path / "run", resume=True)
@@ -326,7 +326,7 @@ def test_ids_do_not_depend_on_completion_order(tmp_path, data, monkeypatch):
 
 def _crash_in_step_two(tmp_path, data, monkeypatch, logged=1):
     "A run killed after `logged` children of step 2 were logged."
-    real, calls = R.append_record, []
+    real, calls = ST.append_record, []
 
     def crash(run_dir, record):
         real(run_dir, record)
@@ -334,10 +334,10 @@ def _crash_in_step_two(tmp_path, data, monkeypatch, logged=1):
         if sum(r["step"] == 2 for r in calls) == logged:
             raise SystemExit("killed")
 
-    monkeypatch.setattr(R, "append_record", crash)
+    monkeypatch.setattr(ST, "append_record", crash)
     with pytest.raises(SystemExit):
         N.nash(seed_arch((4, 8, 8)), data, small_config(), run_dir=tmp_path)
-    monkeypatch.setattr(R, "append_record", real)
+    monkeypatch.setattr(ST, "append_record", real)
     return calls[-1]
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import nash_lit.runs as R
+import nash_lit.store as ST  # where RunStore.append finds append_record
 from nash_lit.arch import Net, seed_arch
 from nash_lit.data import synthetic
 from nash_lit.evaluation import calibration_batch, child_seeds
@@ -74,17 +75,17 @@ def test_children_are_not_nashs(reference, data):
 
 def test_resume_after_a_crash(reference, data, tmp_path, monkeypatch):
     result, _ = reference
-    real = R.append_record
+    real = ST.append_record
 
     def crash(run_dir, record):
         real(run_dir, record)
         if record["id"] == 3:
             raise SystemExit("killed")
 
-    monkeypatch.setattr(R, "append_record", crash)
+    monkeypatch.setattr(ST, "append_record", crash)
     with pytest.raises(SystemExit):
         random_search(seed_arch((4, 8, 8)), data, CONFIG, run_dir=tmp_path)
-    monkeypatch.setattr(R, "append_record", real)
+    monkeypatch.setattr(ST, "append_record", real)
     assert len(read_records(tmp_path)) == 4
     again = random_search(seed_arch((4, 8, 8)), data, CONFIG, run_dir=tmp_path, resume=True)
     assert (again.id, again.step, again.val_error, again.arch) == (
@@ -102,7 +103,7 @@ def test_resume_after_a_crash(reference, data, tmp_path, monkeypatch):
 
 def test_resume_is_checked(reference, data):
     _, run = reference
-    with pytest.raises(ValueError, match="format"):  # a random-search folder is not a NASH run
+    with pytest.raises(ValueError, match=r"holds a nash_lit\.random_search/\d run .*not a nash_lit\.nash/\d one"):
         nash(seed_arch((4, 8, 8)), data, CONFIG, run_dir=run, resume=True)
     (run / "seed.pt").rename(run / "seed.bak")
     try:
