@@ -597,11 +597,12 @@ def test_continuing_a_failed_run_reads_finished_trainings_from_the_cache(smoke):
 
 
 def test_a_partial_run_that_would_leave_later_reports_stale_is_refused(smoke):
-    "Rerunning 11 alone would keep a 32_table2 computed from the old fronts (and 13): refused before anything runs."
+    "Rerunning 31 alone would keep a 32_table2 computed from the old fronts (and 33): refused before anything runs."
     before = (smoke["out"] / "manifest.json").read_text()
     r = tiny_runner(smoke, smoke["out"], "31_pareto_search.ipynb")
     assert r.returncode != 0 and "stale" in r.stderr and "32_table2.ipynb" in r.stderr, r.stderr[-2000:]
     assert (smoke["out"] / "manifest.json").read_text() == before
+    assert not list(smoke["out"].parent.glob(".*-run-*")), "a refused run leaves no run folder behind"
 
 
 def test_a_partial_run_on_another_profiles_reports_is_refused(smoke, tmp_path):

@@ -1,4 +1,4 @@
-"""Run the reproduction notebooks (nbs/1*_*.ipynb) of one settings.ini profile with papermill.
+"""Run the reproduction notebooks (nbs/3[0-9]_*.ipynb) of one settings.ini profile with papermill.
 
     python tools/reproduce.py --profile cpu [--data DIR] [--reports DIR] [--notebooks nbs/30_table1.ipynb ...]
                               [--allow-dirty]
@@ -386,7 +386,11 @@ def main(argv=None) -> int:
 
     # a run of some notebooks (--notebooks) keeps the others' reports and says at which commit each ran
     source = Path(args.continue_from).resolve() if args.continue_from else target
-    kept = carry_over(source, run, notebooks, args.profile) if args.notebooks else []
+    try:  # a partial run refused here (stale or foreign reports) leaves no run folder either
+        kept = carry_over(source, run, notebooks, args.profile) if args.notebooks else []
+    except BaseException:
+        shutil.rmtree(run)
+        raise
     manifest = dict(
         profile=args.profile,
         parameters=params,
