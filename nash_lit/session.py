@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .checks import check_fit
 from .data import Data, DataSpec, as_spec, default_device
 from .executors import check_executor, in_process
-from .runs import CONFIG, RunDamaged, read_json
+from .runs import CONFIG, LOG, RunDamaged, read_json
 
 # %% auto #0
 __all__ = ['NO_VAL', 'REPLAYS', 'RESUME', 'UNTRAINED', 'PROGRESS_KEYS', 'BAR', 'check_search_start', 'warn_if_data_travels',
@@ -140,6 +140,10 @@ def run_folder(
     try:
         yield folder
     except BaseException as e:
+        log = folder / LOG
+        if not log.exists() or not log.stat().st_size:  # it failed before its first record: nothing to keep
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         told = with_note(e, kept_note(folder, e, replays))
         if told is e:
             raise

@@ -100,3 +100,22 @@ def test_validation_and_test_images_are_held_out_class_by_class():
         for held in (data.y_val, data.y_test):
             share = torch.bincount(held, minlength=3).double() - 0.1 * torch.tensor([150.0, 75.0, 25.0])
             assert share.abs().max() <= 1, (seed, torch.bincount(held).tolist())
+
+
+def test_a_search_that_fails_before_its_first_record_leaves_no_folder(tmp_path, monkeypatch):
+    "Issue 23, point 1: a temporary run folder is removed when nothing was logged in it; kept (and named) otherwise."
+    import tempfile
+
+    from nash_lit import NashConfig, TrainConfig, nash, synthetic
+    from nash_lit import driver
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the search's temporary folders go here
+
+    def dies(task):
+        raise KeyboardInterrupt  # Ctrl-C while the seed trains: before anything is logged
+
+    monkeypatch.setattr(driver, "evaluate_child", dies)
+    config = NashConfig(n_steps=1, n_child=1, train=TrainConfig(batch_size=32, progress=False))
+    with pytest.raises(KeyboardInterrupt):
+        nash(seed_arch((4, 8, 8)), synthetic(32, 16, 16), config, progress=False)
+    assert list(tmp_path.iterdir()) == []
