@@ -36,7 +36,7 @@ test: install
 	  git status --short -- nash_lit; exit 1; fi
 	@$(BIN)/ruff format --check --quiet nbs tests tools || { \
 	  echo "nbs/, tests/ or tools/ is not formatted; run: $(BIN)/ruff format nbs tests tools"; exit 1; }
-	$(BIN)/nbdev-test --n-workers 2 --skip-file-re '^([_.]|3[0-9]_)'
+	OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2 --skip-file-re '^([_.]|3[0-9]_)'  # one thread per notebook worker
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # Runs every reproduction notebook (nbs/3[0-9]_*.ipynb) of one settings.ini profile with papermill

@@ -3,6 +3,11 @@
 import pytest
 import torch
 
+# One torch thread in every test process: pytest runs on two workers (make test), and two threads per worker on a
+# 2-core machine oversubscribe it (test_morphisms' 200 chains took 398 s on two threads beside the other worker;
+# 10 of them take 6.9 s on one thread). A test that wants more threads sets them itself.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="module")
 def one_thread():
