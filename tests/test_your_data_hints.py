@@ -119,3 +119,16 @@ def test_a_search_that_fails_before_its_first_record_leaves_no_folder(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         nash(seed_arch((4, 8, 8)), synthetic(32, 16, 16), config, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pareto_result_prints_in_a_few_lines():
+    "Issue 23, point 6: print() of a Pareto-NASH result says what was found, its cost and where the run lives."
+    from _helpers import small_pareto_config, tiny_p0
+
+    from nash_lit import pareto_nash, synthetic
+
+    result = pareto_nash(tiny_p0(), synthetic(64, 32, 16), small_pareto_config(n_gen=1, n_pc=3), progress=False)
+    text = str(result)
+    assert len(text.splitlines()) <= 3 and len(text) < 600, text
+    for said in ("networks on the front", "lowest validation error", "hypervolume", "cost:", "run_dir="):
+        assert said in text, text
