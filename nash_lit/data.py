@@ -148,7 +148,13 @@ class _DataFields:
     def __post_init__(self):
         largest, where = _check_splits(self)
         self.classes = _class_names(self.classes, largest, where)
-        if self.mean is None or self.std is None:
+        if (self.mean is None) != (self.std is None):
+            given, missing = ("mean", "std") if self.std is None else ("std", "mean")
+            raise ValueError(
+                f"Data.{given} was given without Data.{missing}: give both (per-channel statistics of the training "
+                f"images on the scale the network sees), or neither to compute both from x_train"
+            )
+        if self.mean is None:
             self.mean, self.std = channel_stats(self.x_train)
         for name in ("mean", "std"):
             value = torch.as_tensor(getattr(self, name), dtype=torch.float32)

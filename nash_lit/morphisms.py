@@ -40,8 +40,9 @@ def scramble(net: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module:
             t.copy_(torch.exp(noise))
         elif name.endswith((".bn.weight", ".lam")):
             t.copy_(1 + scale * noise)
-        else:
-            t.add_(scale * noise * (t.std() if t.numel() > 1 else 1.0))
+        else:  # relative to the tensor's spread; a constant one (BN β, running means start at 0) moves by `scale`
+            spread = t.std().item() if t.numel() > 1 else 0.0
+            t.add_(scale * noise * (spread if spread > 0 else 1.0))
     return net
 
 

@@ -61,3 +61,47 @@ def test_exported_cells_read_in_one_sitting():
         if src.startswith("#| export") and len(src.splitlines()) > MAX_EXPORTED_LINES
     ]
     assert not long, f"exported cells over {MAX_EXPORTED_LINES} lines (split them where the argument turns): {long}"
+
+
+# a cell of imports (or of the package's `__all__`) needs no check of its own
+IMPORT_LINE = re.compile(
+    r"^\s*(from \S+ import .*|import .*|\)|\]|[\w ,]+,?|\"\w+\",|try:|except .*:|else:|\w+ = None|_?_all__? = .*"
+    r"|__version__ = .*|)$"
+)
+
+
+def import_only(src: str) -> bool:
+    return all(IMPORT_LINE.match(re.sub(r"\s*#.*$", "", line)) for line in src.splitlines())
+
+
+def unchecked_cells(chapter: list) -> list:
+    "Exported cells whose next code cell is exported, hidden or slow (or missing): the reader never sees them run."
+    found = []
+    for i, c in enumerate(chapter):
+        src = "".join(c["source"])
+        if c["cell_type"] != "code" or not src.startswith("#| export") or import_only(src):
+            continue
+        after = next(("".join(d["source"]) for d in chapter[i + 1 :] if d["cell_type"] == "code"), "#| none")
+        if after.lstrip().startswith(("#| export", "#| hide", "#| slow", "#| none")):
+            found.append(re.findall(r"^(?:def|class) (\w+)|^([A-Z_][A-Z_0-9]*) = ", src, re.M)[:1] or src[:40])
+    return found
+
+
+def test_unchecked_cells_are_found():
+    "The rule itself: an exported cell followed by another exported one is found; imports and a check pass."
+    chapter = [
+        dict(cell_type="code", source=["#| export\n", "from pathlib import Path\n", "import torch"]),
+        dict(cell_type="code", source=["#| export\n", "def f():\n", "    return 1"]),
+        dict(cell_type="markdown", source=["`g` next:"]),
+        dict(cell_type="code", source=["#| export\n", "def g():\n", "    return 2"]),
+        dict(cell_type="code", source=["assert g() == 2"]),
+        dict(cell_type="code", source=["#| export\n", "H = 3"]),
+    ]
+    found = unchecked_cells(chapter)
+    assert [names[0][0] or names[0][1] for names in found] == ["f", "H"], found
+
+
+def test_every_exported_cell_is_followed_by_its_check():
+    "Issue 21: each exported cell is followed by the cell that shows or checks it."
+    missing = {nb.name: found for nb in CHAPTERS if (found := unchecked_cells(cells(nb)))}
+    assert not missing, f"exported cells not followed by a cell that shows or checks them: {missing}"
