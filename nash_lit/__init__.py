@@ -19,7 +19,8 @@ from .hill_climbing import NashConfig, NashResult, nash, random_search
 from .pareto import ParetoConfig, ParetoResult
 from .pareto_async import pareto_nash
 from .peers import PeerConfig, nsga2, tpe
-from .training import FinalResult, TrainConfig, evaluate, final_train, train
+from .final_training import FinalResult, final_train
+from .training import TrainConfig, evaluate, train
 
 _all_ = [  # nbdev writes these as nash_lit.__all__
     "Data",

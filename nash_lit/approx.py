@@ -25,7 +25,8 @@ from nash_lit.surgery import (
     site_node,
     take_filters,
 )
-from .training import TrainConfig, normalize, train
+from .augment import normalize
+from .training import TrainConfig, train
 
 # %% auto #0
 __all__ = ['MIN_CONVS', 'MIN_FILTERS', 'RECOVERY', 'conv_depth', 'satisfies_constraint', 'removable_ids', 'remove_block', 'prune',

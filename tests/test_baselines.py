@@ -24,7 +24,9 @@ from nash_lit.baselines import (
     nearest_baseline,
 )
 from nash_lit.data import synthetic
-from nash_lit.training import TrainConfig, final_train, normalize
+from nash_lit.augment import normalize
+from nash_lit.final_training import final_train
+from nash_lit.training import TrainConfig
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))

@@ -15,7 +15,7 @@ from nash_lit.baselines import MobileNet
 from nash_lit.data import Data
 from nash_lit.exporting import META, Exported, export, load_exported, predict, save_exported
 from nash_lit.morphisms import add_skip, concat_skip, deeper, scramble, wider
-from nash_lit.training import normalize
+from nash_lit.augment import normalize
 from _helpers import fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -32,7 +32,7 @@ from nash_lit import (
     seed_arch,
     train,
 )
-from nash_lit.training import normalize
+from nash_lit.augment import normalize
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
