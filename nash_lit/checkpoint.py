@@ -5,6 +5,7 @@
 # %% ../nbs/16_checkpoint.ipynb #d0000002
 from __future__ import annotations
 
+import hashlib
 import os
 import zlib
 from dataclasses import asdict
@@ -16,10 +17,18 @@ from torch import nn
 from .data import Data
 
 # %% auto #0
-__all__ = ['NOT_RESUME_KEYS', 'data_fingerprint', 'resume_key', 'save_training', 'load_training']
+__all__ = ['NOT_RESUME_KEYS', 'tensors_digest', 'data_fingerprint', 'resume_key', 'save_training', 'load_training']
 
 # %% ../nbs/16_checkpoint.ipynb #fcc206b7
 NOT_RESUME_KEYS = ("progress", "eval_every", "eval_batch_size", "device")  # may differ when resuming
+
+
+def tensors_digest(*tensors: torch.Tensor) -> str:
+    "SHA-256 (its first 16 hex digits) of the tensors' bytes, in order: data told apart by every pixel and label."
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(memoryview(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()[:16]
 
 
 def data_fingerprint(data: Data) -> dict:
@@ -37,7 +46,7 @@ def resume_key(net: nn.Module, config, trainable, teacher, data: Data) -> dict: 
         params=[[name, list(p.shape)] for name, p in net.named_parameters()],
         trainable=None if trainable is None else sorted({trainable} if isinstance(trainable, str) else trainable),
         teacher=teacher_params,
-        data=data_fingerprint(data),
+        data=dict(data_fingerprint(data), sha256=tensors_digest(data.x_train, data.y_train, data.x_val, data.y_val)),
     )
 
 
@@ -63,9 +72,17 @@ def save_training(path: Path, key: dict, net, opt, sched, gen, history: list):
 # %% ../nbs/16_checkpoint.ipynb #4f0bfaa1
 def load_training(path: Path, key: dict, net, opt, sched, gen) -> list:
     "Restore a checkpoint written by `save_training` into the call's objects; returns the history so far."
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if blob.get("format") != "nash_lit.training/1":
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, garbage, not a torch file: torch's own errors name no fix
+        raise ValueError(
+            f"cannot resume the training checkpoint {path}: it cannot be read ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'}); delete the file to start again"
+        ) from e
+    if not isinstance(blob, dict) or blob.get("format") != "nash_lit.training/1":
         raise ValueError(f"{path} is not a nash_lit training checkpoint")
+    if "sha256" not in blob["key"]["data"]:  # written before the images were hashed: compared as it was then
+        key = dict(key, data={k: v for k, v in key["data"].items() if k != "sha256"})
     if blob["key"] != key:
         stored, given = blob["key"]["config"], key["config"]
         diff = [f"{k} (stored {stored.get(k)!r}, given {v!r})" for k, v in given.items() if stored.get(k) != v]

@@ -5,7 +5,6 @@
 # %% ../nbs/23_session.ipynb #c8a9de35
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 import tempfile
@@ -13,9 +12,9 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
+from .checkpoint import tensors_digest
 from .checks import check_fit
 from .data import Data, DataSpec, as_spec, default_device
 from .executors import check_executor, in_process
@@ -158,15 +157,12 @@ def data_identity(
     data: Data,  # the search's training and validation data
 ) -> dict:
     "What a run records of its data: image shape, split sizes, classes and a hash of the images and labels."
-    h = hashlib.sha256()
-    for t in (data.x_train, data.y_train, data.x_val, data.y_val):
-        h.update(memoryview(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
     return dict(
         shape=list(data.x_train.shape[1:]),
         train=len(data.y_train),
         val=len(data.y_val),
         classes=list(data.classes),
-        sha256=h.hexdigest()[:16],
+        sha256=tensors_digest(data.x_train, data.y_train, data.x_val, data.y_val),  # as a training checkpoint's key
     )
 
 

@@ -43,7 +43,7 @@ SPEC_NAMES = {  # the names issue 11 asks for at the top level (and the peers of
     "Net": "arch",
     "TrainConfig": "training",
     "train": "training",
-    "final_train": "training",
+    "final_train": "final_training",
     "nash": "hill_climbing",
     "NashConfig": "hill_climbing",
     "random_search": "hill_climbing",

@@ -22,6 +22,8 @@ from nash_lit import images as C
 from nash_lit import data as D
 from nash_lit.arch import Net, seed_arch
 
+import nash_lit.augment as A
+import nash_lit.final_training as FT
 import nash_lit.training as T
 
 CPU = dict(device="cpu", progress=False)
@@ -48,13 +50,13 @@ def test_augmentation_is_per_sample():
     g = torch.Generator().manual_seed(0)
     img = torch.randint(1, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=g)
     batch = img.repeat(16, 1, 1, 1)
-    out = T.crop_flip(batch, g)
+    out = A.crop_flip(batch, g)
     assert not torch.equal(out[0], out[1])
     assert len({o.numpy().tobytes() for o in out}) > 8  # 81 crops x 2 flips: nearly all distinct
-    cut = T.cutout(torch.ones(16, 3, 32, 32), g)
+    cut = A.cutout(torch.ones(16, 3, 32, 32), g)
     assert not torch.equal(cut[0], cut[1])
     cfg = T.TrainConfig(mixup_alpha=0, **CPU)
-    x, *_ = T.augment(batch, torch.zeros(16, dtype=torch.long), torch.full((3,), 0.5), torch.full((3,), 0.25), g, cfg)
+    x, *_ = A.augment(batch, torch.zeros(16, dtype=torch.long), torch.full((3,), 0.5), torch.full((3,), 0.25), g, cfg)
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32
     assert not torch.equal(x[0], x[1])
 
@@ -62,8 +64,8 @@ def test_augmentation_is_per_sample():
 def test_crop_flip_is_a_shifted_window():
     g = torch.Generator().manual_seed(1)
     img = torch.arange(1, 3 * 32 * 32 + 1).reshape(1, 3, 32, 32)
-    assert torch.equal(T.crop_flip(img, g, pad=0, flip=False), img)
-    out = T.crop_flip(img.repeat(64, 1, 1, 1), g, pad=4, flip=True)
+    assert torch.equal(A.crop_flip(img, g, pad=0, flip=False), img)
+    out = A.crop_flip(img.repeat(64, 1, 1, 1), g, pad=4, flip=True)
     for o in out:  # every output is (a flip of) a shift of the image with zeros shifted in
         for cand in (o, o.flip(-1)):
             nz = cand[0].nonzero()
@@ -79,19 +81,19 @@ def test_crop_flip_is_a_shifted_window():
 
 def test_cutout_and_mixup():
     g = torch.Generator().manual_seed(2)
-    cut = T.cutout(torch.ones(256, 3, 32, 32), g, size=16)
+    cut = A.cutout(torch.ones(256, 3, 32, 32), g, size=16)
     zeroed = (cut[:, 0] == 0).sum((1, 2))
     assert zeroed.max() == 256 and zeroed.min() >= 64
-    assert torch.equal(T.cutout(torch.ones(2, 3, 8, 8), g, size=0), torch.ones(2, 3, 8, 8))
+    assert torch.equal(A.cutout(torch.ones(2, 3, 8, 8), g, size=0), torch.ones(2, 3, 8, 8))
     x, y = torch.randn(32, 3, 4, 4), torch.arange(32)
-    xm, ya, yb, lam = T.mixup(x, y, g, alpha=1.0)
+    xm, ya, yb, lam = A.mixup(x, y, g, alpha=1.0)
     assert 0 <= lam <= 1 and torch.equal(ya, y) and sorted(yb.tolist()) == list(range(32))
     assert torch.allclose(xm, lam * x + (1 - lam) * x[yb], atol=1e-6)
-    assert T.mixup(x, y, g, alpha=0)[3] == 1.0
+    assert A.mixup(x, y, g, alpha=0)[3] == 1.0
 
 
 def test_normalize_uses_training_statistics(data):
-    x = T.normalize(data.x_train, data.mean, data.std)
+    x = A.normalize(data.x_train, data.mean, data.std)
     assert torch.allclose(x.mean((0, 2, 3)), torch.zeros(3), atol=1e-4)
     assert torch.allclose(x.std((0, 2, 3), correction=0), torch.ones(3), atol=1e-4)
 
@@ -375,9 +377,9 @@ def test_final_train_accepts_every_kind_of_model():
     data = D.synthetic(128, 32, 32, seed=0)
     cfg = T.TrainConfig(batch_size=32, amp=False, channels_last=False, device="cpu", progress=False)
     arch = seed_arch((4, 8, 8))
-    a = T.final_train(arch, data, epochs=1, config=cfg, seed=2)
-    b = T.final_train(Net(arch), data, epochs=1, config=cfg, seed=2)
-    c = T.final_train(lambda: Net(arch), data, epochs=1, config=cfg, seed=2)
+    a = FT.final_train(arch, data, epochs=1, config=cfg, seed=2)
+    b = FT.final_train(Net(arch), data, epochs=1, config=cfg, seed=2)
+    c = FT.final_train(lambda: Net(arch), data, epochs=1, config=cfg, seed=2)
     for other in (b, c):
         for x, y in zip(a.net.state_dict().values(), other.net.state_dict().values()):
             assert torch.equal(x, y)
@@ -385,19 +387,19 @@ def test_final_train_accepts_every_kind_of_model():
         torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10)
     )
     before = {k: v.clone() for k, v in plain.state_dict().items()}
-    d = T.final_train(plain, data, epochs=1, config=cfg, seed=2)
+    d = FT.final_train(plain, data, epochs=1, config=cfg, seed=2)
     assert 0 <= d.test_error <= 1
     for k, v in plain.state_dict().items():
         assert torch.equal(v, before[k]), "final_train must not train the user's module"
     trained = a.net
-    cont = T.final_train(trained, data, epochs=1, from_scratch=False, config=cfg, seed=2)
+    cont = FT.final_train(trained, data, epochs=1, from_scratch=False, config=cfg, seed=2)
     assert cont.net is not trained
     with pytest.raises(ValueError, match="needs a network"):
-        T.final_train(arch, data, epochs=1, from_scratch=False)
+        FT.final_train(arch, data, epochs=1, from_scratch=False)
     with pytest.raises(TypeError, match="not an nn.Module"):
-        T.final_train(lambda: 3, data, epochs=1)
+        FT.final_train(lambda: 3, data, epochs=1)
     with pytest.raises(TypeError, match="got str"):
-        T.final_train("resnet", data, epochs=1)
+        FT.final_train("resnet", data, epochs=1)
 
 
 def test_final_train_takes_a_search_result_by_its_net():
@@ -410,15 +412,15 @@ def test_final_train_takes_a_search_result_by_its_net():
         def __init__(self, net):
             self.net = net
 
-    trained = T.final_train(arch, data, epochs=1, config=cfg, seed=2)
-    again = T.final_train(Found(trained.net), data, epochs=1, config=cfg, seed=2)  # from scratch: the arch's training
+    trained = FT.final_train(arch, data, epochs=1, config=cfg, seed=2)
+    again = FT.final_train(Found(trained.net), data, epochs=1, config=cfg, seed=2)  # from scratch: the arch's training
     assert all(torch.equal(a, b) for a, b in zip(trained.net.state_dict().values(), again.net.state_dict().values()))
     before = {k: v.clone() for k, v in trained.net.state_dict().items()}
-    cont = T.final_train(trained, data, epochs=1, from_scratch=False, config=cfg, seed=2)  # a FinalResult, continued
+    cont = FT.final_train(trained, data, epochs=1, from_scratch=False, config=cfg, seed=2)  # a FinalResult, continued
     assert cont.net is not trained.net and all(torch.equal(v, before[k]) for k, v in trained.net.state_dict().items())
     assert not all(torch.equal(v, before[k]) for k, v in cont.net.state_dict().items())
     with pytest.raises(TypeError, match=r"a result with a \.net"):
-        T.final_train(Found("resnet"), data, epochs=1)
+        FT.final_train(Found("resnet"), data, epochs=1)
 
 
 def test_checkpoint_refuses_another_teacher_or_other_data(tmp_path):
@@ -439,6 +441,28 @@ def test_checkpoint_refuses_another_teacher_or_other_data(tmp_path):
             teacher=teacher,
             checkpoint=tmp_path / "c.pt",
         )
+
+
+def test_checkpoint_tells_data_apart_by_its_pixels_and_names_a_damaged_file(tmp_path):
+    "Same labels and sizes, other pixels (e.g. resized another way): refused; a damaged file: named, with the fix."
+    data = D.synthetic(128, 32, 32, seed=0)
+    cfg = T.TrainConfig(epochs=1, batch_size=32, amp=False, channels_last=False, device="cpu", progress=False)
+    path = tmp_path / "c.pt"
+    torch.manual_seed(0)
+    T.train(Net(seed_arch((4, 8, 8))), data, cfg, checkpoint=path)
+    repainted = replace(data, x_train=data.x_train.flip(3))
+    with pytest.raises(ValueError, match="other training data"):
+        T.train(Net(seed_arch((4, 8, 8))), repainted, cfg, checkpoint=path)
+    # a checkpoint written before the images were hashed (no sha256 in its key) resumes as it did then
+    blob = torch.load(path, weights_only=True)
+    del blob["key"]["data"]["sha256"]
+    torch.save(blob, path)
+    history = T.train(Net(seed_arch((4, 8, 8))), data, cfg, checkpoint=path)
+    assert len(history) == 1  # finished: the stored history, nothing trained
+    for damage in (b"", b"not a checkpoint", path.read_bytes()[: len(path.read_bytes()) // 2]):
+        path.write_bytes(damage)
+        with pytest.raises(ValueError, match=r"c\.pt: it cannot be read .*delete the file to start again"):
+            T.train(Net(seed_arch((4, 8, 8))), data, cfg, checkpoint=path)
 
 
 # --- does the network fit the data? (issue 11) -----------------------------------------------------------------------
@@ -524,7 +548,7 @@ def test_crop_and_cutout_default_to_the_image_size():
     assert cfg.for_size(16).for_size(32).cutout == 8  # resolved values stay
     assert T.TrainConfig(cutout=0, crop_pad=3).for_size(16).cutout == 0
     g = torch.Generator().manual_seed(0)
-    x, *_ = T.augment(
+    x, *_ = A.augment(
         torch.full((64, 1, 16, 16), 200, dtype=torch.uint8),
         torch.zeros(64, dtype=torch.long),
         torch.full((1,), 0.5),
@@ -652,7 +676,7 @@ def test_a_device_this_machine_lacks_is_refused_when_train_starts(data, tmp_path
         T.train(net, data, cfg, checkpoint=tmp_path / "c.pt")
     assert _unchanged(net, before) and not (tmp_path / "c.pt").exists()
     with pytest.raises(ValueError, match="CUDA is not available"):
-        T.final_train(seed_arch((4, 8, 8)), data, 1, config=cfg)
+        FT.final_train(seed_arch((4, 8, 8)), data, 1, config=cfg)
 
 
 def test_final_train_checks_its_own_arguments(data):
@@ -664,11 +688,11 @@ def test_final_train_checks_its_own_arguments(data):
         (dict(from_scratch="yes"), "final_train.from_scratch must be a bool"),
     ):
         with pytest.raises((TypeError, ValueError), match=text.replace(".", r"\.")):
-            T.final_train(arch, data, **kwargs)
+            FT.final_train(arch, data, **kwargs)
     no_test = D.Data(data.x_train, data.y_train, data.x_val, data.y_val, data.x_test[:0], data.y_test[:0])
     with pytest.raises(ValueError, match="final_train: the data has no test images"):
-        T.final_train(arch, no_test, 1)
+        FT.final_train(arch, no_test, 1)
     with pytest.raises(ValueError, match="final_train.config must be a TrainConfig"):
-        T.final_train(arch, data, 1, config=3)
+        FT.final_train(arch, data, 1, config=3)
     with pytest.raises(TypeError, match="final_train takes a Data"):
-        T.final_train(arch, "cifar10", 1)
+        FT.final_train(arch, "cifar10", 1)
