@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .images import ARCHIVE, FOLDER, data_root, read_cifar10
-from .images import as_images, as_labels, check_labels, looks_nhwc, open_rgb, read_dataset
+from .images import as_images, as_labels, check_labels, looks_nhwc, open_rgb, read_dataset, user_stacklevel
 
 _all_ = ["ARCHIVE", "FOLDER", "data_root", "read_cifar10"]  # CIFAR-10's files (chapter 10), importable from here too
 
@@ -385,7 +385,7 @@ def _map_labels(y: torch.Tensor, test, classes, where: str) -> tuple:
     warnings.warn(
         f"{where}: the labels are {shown}, not 0..{len(seen) - 1}; they are mapped to 0..{len(seen) - 1} in that "
         f"order, and the classes are named by the original labels (pass classes=[...] to name them yourself)",
-        stacklevel=4,
+        stacklevel=user_stacklevel(),
     )
     test = None if test is None else (test[0], torch.searchsorted(seen, test[1]))
     return torch.searchsorted(seen, y), test, tuple(str(v) for v in seen.tolist())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import tarfile
 import warnings
 from pathlib import Path
@@ -17,7 +18,8 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['ARCHIVE', 'FOLDER', 'looks_nhwc', 'looks_nchw', 'check_unit_range', 'to_uint8', 'resize', 'as_images', 'check_side',
-           'check_labels', 'as_labels', 'read_image', 'open_rgb', 'read_dataset', 'data_root', 'read_cifar10']
+           'check_labels', 'as_labels', 'read_image', 'open_rgb', 'user_stacklevel', 'read_dataset', 'data_root',
+           'read_cifar10']
 
 # %% ../nbs/10_images.ipynb #a0000006
 def looks_nhwc(shape) -> bool:
@@ -232,6 +234,14 @@ def open_rgb(path):
     return rgb
 
 # %% ../nbs/10_images.ipynb #a00000f1
+def user_stacklevel() -> int:
+    "The `stacklevel` that makes a warning name the first line outside nash_lit: the user's call, however deep."
+    frame, level = sys._getframe(1), 1  # the function that warns
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("nash_lit."):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _say_what_changed(where: str, n: int, side, resized: int, stretched: int, alpha: int):
     "One warning for a dataset read: how many images were resized (and stretched), how many lost an alpha channel."
     said = []
@@ -243,7 +253,7 @@ def _say_what_changed(where: str, n: int, side, resized: int, stretched: int, al
     if alpha:
         said.append(f"{alpha} of {n} images had an alpha channel (transparency), dropped: RGB only")
     if said:
-        warnings.warn(f"{where}: " + "; ".join(said), stacklevel=5)  # the user's Data.from_dataset call
+        warnings.warn(f"{where}: " + "; ".join(said), stacklevel=user_stacklevel())
 
 
 def read_dataset(

@@ -40,6 +40,7 @@ def test_an_image_folder_of_mixed_sizes_needs_size_and_says_what_it_did(tmp_path
         data = image_folder(tmp_path, size=8, val_size=1, test_size=1, device="cpu")
     messages = [str(w.message) for w in said if "resized" in str(w.message)]
     assert len(messages) == 1, messages  # once, for the whole folder
+    assert {w.filename for w in said if "resized" in str(w.message)} == {__file__}  # names this line, not nash_lit's
     assert "2 of 6 images resized to 8×8, 1 of them not square" in messages[0], messages[0]
     assert "1 of 6 images had an alpha channel" in messages[0], messages[0]
     assert data.size == 8 and data.channels == 3
@@ -83,13 +84,17 @@ def test_hints_name_the_actual_problem(make, says, not_says):
 
 def test_labels_that_are_not_0_to_k_are_mapped_with_a_warning():
     x, y = RNG.random((100, 8, 8), dtype=np.float32), RNG.integers(1, 11, 100)  # 1..10
-    with pytest.warns(UserWarning, match=r"the labels are 1, 2, .* not 0..9; they are mapped"):
+    with pytest.warns(UserWarning, match=r"the labels are 1, 2, .* not 0..9; they are mapped") as said:
         data = Data.from_tensors(x, y)
+    assert [w.filename for w in said] == [__file__]  # the warning names the user's call
     assert data.n_classes == 10 and data.classes == tuple(str(k) for k in range(1, 11))
     assert int(data.y_train.min()) == 0 and int(data.y_train.max()) <= 9
     gaps = np.array([0, 5, 7] * 10)
     with pytest.warns(UserWarning, match=r"the labels are 0, 5, 7, not 0..2"):
         assert Data.from_tensors(RNG.random((30, 8, 8)), gaps).classes == ("0", "5", "7")
+    with pytest.warns(UserWarning, match=r"not 0..2") as said:  # through image_folder's Data.from_dataset too
+        Data.from_dataset([(torch.zeros(3, 4, 4, dtype=torch.uint8), k) for k in (0, 5, 7) * 4])
+    assert [w.filename for w in said] == [__file__]
 
 
 def test_validation_and_test_images_are_held_out_class_by_class():
