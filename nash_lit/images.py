@@ -241,7 +241,7 @@ def user_stacklevel() -> int:
         frame, level = frame.f_back, level + 1
     return level
 
-
+# %% ../nbs/10_images.ipynb #a2de43dc
 def _say_what_changed(where: str, n: int, side, resized: int, stretched: int, alpha: int):
     "One warning for a dataset read: how many images were resized (and stretched), how many lost an alpha channel."
     said = []
