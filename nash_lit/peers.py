@@ -317,12 +317,10 @@ def peer_search(
 ):
     "A from-scratch peer (Optuna's NSGA-II or TPE) over the macro space: ParetoResult (NSGA-II) or NashResult (TPE)."
     config = config if config is not None else PeerConfig()
+    if not isinstance(data, (Data, DataSpec)):  # (a Data is square: non-square images are refused when it is made)
+        raise TypeError(f"peer_search takes a Data or a DataSpec, got {type(data).__name__}")
     loaded = data if isinstance(data, Data) else data.load("cpu")
     shape = (loaded.x_train.shape[1], loaded.x_train.shape[-1], loaded.n_classes)
-    if loaded.x_train.shape[-1] != loaded.x_train.shape[-2]:
-        raise ValueError(
-            f"the peers' space is built for square images; the data's are {tuple(loaded.x_train.shape[-2:])}"
-        )
     stored = dict(format="nash_lit.peer/1", config=config.to_dict(), shape=list(shape))
     total = None if config.n_steps is None else config.n_steps * config.population
     probe = fresh(
