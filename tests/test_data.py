@@ -243,24 +243,29 @@ def test_from_dataset_reads_an_image_folder_resized(tmp_path):
     from torchvision.datasets import ImageFolder
 
     folder = ImageFolder(str(_image_folder(tmp_path / "pets", per_class=5)))
-    data = D.Data.from_dataset(folder, size=16, val_size=2, test_size=2, device="cpu")
+    with pytest.warns(UserWarning, match=r"train: 7 of 10 images resized to 16×16, 7 of them not square"):
+        data = D.Data.from_dataset(folder, size=16, val_size=2, test_size=2, device="cpu")
     assert data.classes == ("cat", "dog") and data.size == 16 and data.channels == 3
     assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (6, 2, 2)
     assert data.x_train.dtype == torch.uint8
     with pytest.raises(ValueError, match=r"holds images of different sizes.*pass size=\.\.\."):
         D.Data.from_dataset(folder)
     test_folder = ImageFolder(str(_image_folder(tmp_path / "test", per_class=2)))
-    with_test = D.Data.from_dataset(folder, test_folder, size=8, val_size=0, device="cpu")
+    with pytest.warns(UserWarning, match=r"resized to 8×8") as said:
+        with_test = D.Data.from_dataset(folder, test_folder, size=8, val_size=0, device="cpu")
+    assert sorted(str(w.message).split(":")[1].strip() for w in said) == ["test", "train"]  # one warning per split
     assert (len(with_test.y_train), len(with_test.y_val), len(with_test.y_test)) == (10, 0, 4)
 
 
 def test_image_folder_loader_and_its_spec(tmp_path):
     root = _image_folder(tmp_path / "gray", mode="L")
-    data = D.image_folder(root, size=16, device="cpu")
+    with pytest.warns(UserWarning, match=r"4 of 6 images resized to 16×16"):
+        data = D.image_folder(root, size=16, device="cpu")
     assert data.channels == 3  # ImageFolder reads every image as RGB
     spec = D.DataSpec.image_folder(root, size=16, val_size=0.2)
     assert pickle.loads(pickle.dumps(spec)) == spec and len(pickle.dumps(spec)) < 500
-    loaded = spec.load("cpu")
+    with pytest.warns(UserWarning, match=r"4 of 6 images resized to 16×16"):  # the worker's load says it too
+        loaded = spec.load("cpu")
     assert loaded.classes == ("cat", "dog") and loaded.size == 16 and spec.load("cpu") is loaded
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         D.image_folder(tmp_path / "missing")

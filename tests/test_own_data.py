@@ -157,9 +157,10 @@ def test_image_folder_classes_reach_the_file(tmp_path):
         with Image.open(p) as img:
             return img.convert("L")
 
-    data = Data.from_dataset(
-        ImageFolder(tmp_path / "images", loader=grey), size=8, val_size=4, test_size=4, device="cpu"
-    )
+    with pytest.warns(UserWarning, match=r"24 of 24 images resized to 8×8"):
+        data = Data.from_dataset(
+            ImageFolder(tmp_path / "images", loader=grey), size=8, val_size=4, test_size=4, device="cpu"
+        )
     assert (data.channels, data.size, data.classes) == (1, 8, ("cats", "dogs"))
     torch.manual_seed(0)
     net = Net(seed_arch((4,), in_channels=1, size=8, classes=2))
