@@ -105,3 +105,14 @@ def test_every_exported_cell_is_followed_by_its_check():
     "Issue 21: each exported cell is followed by the cell that shows or checks it."
     missing = {nb.name: found for nb in CHAPTERS if (found := unchecked_cells(cells(nb)))}
     assert not missing, f"exported cells not followed by a cell that shows or checks them: {missing}"
+
+
+def test_the_index_lists_every_chapter_in_order():
+    "00_index's reading list (the three Part bullets) names each chapter's number once, in order."
+    text = "\n".join(
+        "".join(c["source"]) for c in cells(ROOT / "nbs" / "00_index.ipynb") if c["cell_type"] == "markdown"
+    )
+    parts = re.findall(r"^- \*\*Part I+, .*?(?=^- \*\*Part|^\s*$)", text, re.M | re.S)
+    assert len(parts) == 3, parts
+    listed = [n for part in parts for n in re.findall(r"(?<![-\d.,])\b(\d\d)\b(?! ?[%,.]\d)", part)]
+    assert listed == [nb.name[:2] for nb in CHAPTERS if nb.name[:2] != "00"], listed
