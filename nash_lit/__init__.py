@@ -15,11 +15,11 @@ from .arch import PARETO_SEEDS, Arch, Net, seed_arch
 from .checks import check_fit
 from .data import Data, DataSpec, cifar10, image_folder, synthetic
 from .exporting import Exported, export, load_exported, predict, save_exported
+from .final_training import FinalResult, final_train
 from .hill_climbing import NashConfig, NashResult, nash, random_search
 from .pareto import ParetoConfig, ParetoResult
 from .pareto_async import pareto_nash
 from .peers import PeerConfig, nsga2, tpe
-from .final_training import FinalResult, final_train
 from .training import TrainConfig, evaluate, train
 
 _all_ = [  # nbdev writes these as nash_lit.__all__

@@ -32,7 +32,7 @@ def tensors_digest(*tensors: torch.Tensor) -> str:
 
 
 def data_fingerprint(data: Data) -> dict:
-    "Enough of the data to tell another dataset: split sizes, image shape and a checksum of the training labels."
+    "Split sizes, image shape and a checksum of the training labels: cheap, blind to the pixels (`tensors_digest` sees them)."
     labels = zlib.crc32(data.y_train.cpu().numpy().tobytes())
     return dict(shape=list(data.x_train.shape[1:]), sizes=[len(data.y_train), len(data.y_val)], labels=labels)
 
@@ -90,7 +90,7 @@ def load_training(path: Path, key: dict, net, opt, sched, gen) -> list:
             "params": "network parameters",
             "trainable": "trainable set",
             "teacher": "teacher",
-            "data": "training data",
+            "data": "training data (the training or validation images, labels or sizes)",
         }
         other = [text for part, text in parts.items() if blob["key"].get(part) != key[part]]
         what = "settings " + ", ".join(diff) if diff else " and ".join(other)

@@ -383,14 +383,13 @@ def search(
     n_units: int | None = None,  # steps or generations the budget allows (None: unknown)
     extend: tuple = (),  # further stored budgets that may grow on resume ('config.n_steps')
     store_type=RunStore,  # the store's class (asynchronous instances keep more files)
-    stacklevel: int = 3,  # the user's call, for the warning about in-memory data
 ):
     "Check, open the run folder and the executor, draw the bar, and drive the strategy; its result."
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir of the run to continue")
     recovery = config.recovery if recovers else None
     spec = check_search_start(nets, data, config.train.device, executor, dict(train=config.train, recovery=recovery))
-    warn_if_data_travels(data, executor, stacklevel=stacklevel)
+    warn_if_data_travels(data, executor)
     loaded = data if isinstance(data, Data) else spec.load(_check_device(config, executor))
     n_train = len(loaded.y_train)
     strategy.named = run_dir is not None  # the result names the folder only when it was the user's

@@ -14,9 +14,9 @@ import torch
 
 from .approx import RECOVERY, recover
 from .arch import Arch, Net, flops, n_params
+from .augment import normalize
 from .data import Data, DataSpec, default_device
 from .operators import Child, generate_child
-from .augment import normalize
 from .training import TrainConfig, TrainingDiverged, epoch_images, evaluate, train
 
 # %% auto #0

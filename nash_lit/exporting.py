@@ -14,15 +14,14 @@ import zipfile
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from .arch import Arch, eval_mode
-from .data import Data
-from .checks import check_setting
-from .images import as_images, check_unit_range
 from .augment import normalize
+from .checks import check_setting
+from .data import Data
+from .images import as_images, check_unit_range
 
 # %% ../nbs/28_export.ipynb #723fc269
 def _shape_text(shape) -> str:

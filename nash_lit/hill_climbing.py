@@ -286,8 +286,7 @@ def _run(walk: Walk, seed_net, data, config, run_dir, resume, executor, progress
         total=lambda store: total,
         n_units=config.n_steps,
         extend=("config.n_steps",),
-        stacklevel=4,
-    )  # the warning about in-memory data names the user's call
+    )
 
 # %% ../nbs/05_nash.ipynb #b0ade0c8
 def nash(

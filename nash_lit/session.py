@@ -18,6 +18,7 @@ from .checkpoint import tensors_digest
 from .checks import check_fit
 from .data import Data, DataSpec, as_spec, default_device
 from .executors import check_executor, in_process
+from .images import user_stacklevel
 from .runs import CONFIG, LOG, RunDamaged, read_json
 
 # %% auto #0
@@ -67,7 +68,6 @@ def check_search_start(
 def warn_if_data_travels(
     data,  # what the search was given
     executor,  # where its tasks go (None: in this process)
-    stacklevel: int = 2,  # the caller to name in the warning
 ):
     "Warn when every task sent to another process would carry an in-memory dataset, not a spec its worker loads."
     if in_process(executor) or not isinstance(data, Data):
@@ -79,7 +79,7 @@ def warn_if_data_travels(
         f"dataset ({mb:.1f} MB of training and validation images); pass a DataSpec that each worker "
         f"loads once instead, e.g. DataSpec.cifar10(...) or DataSpec.synthetic(...)",
         UserWarning,
-        stacklevel=stacklevel + 1,
+        stacklevel=user_stacklevel(),
     )
 
 # %% ../nbs/23_session.ipynb #f2c8bb52

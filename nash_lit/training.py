@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .arch import Arch, Net, eval_mode
+from .arch import Arch, eval_mode
 from .augment import augment, normalize
 from .checkpoint import load_training, resume_key, save_training
 from .checks import check_device_name, check_fit, check_setting
-from .data import Data, DataSpec, default_device, train_plus_val
+from .data import Data, default_device
 
 # %% auto #0
 __all__ = ['TrainConfig', 'as_train_config', 'mistakes', 'evaluate', 'TrainingDiverged', 'epoch_images', 'train']

@@ -290,6 +290,14 @@ def test_data_that_would_travel_warns(data, tmp_path):
         with pytest.raises(RuntimeError, match="not reached"):
             N.random_search(seed_arch((4, 8, 8)), data, small_config(n_steps=1), executor=Cluster(), run_dir=tmp_path)
     assert caught[0].filename == __file__
+    from nash_lit.peers import PeerConfig, nsga2
+
+    with pytest.warns(UserWarning, match="submitted to Cluster carries the whole dataset") as caught:
+        with pytest.raises(RuntimeError, match="not reached"):  # nsga2 -> peer_search -> the driver, one level deeper
+            nsga2(
+                data, PeerConfig(n_steps=1, population=2), executor=Cluster(), run_dir=tmp_path / "peer", progress=False
+            )
+    assert caught[0].filename == __file__
 
 
 def test_default_operators_are_the_papers():
