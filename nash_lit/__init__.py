@@ -17,8 +17,9 @@ from .data import Data, DataSpec, cifar10, image_folder, synthetic
 from .exporting import Exported, export, load_exported, predict, save_exported
 from .final_training import FinalResult, final_train
 from .hill_climbing import NashConfig, NashResult, nash, random_search
-from .pareto import ParetoConfig, ParetoResult
+from .pareto import ParetoConfig
 from .pareto_async import pareto_nash
+from .pareto_run import ParetoResult
 from .peers import PeerConfig, nsga2, tpe
 from .training import TrainConfig, evaluate, train
 

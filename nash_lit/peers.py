@@ -18,7 +18,7 @@ from .driver import Cost, Plan, Run, SearchConfig, SearchFailed, Strategy, child
 from .evaluation import fresh
 from .front import OBJECTIVES, cheap_objectives, hypervolume, pareto_front, resolve_objectives
 from .hill_climbing import NashResult
-from .pareto import ParetoResult, front_of, sweep
+from .pareto_run import ParetoResult, front_of, sweep
 from .store import BEST_EVER, SEED, child_checkpoint
 from .training import epoch_images
 

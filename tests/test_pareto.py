@@ -1,4 +1,4 @@
-"Pareto-NASH (nash_lit.pareto): kill-and-resume, invalid configs, failures as data, the generation unit, disk use."
+"Pareto-NASH (nash_lit.pareto, nash_lit.pareto_run): kill-and-resume, invalid configs, failures as data, the generation unit, disk use."
 
 import json
 from importlib import import_module
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import nash_lit.pareto as P
+import nash_lit.pareto_run as PR
 from nash_lit import pareto_nash
 from nash_lit.front import front_history
 from nash_lit.arch import seed_arch
@@ -170,9 +171,9 @@ def test_generation_fed_in_any_order(tmp_path, data):
     for name, order in (("fwd", 1), ("rev", -1)):
         pareto_nash(P0, data, config, run_dir=tmp_path / name)
         store = RunStore(tmp_path / name, json.loads((tmp_path / name / "config.json").read_text()), resume=True)
-        front, more, spec = P.front_of(store), small_config(n_pc=6, n_ac=4), as_spec(data)
-        plan = P.make_plan(more, spec, front, 1)
-        gen = P.Generation(store, more, spec, front, 1, plan, store.ids(1, len(plan["proposals"])))
+        front, more, spec = PR.front_of(store), small_config(n_pc=6, n_ac=4), as_spec(data)
+        plan = PR.make_plan(more, spec, front, 1)
+        gen = PR.Generation(store, more, spec, front, 1, plan, store.ids(1, len(plan["proposals"])))
         todo, run = gen.as_plan(), D.Run(store, more, spec, len(data.y_train), None, None)
         for j, task in list(todo.tasks.items())[::order]:
             run.log_child(todo, j, E.evaluate_child(task))
@@ -198,26 +199,26 @@ def test_failed_children_are_data(tmp_path, data, monkeypatch):
     p0_seeds = {E.child_seeds(0, 0, j)[1] for j in range(len(P0))}
     monkeypatch.setattr(E, "train", _failing_train(lambda c: c.seed not in p0_seeds and c.epochs == 1))
     config = small_config(n_gen=5, max_failed_generations=2)
-    with pytest.raises(P.SearchFailed, match="2 consecutive generations \\(up to 2\\) trained no child"):
+    with pytest.raises(D.SearchFailed, match="2 consecutive generations \\(up to 2\\) trained no child"):
         pareto_nash(P0, data, config, run_dir=tmp_path)
     records = read_records(tmp_path)
     assert {r["status"] for r in records if r["step"] > 0 and r["accepted"]} == {"diverged"}
     best = checkpoint_meta(tmp_path / "best.pt")
     assert best["failed"] == 2 and len(set(best["hypervolume"])) == 1  # the front did not move
-    with pytest.raises(P.SearchFailed, match="consecutive failed generations"):  # and resuming says so again
+    with pytest.raises(D.SearchFailed, match="consecutive failed generations"):  # and resuming says so again
         pareto_nash(P0, data, config, run_dir=tmp_path, resume=True)
 
 
 def test_every_seed_failing_is_a_clear_error(tmp_path, data, monkeypatch):
     monkeypatch.setattr(E, "train", _failing_train(lambda c: True))
-    with pytest.raises(P.SearchFailed, match="every network of P0 failed"):
+    with pytest.raises(D.SearchFailed, match="every network of P0 failed"):
         pareto_nash(P0, data, small_config(), run_dir=tmp_path)
 
 
 def test_uniform_sampling_and_default_p0(tmp_path, data):
     result = pareto_nash(P0[:2], data, small_config(n_gen=1, sampling="uniform"), run_dir=tmp_path)
     assert len(result.front) >= 1
-    p0 = P.default_p0()
+    p0 = PR.default_p0()
     assert [round(E.n_params(n.arch), -3) for n in p0] == [13000, 46000, 95000, 374000]
 
 
@@ -320,7 +321,7 @@ def test_a_failed_temporary_run_keeps_its_folder(tmp_path, data, monkeypatch):
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(E, "train", _failing_train(lambda c: True))
-    with pytest.raises(P.SearchFailed, match="every network of P0 failed") as failed:
+    with pytest.raises(D.SearchFailed, match="every network of P0 failed") as failed:
         pareto_nash(P0, data, small_config(), progress=False)
     (kept,) = [p for p in tmp_path.iterdir() if not p.name.startswith("torchinductor")]  # torch's cache aside
     assert (
@@ -439,7 +440,7 @@ def test_small_budget_preset():
         P.ParetoConfig.small_budget(n_children=3)
 
 
-@pytest.mark.parametrize("seed,sampling", [(5, "uniform")])  # kde: the check in chapter 07_pareto
+@pytest.mark.parametrize("seed,sampling", [(5, "uniform")])  # kde: the check in chapter 08_pareto_run
 def test_the_reference_loop_finds_the_same_front(seed, sampling):
     "pareto_reference (Algorithm 2 in memory) and pareto_nash end with the same front: architectures, errors, weights."
     from dataclasses import replace

@@ -19,7 +19,8 @@ import torch
 from nash_lit.arch import PARETO_SEEDS, Net, n_params, seed_arch
 from nash_lit.data import DataSpec, synthetic
 from nash_lit.evaluation import fresh
-from nash_lit.pareto import Member, ParetoConfig, make_plan
+from nash_lit.pareto import Member, ParetoConfig
+from nash_lit.pareto_run import make_plan
 from nash_lit.training import TrainConfig, train
 
 PROFILES = {  # name -> (n_ac, n_epochs, training images)
