@@ -12,7 +12,6 @@ Not collected by pytest (the name does not start with test_).
 
 import argparse
 import time
-from dataclasses import replace
 
 import torch
 
