@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.path import Path as CurvePath
 
-from .arch import OPS, Arch, n_params
+from .arch import Arch, n_params
+from .ops import OPS
 
 # %% auto #0
 __all__ = ['FILL', 'OUTLINE', 'changes', 'draw_arch', 'draw_change']

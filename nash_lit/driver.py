@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import ClassVar
 
-from .approx import RECOVERY
+from .operators import RECOVERY
 from .arch import Arch, Net
 from .checks import check_setting
 from .data import Data, DataSpec, default_device

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import torch
 
-from .approx import RECOVERY, recover
+from .operators import RECOVERY, recover
 from .arch import Arch, Net, flops, n_params
 from .augment import normalize
 from .data import Data, DataSpec, default_device

@@ -12,7 +12,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import torch
 
-from .approx import MIN_CONVS, MIN_FILTERS, RECOVERY, recover, satisfies_constraint
+from .operators import MIN_CONVS, MIN_FILTERS, RECOVERY, recover, satisfies_constraint
 from .arch import Net
 from .checks import check_setting
 from .data import Data, DataSpec

@@ -11,8 +11,9 @@ from typing import ClassVar
 
 import optuna
 
-from .approx import MIN_CONVS, MIN_FILTERS, satisfies_constraint
-from .arch import Arch, Net, Node
+from .operators import MIN_CONVS, MIN_FILTERS, satisfies_constraint
+from .arch import Arch, Net
+from .ops import Node
 from .data import Data, DataSpec
 from .driver import Cost, Plan, Run, SearchConfig, SearchFailed, Strategy, child_task, search
 from .evaluation import fresh

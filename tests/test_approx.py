@@ -8,8 +8,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-import nash_lit.approx as A
-from nash_lit.approx import (
+import nash_lit.operators as A
+from nash_lit.operators import (
     RECOVERY,
     conv_depth,
     delta,
@@ -22,7 +22,8 @@ from nash_lit.approx import (
     separable_ids,
     to_separable,
 )
-from nash_lit.arch import OPS as SPECS, Arch, Net, conv_block_ids, n_params, seed_arch
+from nash_lit.arch import Arch, Net, conv_block_ids, n_params, seed_arch
+from nash_lit.ops import OPS as SPECS
 from nash_lit.morphisms import add_skip, concat_skip, deeper, morphism_error, scramble, wider
 from nash_lit.operators import OPERATORS, generate_child
 from nash_lit.surgery import NotApplicable

@@ -10,10 +10,8 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from nash_lit.arch import (
-    OPS,
     Arch,
     Net,
-    Node,
     block_id,
     conv_block_ids,
     eval_mode,
@@ -23,6 +21,7 @@ from nash_lit.arch import (
     param_name,
     seed_arch,
 )
+from nash_lit.ops import OPS, Node
 from nash_lit.operators import OPERATORS, generate_child
 
 

@@ -42,7 +42,7 @@ def test_algorithms_come_early():
 
 @pytest.mark.parametrize(
     "module",
-    ["arch", "morphisms", "approx", "operators", "hill_climbing", "front", "pareto", "pareto_run", "pareto_async"],
+    ["ops", "arch", "morphisms", "operators", "hill_climbing", "front", "pareto", "pareto_run", "pareto_async"],
 )
 def test_part_one_chapters_commit_a_picture(module):
     nb = next(nb for nb in CHAPTERS if "".join(cells(nb)[0]["source"]) == f"#| default_exp {module}")

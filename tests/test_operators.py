@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from nash_lit.arch import Arch, Net, n_params, seed_arch
 from nash_lit.morphisms import add_skip, concat_skip, deeper, morphism_error, scramble, skip, wider
-from nash_lit.approx import prune, remove_block, to_separable
+from nash_lit.operators import prune, remove_block, to_separable
 from nash_lit.operators import OPERATORS, Child, Operator, generate_child, merge_affected, resolve_operators
 from nash_lit.surgery import NotApplicable
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nash_lit import TrainConfig, synthetic
-from nash_lit.approx import satisfies_constraint
+from nash_lit.operators import satisfies_constraint
 from nash_lit.arch import Arch
 from nash_lit.peers import PeerConfig, nsga2, tpe
 from _helpers import finish, kill_at_random, log_lines, no_training, start_script

@@ -5,7 +5,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from nash_lit.arch import Arch, Net, Node, conv_block_ids, n_params, seed_arch
+from nash_lit.arch import Arch, Net, conv_block_ids, n_params, seed_arch
+from nash_lit.ops import Node
 from nash_lit.morphisms import scramble
 from nash_lit.operators import generate_child
 from nash_lit.surgery import (

@@ -1,6 +1,6 @@
 """Execute chapters in place so that they are committed with their outputs visible.
 
-    .venv/bin/python tools/run_chapter.py nbs/02_morphisms.ipynb [more.ipynb ...] [--slow]
+    .venv/bin/python tools/run_chapter.py nbs/03_morphisms.ipynb [more.ipynb ...] [--slow]
 
 Cells run in order in one kernel, from nbs/. Cells marked `#| slow` (training on real data) are skipped
 unless --slow is given, and keep the outputs they already have, so a chapter's real-data results survive

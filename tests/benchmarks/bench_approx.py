@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from nash_lit.approx import removable_ids, separable_ids
+from nash_lit.operators import removable_ids, separable_ids
 from nash_lit.arch import Net, conv_block_ids, n_params, seed_arch
 from nash_lit.morphisms import add_skip, concat_skip, deeper, scramble, wider
 from nash_lit.operators import OPERATORS
