@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import nash_lit.runs as R
 import nash_lit.store as ST
 import nash_lit.session as S
 from nash_lit.arch import Arch, seed_arch
 from nash_lit.executors import InProcess
-from nash_lit.runs import RunDamaged, load_checkpoint, read_log, read_records
+from nash_lit.runs import RunDamaged, read_log, read_records
+from nash_lit.store import load_checkpoint
 from nash_lit.data import synthetic
 from nash_lit.training import TrainConfig, TrainingDiverged
 from _helpers import crash_after_best, finish, gray_data, log_lines, no_training, start_script
@@ -420,7 +420,7 @@ def test_a_later_worse_step_keeps_the_best_ever(tmp_path, data, monkeypatch):
     assert one.paper_id == 1 and fingerprint(result.net) == fingerprint(one.paper_net)  # step 1's trained weights
     assert fingerprint(result.net) != fingerprint(result.paper_net)
     assert result.arch.to_json() == result.log.set_index("id").arch[1]
-    assert R.checkpoint_meta(tmp_path / "two" / ST.BEST_EVER) == dict(id=1, val_error=0.5, step=1)
+    assert ST.checkpoint_meta(tmp_path / "two" / ST.BEST_EVER) == dict(id=1, val_error=0.5, step=1)
     text = repr(result)
     assert (
         "the best-ever network, id 1 from step 1" in text

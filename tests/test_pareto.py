@@ -14,7 +14,8 @@ from nash_lit import pareto_nash
 from nash_lit.front import front_history
 from nash_lit.arch import seed_arch
 from nash_lit.data import as_spec, synthetic
-from nash_lit.runs import checkpoint_meta, read_records
+from nash_lit.runs import read_records
+from nash_lit.store import checkpoint_meta
 from nash_lit.store import RunStore
 from nash_lit.training import TrainConfig, TrainingDiverged
 from _helpers import (

@@ -1,15 +1,12 @@
 """Random search (nash_lit.hill_climbing.random_search), Table 1's control: NASH's operator chains on the seed, children trained
 from scratch, through the run store, resumable."""
 
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import nash_lit.runs as R
 import nash_lit.store as ST  # where RunStore.append finds append_record
 from nash_lit.arch import Net, seed_arch
 from nash_lit.data import synthetic
@@ -50,7 +47,7 @@ def test_log_and_result(reference):
     assert (result.paper_id, result.paper_val_error, result.paper_step) == (result.id, result.val_error, result.step)
     assert result.paper_net is result.net and "the control's best child" in repr(result)
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "best_ever.pt", "config.json", "log.jsonl", "seed.pt"]
-    assert R.checkpoint_meta(run / "best.pt")["step"] == 2  # best.pt: the state after the last step
+    assert ST.checkpoint_meta(run / "best.pt")["step"] == 2  # best.pt: the state after the last step
 
 
 def test_children_are_the_seeds_chains(reference, data):

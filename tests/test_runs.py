@@ -3,7 +3,6 @@
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,13 +15,20 @@ from nash_lit.runs import (
     RunDamaged,
     append_record,
     atomic_write_text,
-    load_checkpoint,
     open_run,
     read_log,
     read_records,
-    save_checkpoint,
 )
-from nash_lit.store import BEST, BEST_EVER, SEED, RunStore, check_run_files, child_checkpoint, step_ids
+from nash_lit.store import (
+    BEST,
+    BEST_EVER,
+    SEED,
+    RunStore,
+    child_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    step_ids,
+)
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from nash_lit.arch import PARETO_SEEDS, Net, n_params, seed_arch
-from nash_lit.runs import checkpoint_checksum, load_checkpoint, save_checkpoint
+from nash_lit.store import checkpoint_checksum, load_checkpoint, save_checkpoint
 
 NETWORKS = {
     "Table 1 seed (cpu)": seed_arch((32, 64, 128)),
